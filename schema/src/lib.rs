@@ -1,0 +1,26 @@
+//! Conveyor's contracts: what the gateway, the write side and the read side
+//! agree on without importing each other.
+//!
+//! * [`envelope`]: the command and event envelopes every message travels in.
+//! * [`order`]: the order aggregate's commands, events and input rules.
+//! * [`outcome`]: what the write side decided about a command.
+//! * [`codes`]: machine-readable error codes shared by rejections and GraphQL errors.
+//! * [`subjects`]: the namespaced NATS subject, stream and consumer names.
+//! * [`ports`]: the small traits behind which embedded and server adapters sit.
+//! * [`nats`] / [`sql`] (features): stream definitions and the SQL transaction
+//!   rules (SERIALIZABLE, retry on 40001) that every side follows.
+
+pub mod codes;
+pub mod envelope;
+#[cfg(feature = "nats")]
+pub mod nats;
+pub mod order;
+pub mod outcome;
+pub mod ports;
+#[cfg(feature = "sql")]
+pub mod sql;
+pub mod subjects;
+
+pub use envelope::{CommandEnvelope, ContractError, EventEnvelope, Metadata};
+pub use outcome::{CommandOutcome, OutcomeStatus, Rejection};
+pub use subjects::Namespace;

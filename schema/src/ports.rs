@@ -1,0 +1,136 @@
+//! Ports: the small traits the sides talk through. Each has an embedded
+//! (in-process, SQLite) and a server (NATS, PostgreSQL/CockroachDB) adapter;
+//! domain code only ever holds an `Arc<dyn Port>`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{CommandEnvelope, CommandOutcome, EventEnvelope};
+
+/// Failure of an adapter: the transport or store is unreachable or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("{0} is unavailable")]
+    Unavailable(String),
+    #[error(transparent)]
+    Backend(#[from] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl PortError {
+    pub fn backend(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(error))
+    }
+}
+
+/// What became of a dispatched command within the wait bound.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dispatched {
+    /// The write side decided (and, if accepted, committed the events).
+    Decided(CommandOutcome),
+    /// Durably handed over, not decided yet; ask again with the command id.
+    Pending,
+}
+
+/// Gateway → write side.
+#[async_trait]
+pub trait CommandBus: Send + Sync {
+    /// Hands the command over (durably in server mode, deduplicated by its id)
+    /// and waits up to `wait` for the outcome.
+    async fn dispatch(&self, command: CommandEnvelope, wait: Duration) -> Result<Dispatched, PortError>;
+
+    /// The stored outcome of a command, if it has been decided.
+    async fn outcome(&self, command_id: Uuid) -> Result<Option<CommandOutcome>, PortError>;
+}
+
+/// Reads the event store: the truth that projectors repair gaps and rebuild from.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Events of one stream with `from <= version <= to`, in order.
+    async fn read_stream(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<EventEnvelope>, PortError>;
+
+    /// A page of all events ordered by (stream id, version), after a position.
+    async fn read_all(&self, after: Option<&StreamPosition>, limit: u32) -> Result<Vec<EventEnvelope>, PortError>;
+}
+
+/// A place in the event log, for paging through it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub stream_id: String,
+    pub version: u64,
+}
+
+/// Write side → event transport (JetStream, or the in-process feed).
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes events in the given order; returns once the transport holds them.
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<(), PortError>;
+}
+
+/// How a consumer settles a delivery.
+#[async_trait]
+pub trait Acknowledge: Send {
+    /// Done: never deliver again.
+    async fn ack(self: Box<Self>) -> Result<(), PortError>;
+    /// Not now: deliver again after `delay`.
+    async fn retry(self: Box<Self>, delay: Duration) -> Result<(), PortError>;
+    /// Never deliver again; the caller has dead-lettered it.
+    async fn reject(self: Box<Self>) -> Result<(), PortError>;
+    /// How many times this message was delivered, 1 on the first.
+    fn delivered(&self) -> u64;
+}
+
+/// One delivered event: the decoded envelope, or why it could not be decoded.
+pub struct EventDelivery {
+    pub event: Result<EventEnvelope, String>,
+    /// The raw message, for the dead-letter subject.
+    pub raw: Vec<u8>,
+    pub ack: Box<dyn Acknowledge>,
+}
+
+/// Read side ← event transport.
+#[async_trait]
+pub trait EventFeed: Send + Sync {
+    /// A durable subscription named `consumer` to the events of `aggregate_types`.
+    async fn subscribe(
+        &self,
+        consumer: &str,
+        aggregate_types: &[&str],
+    ) -> Result<BoxStream<'static, Result<EventDelivery, PortError>>, PortError>;
+
+    /// Moves a poison message aside with the reason, so it never blocks the feed.
+    async fn dead_letter(&self, source: &str, raw: &[u8], reason: &str) -> Result<(), PortError>;
+}
+
+/// A view row changed: published after the projector committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChange {
+    pub view: String,
+    pub id: String,
+    pub version: u64,
+}
+
+/// Read side → gateway change notifications (NATS core, or a broadcast channel).
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    async fn notify(&self, change: &ViewChange) -> Result<(), PortError>;
+    /// Changes of one view row from now on. Best effort: subscribers re-read
+    /// the view, so a missed notification delays an update, never corrupts it.
+    async fn watch(&self, view: &str, id: &str) -> Result<BoxStream<'static, ViewChange>, PortError>;
+}
+
+/// A dependency that `/readyz` checks.
+#[async_trait]
+pub trait Readiness: Send + Sync {
+    /// `Ok` when reachable; the error names what is not.
+    async fn check(&self) -> Result<(), PortError>;
+}

@@ -1,0 +1,116 @@
+//! The SQL rules every side follows, so that code written once runs on
+//! CockroachDB, PostgreSQL and (embedded) SQLite:
+//!
+//! * one connection type, `sqlx::Any`, and SQL both dialects run: `$n`
+//!   placeholders, TEXT ids, BIGINT microsecond timestamps, no sequences, no
+//!   LISTEN/NOTIFY, no advisory locks;
+//! * PostgreSQL sessions run SERIALIZABLE, as CockroachDB always does, so
+//!   serialization failures (SQLSTATE 40001) happen in tests too;
+//! * every transaction is retried on 40001 (and SQLite's BUSY) with
+//!   jittered exponential backoff, a bounded number of times.
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+/// Opens a pool. PostgreSQL sessions are set to SERIALIZABLE; SQLite runs in
+/// WAL mode with full fsync, since an ACCEPTED command must survive a crash.
+pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+    install_default_drivers();
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                match conn.backend_name() {
+                    "PostgreSQL" => {
+                        conn.execute("SET default_transaction_isolation = 'serializable'").await?;
+                    }
+                    "SQLite" => {
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    }
+                    _ => {}
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+}
+
+/// Whether a failed transaction may succeed when run again from the start.
+pub fn is_retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            // PostgreSQL / CockroachDB: serialization failure, deadlock.
+            Some("40001") | Some("40P01")
+            // SQLite: BUSY, LOCKED, BUSY_SNAPSHOT.
+            | Some("5") | Some("6") | Some("517")
+        ),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        _ => false,
+    }
+}
+
+/// Attempts before a retryable error is given up on and returned.
+pub const MAX_ATTEMPTS: u32 = 40;
+
+/// Runs `transaction` until it succeeds, fails with a non-retryable error, or
+/// has been tried [`MAX_ATTEMPTS`] times. The closure must start its own
+/// transaction, so each attempt sees fresh data.
+pub async fn retry<T, E, F, Fut>(what: &'static str, transaction: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    T: 'static,
+    Fut: Future<Output = Result<T, E>>,
+    E: RetryableError + std::fmt::Display + 'static,
+{
+    tryhard::retry_fn(transaction)
+        .retries(MAX_ATTEMPTS - 1)
+        .custom_backoff(|attempt: u32, error: &E| {
+            if error.is_retryable() {
+                tracing::debug!(what, attempt, %error, "retrying transaction");
+                tryhard::RetryPolicy::Delay(backoff(attempt))
+            } else {
+                tryhard::RetryPolicy::Break
+            }
+        })
+        .await
+}
+
+/// Errors that can tell whether a retry may help.
+pub trait RetryableError {
+    fn is_retryable(&self) -> bool;
+}
+
+impl RetryableError for sqlx::Error {
+    fn is_retryable(&self) -> bool {
+        is_retryable(self)
+    }
+}
+
+/// 1 ms doubling to 256 ms, each with up to 100% jitter so that colliding
+/// transactions spread out instead of colliding again.
+fn backoff(attempt: u32) -> Duration {
+    let base = 1u64 << attempt.min(8);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.subsec_nanos())
+        .unwrap_or(0);
+    Duration::from_micros(base * 1000 + u64::from(nanos) % (base * 1000))
+}
+
+/// Microseconds since the Unix epoch: timestamps are stored as BIGINT so the
+/// same SQL sorts and compares them on every backend.
+pub fn to_micros(at: chrono::DateTime<chrono::Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+pub fn from_micros(micros: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}

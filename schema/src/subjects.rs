@@ -1,0 +1,115 @@
+//! Namespaced names. Every subject, stream, consumer and bucket carries the
+//! deployment's namespace, so deployments and test runs share one NATS server
+//! without touching each other.
+
+use std::fmt;
+
+/// A validated namespace: 1 to 32 of `[A-Za-z0-9_-]`, so it is legal in
+/// subjects, stream names and key-value bucket names alike.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Namespace(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("namespace `{0}` must be 1 to 32 characters of A-Z, a-z, 0-9, `_` or `-`")]
+pub struct InvalidNamespace(pub String);
+
+impl Namespace {
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidNamespace> {
+        let name = name.into();
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if valid { Ok(Self(name)) } else { Err(InvalidNamespace(name)) }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `<ns>.cmd.<aggregate>.<verb>`
+    pub fn command_subject(&self, aggregate: &str, verb: &str) -> String {
+        format!("{}.cmd.{aggregate}.{verb}", self.0)
+    }
+
+    /// `<ns>.cmd.<aggregate>.>`: one handler group's share of the commands stream.
+    pub fn command_filter(&self, aggregate: &str) -> String {
+        format!("{}.cmd.{aggregate}.>", self.0)
+    }
+
+    /// `<ns>.cmd.>`
+    pub fn all_commands(&self) -> String {
+        format!("{}.cmd.>", self.0)
+    }
+
+    /// `<ns>.evt.<aggregate>.<id>`
+    pub fn event_subject(&self, aggregate: &str, id: &str) -> String {
+        format!("{}.evt.{aggregate}.{}", self.0, subject_token(id))
+    }
+
+    /// `<ns>.evt.<aggregate>.>`
+    pub fn event_filter(&self, aggregate: &str) -> String {
+        format!("{}.evt.{aggregate}.>", self.0)
+    }
+
+    /// `<ns>.evt.>`
+    pub fn all_events(&self) -> String {
+        format!("{}.evt.>", self.0)
+    }
+
+    /// `<ns>.outcome.<command-id>`
+    pub fn outcome_subject(&self, command_id: &uuid::Uuid) -> String {
+        format!("{}.outcome.{command_id}", self.0)
+    }
+
+    /// `<ns>.changed.<view>.<id>`
+    pub fn changed_subject(&self, view: &str, id: &str) -> String {
+        format!("{}.changed.{view}.{}", self.0, subject_token(id))
+    }
+
+    /// `<ns>.dlq.<source>`
+    pub fn dead_letter_subject(&self, source: &str) -> String {
+        format!("{}.dlq.{source}", self.0)
+    }
+
+    /// `<ns>_<NAME>`: streams, consumers and buckets cannot contain `.`.
+    pub fn resource(&self, name: &str) -> String {
+        format!("{}_{name}", self.0)
+    }
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Self("conveyor".into())
+    }
+}
+
+impl fmt::Display for Namespace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Makes an id safe as one subject token: `.`, `*`, `>` and whitespace would
+/// change the subject's meaning, so they become `_`.
+fn subject_token(id: &str) -> String {
+    id.chars().map(|c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() { '_' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_are_validated() {
+        assert!(Namespace::new("prod-eu_1").is_ok());
+        assert!(Namespace::new("").is_err());
+        assert!(Namespace::new("a.b").is_err());
+        assert!(Namespace::new("x".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_subject_token() {
+        let ns = Namespace::new("t").expect("valid");
+        assert_eq!(ns.event_subject("order", "a.b>*c d"), "t.evt.order.a_b__c_d");
+    }
+}
