@@ -1,1 +1,31 @@
-//! placeholder
+//! Conveyor's read side: projectors turn events into SQL views, exactly
+//! once and in stream order; repositories answer the gateway's queries.
+//!
+//! Projections ([`orders`]) and the [`projector`] are shared by both run
+//! modes; [`nats`] and [`embedded`] are the transport adapters.
+
+pub mod embedded;
+pub mod nats;
+pub mod orders;
+pub mod projection;
+pub mod projector;
+
+use std::sync::Arc;
+
+use sqlx::AnyPool;
+
+pub use projection::{Projection, ProjectionError};
+pub use projector::Projector;
+
+/// Creates the view tables if needed (no advisory lock: CockroachDB has none).
+pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_locking(false);
+    migrator.dangerous_set_table_name("_read_side_migrations");
+    migrator.run(pool).await
+}
+
+/// Every projection this build maintains.
+pub fn projections() -> Vec<Arc<dyn Projection>> {
+    vec![Arc::new(orders::OrdersProjection)]
+}

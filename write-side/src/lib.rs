@@ -1,1 +1,19 @@
-//! placeholder
+//! Conveyor's write side: aggregates decide, the SQL event store appends
+//! (optimistic concurrency, exactly-once outcomes), the outbox relay
+//! guarantees publication.
+//!
+//! The domain code ([`order`], [`handler`]) is the same in both run modes;
+//! [`nats`] and [`embedded`] are the transport adapters.
+
+pub mod aggregate;
+pub mod embedded;
+pub mod event_store;
+pub mod handler;
+pub mod nats;
+pub mod order;
+pub mod outbox;
+
+pub use embedded::InProcessCommandBus;
+pub use event_store::{SqlEventStore, StoreError};
+pub use handler::{AGGREGATES, CommandHandler};
+pub use outbox::{OutboxRelay, RelaySettings};

@@ -1,0 +1,256 @@
+//! The projector: applies each event to a projection exactly once, in stream
+//! order, advancing the projection's per-stream checkpoint in the same
+//! transaction as the view rows, then announces the change.
+//!
+//! An event already applied is skipped; an event ahead of the checkpoint
+//! first pulls the missing versions from the event store (the truth), so a
+//! transport that drops or reorders messages costs latency, never data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use schema::EventEnvelope;
+use schema::ports::{EventDelivery, EventFeed, EventLog, Notifier, StreamPosition, ViewChange};
+use schema::sql;
+use sqlx::{AnyConnection, AnyPool};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use crate::projection::{Projection, ProjectionError};
+
+pub struct Projector {
+    pool: AnyPool,
+    projection: Arc<dyn Projection>,
+    log: Arc<dyn EventLog>,
+    notifier: Arc<dyn Notifier>,
+}
+
+impl Projector {
+    pub fn new(
+        pool: AnyPool,
+        projection: Arc<dyn Projection>,
+        log: Arc<dyn EventLog>,
+        notifier: Arc<dyn Notifier>,
+    ) -> Self {
+        Self { pool, projection, log, notifier }
+    }
+
+    /// Applies `event` (and any missing predecessors), unless already applied.
+    /// Returns the reasons for events that had to be skipped as unreadable,
+    /// for the caller to dead-letter.
+    #[instrument(skip_all, fields(projection = self.projection.name(), event = %event.id, version = event.stream_version))]
+    pub async fn handle(&self, event: &EventEnvelope) -> Result<Vec<String>, ProjectionError> {
+        let stream = event.stream_id();
+        let applied = {
+            let mut conn = self.pool.acquire().await?;
+            checkpoint(&mut conn, self.projection.name(), &stream).await?
+        };
+        if event.stream_version <= applied {
+            return Ok(Vec::new());
+        }
+        let mut batch = Vec::new();
+        if event.stream_version > applied + 1 {
+            batch = self
+                .log
+                .read_stream(&event.aggregate_type, &event.aggregate_id, applied + 1, event.stream_version - 1)
+                .await?;
+            let contiguous = batch.iter().zip(applied + 1..).all(|(missing, version)| missing.stream_version == version);
+            if !contiguous || batch.len() as u64 != event.stream_version - applied - 1 {
+                return Err(ProjectionError::Gap { stream, version: event.stream_version });
+            }
+            info!(stream, missing = batch.len(), "repaired a gap from the event store");
+        }
+        batch.push(event.clone());
+        let mut skipped = Vec::new();
+        for event in &batch {
+            match self.apply_once(event).await? {
+                Applied::Changed(change) => self.announce(&change).await,
+                Applied::Nothing => {}
+                Applied::Skipped(reason) => skipped.push(format!("event {}: {reason}", event.id)),
+            }
+        }
+        Ok(skipped)
+    }
+
+    /// One transaction: re-check the checkpoint, apply, advance it.
+    async fn apply_once(&self, event: &EventEnvelope) -> Result<Applied, ProjectionError> {
+        let name = self.projection.name();
+        let stream = event.stream_id();
+        sql::retry("project event", || async {
+            let mut tx = self.pool.begin().await?;
+            let applied = checkpoint(&mut tx, name, &stream).await?;
+            if event.stream_version <= applied {
+                tx.commit().await?;
+                return Ok(Applied::Nothing);
+            }
+            if event.stream_version != applied + 1 {
+                return Err(ProjectionError::Gap { stream: stream.clone(), version: event.stream_version });
+            }
+            let applied = match self.projection.apply(&mut tx, event).await {
+                Ok(Some(change)) => Applied::Changed(change),
+                Ok(None) => Applied::Nothing,
+                // Skipped, so the stream is not blocked forever; the caller
+                // dead-letters it with the reason.
+                Err(ProjectionError::Contract(reason)) => Applied::Skipped(reason),
+                Err(other) => return Err(other),
+            };
+            advance(&mut tx, name, &stream, event.stream_version).await?;
+            tx.commit().await?;
+            Ok(applied)
+        })
+        .await
+    }
+
+    async fn announce(&self, change: &ViewChange) {
+        if let Err(error) = self.notifier.notify(change).await {
+            // Subscribers re-read the view on their next notification.
+            warn!(%error, view = %change.view, id = %change.id, "change notification failed");
+        }
+    }
+
+    /// Applies everything in the event store past this projection's
+    /// checkpoints: the start of embedded mode, and repairs after the feed
+    /// lost messages. From empty checkpoints, it rebuilds the view.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let applied = self.checkpoints().await?;
+        let types = self.projection.aggregate_types();
+        let mut after: Option<StreamPosition> = None;
+        let mut count = 0;
+        loop {
+            let page = self.log.read_all(after.as_ref(), 1000).await?;
+            let Some(last) = page.last() else { return Ok(count) };
+            after = Some(StreamPosition { stream_id: last.stream_id(), version: last.stream_version });
+            for event in page.iter().filter(|event| types.contains(&event.aggregate_type.as_str())) {
+                if event.stream_version > applied.get(&event.stream_id()).copied().unwrap_or(0) {
+                    self.handle(event).await?;
+                    count += 1;
+                }
+            }
+        }
+    }
+
+    async fn checkpoints(&self) -> Result<HashMap<String, u64>, sqlx::Error> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT stream_id, version FROM projection_checkpoints WHERE projection = $1")
+                .bind(self.projection.name())
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(stream, version)| (stream, version as u64)).collect())
+    }
+
+    /// Consumes the feed until `shutdown`, finishing the event in hand.
+    pub async fn run(self, feed: Arc<dyn EventFeed>, catch_up_first: bool, shutdown: CancellationToken) {
+        let name = self.projection.name();
+        let consumer = format!("projector_{name}");
+        let subscription = loop {
+            match feed.subscribe(&consumer, self.projection.aggregate_types()).await {
+                Ok(stream) => break stream,
+                Err(error) => {
+                    warn!(%error, projection = name, "cannot subscribe to events; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        // Subscribed first, so nothing published during the catch-up is missed.
+        let mut needs_catch_up = catch_up_first;
+        let mut deliveries = Box::pin(subscription.take_until(shutdown.clone().cancelled_owned()));
+        let mut repair = tokio::time::interval(Duration::from_secs(5));
+        info!(projection = name, "projector running");
+        loop {
+            if needs_catch_up {
+                match self.catch_up().await {
+                    Ok(count) => {
+                        needs_catch_up = false;
+                        if count > 0 {
+                            info!(projection = name, count, "caught up from the event store");
+                        }
+                    }
+                    Err(error) => warn!(%error, projection = name, "catch-up failed; will retry"),
+                }
+            }
+            tokio::select! {
+                delivery = deliveries.next() => match delivery {
+                    Some(Ok(delivery)) => needs_catch_up |= !self.process(delivery, feed.as_ref()).await,
+                    Some(Err(error)) => {
+                        warn!(%error, projection = name, "event feed error; catching up from the store");
+                        needs_catch_up = true;
+                    }
+                    None => break,
+                },
+                _ = repair.tick(), if needs_catch_up => {}
+            }
+        }
+        info!(projection = name, "projector stopped");
+    }
+
+    /// Returns false when the event could not be applied now.
+    async fn process(&self, delivery: EventDelivery, feed: &dyn EventFeed) -> bool {
+        let source = format!("projector_{}", self.projection.name());
+        let event = match delivery.event {
+            Ok(event) => event,
+            Err(reason) => {
+                if let Err(error) = feed.dead_letter(&source, &delivery.raw, &reason).await {
+                    warn!(%error, "dead-letter publish failed; redelivering");
+                    let _ = delivery.ack.retry(Duration::from_secs(1)).await;
+                    return true;
+                }
+                let _ = delivery.ack.reject().await;
+                return true;
+            }
+        };
+        match self.handle(&event).await {
+            Ok(skipped) => {
+                for reason in skipped {
+                    warn!(%reason, "skipped an unreadable event");
+                    if let Err(error) = feed.dead_letter(&source, &delivery.raw, &reason).await {
+                        warn!(%error, %reason, "dead-letter publish failed");
+                    }
+                }
+                if let Err(error) = delivery.ack.ack().await {
+                    warn!(%error, "ack failed; the event will be redelivered and skipped");
+                }
+                true
+            }
+            Err(error) => {
+                warn!(%error, event = %event.id, "projection failed; retrying later");
+                let delay = Duration::from_millis(200 * delivery.ack.delivered().clamp(1, 25));
+                let _ = delivery.ack.retry(delay).await;
+                false
+            }
+        }
+    }
+}
+
+enum Applied {
+    Changed(ViewChange),
+    Nothing,
+    Skipped(String),
+}
+
+async fn checkpoint(conn: &mut AnyConnection, projection: &str, stream: &str) -> Result<u64, sqlx::Error> {
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE projection = $1 AND stream_id = $2")
+            .bind(projection)
+            .bind(stream)
+            .fetch_optional(&mut *conn)
+            .await?;
+    Ok(version.unwrap_or(0) as u64)
+}
+
+async fn advance(conn: &mut AnyConnection, projection: &str, stream: &str, version: u64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, stream_id, version) VALUES ($1, $2, $3) \
+         ON CONFLICT (projection, stream_id) DO UPDATE SET version = excluded.version",
+    )
+    .bind(projection)
+    .bind(stream)
+    .bind(version as i64)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

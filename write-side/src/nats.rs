@@ -1,0 +1,181 @@
+//! Server-mode adapters: commands arrive from the JetStream work queue,
+//! events leave through the events stream, outcomes go to the outcome
+//! subject and the outcomes bucket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, AckKind, consumer::pull, kv};
+use async_nats::{HeaderMap, header::NATS_MESSAGE_ID};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use schema::ports::{EventPublisher, PortError};
+use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Namespace};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::handler::{CommandHandler, HandleError};
+
+/// Publishes events to `<ns>.evt.<aggregate>.<id>` with `Nats-Msg-Id` = event id.
+pub struct JetStreamEventPublisher {
+    js: jetstream::Context,
+    ns: Namespace,
+}
+
+impl JetStreamEventPublisher {
+    pub fn new(js: jetstream::Context, ns: Namespace) -> Self {
+        Self { js, ns }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for JetStreamEventPublisher {
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<(), PortError> {
+        // Send all, then await the acks: one connection keeps the order.
+        let mut acks = Vec::with_capacity(events.len());
+        for event in events {
+            let mut headers = HeaderMap::new();
+            headers.insert(NATS_MESSAGE_ID, event.id.to_string().as_str());
+            let payload = serde_json::to_vec(event).map_err(PortError::backend)?;
+            let subject = self.ns.event_subject(&event.aggregate_type, &event.aggregate_id);
+            acks.push(self.js.publish_with_headers(subject, headers, payload.into()).await.map_err(PortError::backend)?);
+        }
+        for ack in acks {
+            ack.await.map_err(PortError::backend)?;
+        }
+        Ok(())
+    }
+}
+
+/// How the command consumer runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// Commands decided at once by one process.
+    pub concurrency: usize,
+    /// Deliveries before a command that keeps failing is dead-lettered.
+    pub max_deliver: i64,
+    /// How long JetStream waits for an ack before delivering again.
+    pub ack_wait: Duration,
+}
+
+impl Default for ConsumerSettings {
+    fn default() -> Self {
+        Self { concurrency: 32, max_deliver: 20, ack_wait: Duration::from_secs(30) }
+    }
+}
+
+/// Consumes the commands of one handler group (`aggregate`) until `shutdown`,
+/// then finishes the commands in flight.
+pub async fn run_command_consumer(
+    client: async_nats::Client,
+    ns: Namespace,
+    aggregate: &str,
+    handler: CommandHandler,
+    outcomes: kv::Store,
+    settings: ConsumerSettings,
+    shutdown: CancellationToken,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let js = jetstream::new(client.clone());
+    let stream = js.get_stream(ns.resource("COMMANDS")).await?;
+    let name = ns.resource(&format!("write_side_{aggregate}"));
+    let consumer = stream
+        .get_or_create_consumer(
+            &name,
+            pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subject: ns.command_filter(aggregate),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: settings.ack_wait,
+                max_deliver: settings.max_deliver + 1,
+                max_ack_pending: (settings.concurrency * 4) as i64,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let messages = consumer.messages().await?.take_until(shutdown.cancelled_owned());
+    info!(consumer = %name, "write side consuming commands");
+    let context = Arc::new(Context { client, ns, handler, outcomes, max_deliver: settings.max_deliver });
+    messages
+        .for_each_concurrent(settings.concurrency, |message| {
+            let context = context.clone();
+            async move {
+                match message {
+                    Ok(message) => context.process(message).await,
+                    Err(error) => warn!(%error, "command consumer error; continuing"),
+                }
+            }
+        })
+        .await;
+    info!(consumer = %name, "write side drained");
+    Ok(())
+}
+
+struct Context {
+    client: async_nats::Client,
+    ns: Namespace,
+    handler: CommandHandler,
+    outcomes: kv::Store,
+    max_deliver: i64,
+}
+
+impl Context {
+    async fn process(&self, message: jetstream::Message) {
+        let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
+        let command: CommandEnvelope = match serde_json::from_slice(&message.payload) {
+            Ok(command) => command,
+            Err(error) => return self.dead_letter(message, &format!("not a command envelope: {error}")).await,
+        };
+        match self.handler.handle(&command).await {
+            Ok(outcome) => match self.announce(&outcome).await {
+                Ok(()) => settle(&message, AckKind::Ack).await,
+                Err(error) => {
+                    warn!(%error, command_id = %command.id, "outcome stored but not announced; redelivering");
+                    settle(&message, AckKind::Nak(Some(Duration::from_millis(200)))).await;
+                }
+            },
+            Err(HandleError::Poison(reason)) => self.dead_letter(message, &reason).await,
+            Err(HandleError::Store(error)) if delivered >= self.max_deliver => {
+                error!(%error, command_id = %command.id, delivered, "giving up on command");
+                self.dead_letter(message, &format!("failed {delivered} times, last: {error}")).await;
+            }
+            Err(HandleError::Store(error)) => {
+                warn!(%error, command_id = %command.id, delivered, "command failed; redelivering");
+                let delay = Duration::from_millis(100 * (1u64 << delivered.clamp(0, 6)));
+                settle(&message, AckKind::Nak(Some(delay))).await;
+            }
+        }
+    }
+
+    /// Makes the outcome visible: the bucket (for late or repeated askers)
+    /// first, then the subject (for the gateway waiting right now).
+    async fn announce(&self, outcome: &CommandOutcome) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let payload: Bytes = serde_json::to_vec(outcome)?.into();
+        self.outcomes.put(outcome.command_id.to_string(), payload.clone()).await?;
+        self.client.publish(self.ns.outcome_subject(&outcome.command_id), payload).await?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, message: jetstream::Message, reason: &str) {
+        error!(reason, subject = %message.subject, "dead-lettering command");
+        let mut headers = HeaderMap::new();
+        headers.insert("Conveyor-Dead-Letter-Reason", reason.replace(['\r', '\n'], " ").as_str());
+        headers.insert("Conveyor-Original-Subject", message.subject.as_str());
+        let subject = self.ns.dead_letter_subject("write-side");
+        match self.client.publish_with_headers(subject, headers, message.payload.clone()).await {
+            Ok(()) => settle(&message, AckKind::Term).await,
+            Err(error) => {
+                warn!(%error, "dead-letter publish failed; redelivering");
+                settle(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+    }
+}
+
+async fn settle(message: &jetstream::Message, kind: AckKind) {
+    if let Err(error) = message.ack_with(kind).await {
+        // The message will be redelivered after ack_wait; the stored outcome
+        // makes that harmless.
+        warn!(%error, "could not settle command message");
+    }
+}
