@@ -39,6 +39,9 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Applies one event inside the projector's transaction. Returns the
     /// view row that changed, to announce after commit.
-    async fn apply(&self, conn: &mut AnyConnection, event: &EventEnvelope)
-    -> Result<Option<ViewChange>, ProjectionError>;
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        event: &EventEnvelope,
+    ) -> Result<Option<ViewChange>, ProjectionError>;
 }

@@ -44,16 +44,6 @@ pub enum OrderCommand {
     CancelOrder(CancelOrder),
 }
 
-impl OrderCommand {
-    /// The verb in the command subject `cmd.order.<verb>`.
-    pub fn verb(&self) -> &'static str {
-        match self {
-            Self::PlaceOrder(_) => "place",
-            Self::CancelOrder(_) => "cancel",
-        }
-    }
-}
-
 impl Message for OrderCommand {
     const KIND: &'static str = "command";
     fn schema_version(type_name: &str) -> Option<u32> {
@@ -98,10 +88,11 @@ impl Message for OrderEvent {
 impl OrderEvent {
     /// Loads a stored or received event of any known schema version.
     pub fn decode(event: &EventEnvelope) -> Result<Self, ContractError> {
-        let known = Self::schema_version(&event.type_name).ok_or_else(|| ContractError::UnknownType {
-            kind: Self::KIND,
-            type_name: event.type_name.clone(),
-        })?;
+        let known =
+            Self::schema_version(&event.type_name).ok_or_else(|| ContractError::UnknownType {
+                kind: Self::KIND,
+                type_name: event.type_name.clone(),
+            })?;
         if event.schema_version > known {
             return Err(ContractError::UnknownVersion {
                 type_name: event.type_name.clone(),
@@ -109,7 +100,11 @@ impl OrderEvent {
                 known,
             });
         }
-        let payload = upcast(&event.type_name, event.schema_version, event.payload.clone());
+        let payload = upcast(
+            &event.type_name,
+            event.schema_version,
+            event.payload.clone(),
+        );
         Self::from_parts(&event.type_name, payload)
     }
 }
@@ -125,7 +120,10 @@ fn upcast(type_name: &str, mut version: u32, mut payload: Value) -> Value {
             .map(|items| {
                 items
                     .iter()
-                    .map(|line| line["quantity"].as_i64().unwrap_or(0) * line["unit_price_cents"].as_i64().unwrap_or(0))
+                    .map(|line| {
+                        line["quantity"].as_i64().unwrap_or(0)
+                            * line["unit_price_cents"].as_i64().unwrap_or(0)
+                    })
                     .sum()
             })
             .unwrap_or(0);
@@ -145,23 +143,36 @@ impl PlaceOrder {
         if self.items.is_empty() || self.items.len() > MAX_LINES {
             return Err(Rejection::new(
                 codes::INVALID_ITEM_COUNT,
-                format!("an order needs 1 to {MAX_LINES} lines, got {}", self.items.len()),
+                format!(
+                    "an order needs 1 to {MAX_LINES} lines, got {}",
+                    self.items.len()
+                ),
             ));
         }
         if self.customer_id.trim().is_empty() || self.customer_id.chars().count() > MAX_SKU_CHARS {
-            return Err(Rejection::new(codes::INVALID_ID, "customer id must be 1 to 64 characters"));
+            return Err(Rejection::new(
+                codes::INVALID_ID,
+                "customer id must be 1 to 64 characters",
+            ));
         }
         for (index, line) in self.items.iter().enumerate() {
             if line.sku.trim().is_empty() || line.sku.chars().count() > MAX_SKU_CHARS {
                 return Err(Rejection::new(
                     codes::INVALID_SKU,
-                    format!("line {}: sku must be 1 to {MAX_SKU_CHARS} characters", index + 1),
+                    format!(
+                        "line {}: sku must be 1 to {MAX_SKU_CHARS} characters",
+                        index + 1
+                    ),
                 ));
             }
             if line.quantity == 0 || line.quantity > MAX_QUANTITY {
                 return Err(Rejection::new(
                     codes::INVALID_QUANTITY,
-                    format!("line {}: quantity must be 1 to {MAX_QUANTITY}, got {}", index + 1, line.quantity),
+                    format!(
+                        "line {}: quantity must be 1 to {MAX_QUANTITY}, got {}",
+                        index + 1,
+                        line.quantity
+                    ),
                 ));
             }
             if line.unit_price_cents < 0 {
@@ -176,9 +187,12 @@ impl PlaceOrder {
 
     /// Sum of quantity × unit price; saturates rather than wrapping on absurd input.
     pub fn total_cents(&self) -> i64 {
-        self.items
-            .iter()
-            .fold(0i64, |sum, line| sum.saturating_add(line.unit_price_cents.saturating_mul(i64::from(line.quantity))))
+        self.items.iter().fold(0i64, |sum, line| {
+            sum.saturating_add(
+                line.unit_price_cents
+                    .saturating_mul(i64::from(line.quantity)),
+            )
+        })
     }
 }
 
@@ -202,50 +216,90 @@ mod tests {
     use uuid::Uuid;
 
     fn line(sku: &str, quantity: u32, unit_price_cents: i64) -> OrderLine {
-        OrderLine { sku: sku.into(), quantity, unit_price_cents }
+        OrderLine {
+            sku: sku.into(),
+            quantity,
+            unit_price_cents,
+        }
     }
 
     fn code(order: PlaceOrder) -> Option<&'static str> {
-        order.validate().err().map(|rejection| rejection.code_static())
+        order
+            .validate()
+            .err()
+            .map(|rejection| rejection.code_static())
     }
 
     fn place(items: Vec<OrderLine>) -> PlaceOrder {
-        PlaceOrder { customer_id: "c-1".into(), items }
+        PlaceOrder {
+            customer_id: "c-1".into(),
+            items,
+        }
     }
 
     #[test]
     fn an_order_needs_one_to_a_hundred_lines() {
         assert_eq!(code(place(vec![])), Some(codes::INVALID_ITEM_COUNT));
         assert_eq!(code(place(vec![line("a", 1, 1); 100])), None);
-        assert_eq!(code(place(vec![line("a", 1, 1); 101])), Some(codes::INVALID_ITEM_COUNT));
+        assert_eq!(
+            code(place(vec![line("a", 1, 1); 101])),
+            Some(codes::INVALID_ITEM_COUNT)
+        );
     }
 
     #[test]
     fn quantity_is_one_to_a_thousand() {
-        assert_eq!(code(place(vec![line("a", 0, 1)])), Some(codes::INVALID_QUANTITY));
+        assert_eq!(
+            code(place(vec![line("a", 0, 1)])),
+            Some(codes::INVALID_QUANTITY)
+        );
         assert_eq!(code(place(vec![line("a", 1, 1)])), None);
         assert_eq!(code(place(vec![line("a", 1000, 1)])), None);
-        assert_eq!(code(place(vec![line("a", 1001, 1)])), Some(codes::INVALID_QUANTITY));
+        assert_eq!(
+            code(place(vec![line("a", 1001, 1)])),
+            Some(codes::INVALID_QUANTITY)
+        );
     }
 
     #[test]
     fn price_is_not_negative() {
         assert_eq!(code(place(vec![line("a", 1, 0)])), None);
-        assert_eq!(code(place(vec![line("a", 1, -1)])), Some(codes::INVALID_PRICE));
+        assert_eq!(
+            code(place(vec![line("a", 1, -1)])),
+            Some(codes::INVALID_PRICE)
+        );
     }
 
     #[test]
     fn sku_is_non_empty_and_at_most_64_characters() {
         assert_eq!(code(place(vec![line("", 1, 1)])), Some(codes::INVALID_SKU));
-        assert_eq!(code(place(vec![line("  ", 1, 1)])), Some(codes::INVALID_SKU));
+        assert_eq!(
+            code(place(vec![line("  ", 1, 1)])),
+            Some(codes::INVALID_SKU)
+        );
         assert_eq!(code(place(vec![line(&"é".repeat(64), 1, 1)])), None);
-        assert_eq!(code(place(vec![line(&"x".repeat(65), 1, 1)])), Some(codes::INVALID_SKU));
+        assert_eq!(
+            code(place(vec![line(&"x".repeat(65), 1, 1)])),
+            Some(codes::INVALID_SKU)
+        );
     }
 
     #[test]
     fn a_cancel_reason_has_a_length_limit() {
-        assert!(CancelOrder { reason: "x".repeat(500) }.validate().is_ok());
-        assert!(CancelOrder { reason: "x".repeat(501) }.validate().is_err());
+        assert!(
+            CancelOrder {
+                reason: "x".repeat(500)
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            CancelOrder {
+                reason: "x".repeat(501)
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]

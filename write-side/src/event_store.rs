@@ -58,9 +58,28 @@ pub struct SqlEventStore {
 macro_rules! event_columns {
     ($p:literal) => {
         concat!(
-            $p, "event_id, ", $p, "aggregate_type, ", $p, "aggregate_id, ", $p, "version, ",
-            $p, "type_name, ", $p, "schema_version, ", $p, "payload, ", $p, "correlation_id, ",
-            $p, "causation_id, ", $p, "actor, ", $p, "occurred_at"
+            $p,
+            "event_id, ",
+            $p,
+            "aggregate_type, ",
+            $p,
+            "aggregate_id, ",
+            $p,
+            "version, ",
+            $p,
+            "type_name, ",
+            $p,
+            "schema_version, ",
+            $p,
+            "payload, ",
+            $p,
+            "correlation_id, ",
+            $p,
+            "causation_id, ",
+            $p,
+            "actor, ",
+            $p,
+            "occurred_at"
         )
     };
 }
@@ -82,9 +101,17 @@ impl SqlEventStore {
     /// Decides a command against the current state of its aggregate, retrying
     /// on conflicts and serialization failures.
     #[instrument(skip_all, fields(command_id = %command.id, aggregate = %command.aggregate_id))]
-    pub async fn execute<A: Aggregate>(&self, command: &CommandEnvelope) -> Result<Decision, StoreError> {
-        let typed: A::Command = command.decode().map_err(|error| StoreError::Contract(error.to_string()))?;
-        sql::retry("execute command", || self.execute_once::<A>(command, &typed)).await
+    pub async fn execute<A: Aggregate>(
+        &self,
+        command: &CommandEnvelope,
+    ) -> Result<Decision, StoreError> {
+        let typed: A::Command = command
+            .decode()
+            .map_err(|error| StoreError::Contract(error.to_string()))?;
+        sql::retry("execute command", || {
+            self.execute_once::<A>(command, &typed)
+        })
+        .await
     }
 
     async fn execute_once<A: Aggregate>(
@@ -95,13 +122,17 @@ impl SqlEventStore {
         let mut tx = self.pool.begin().await?;
         if let Some(outcome) = stored_outcome(&mut tx, command.id).await? {
             tx.commit().await?;
-            return Ok(Decision { outcome, new_events: Vec::new() });
+            return Ok(Decision {
+                outcome,
+                new_events: Vec::new(),
+            });
         }
         let stream = stream_id(A::TYPE, &command.aggregate_id);
         let history = load_stream(&mut tx, &stream, 1, i64::MAX).await?;
         let mut state = A::default();
         for stored in &history {
-            let event = A::decode_event(stored).map_err(|error| StoreError::Contract(error.to_string()))?;
+            let event =
+                A::decode_event(stored).map_err(|error| StoreError::Contract(error.to_string()))?;
             state.apply(&event);
         }
         let current_version = history.len() as u64;
@@ -138,9 +169,16 @@ impl SqlEventStore {
                 (outcome, Vec::new())
             }
         };
-        insert_outcome(&mut tx, &outcome).await.map_err(|error| conflict_or(error, &stream))?;
-        tx.commit().await.map_err(|error| conflict_or(error, &stream))?;
-        Ok(Decision { outcome, new_events })
+        insert_outcome(&mut tx, &outcome)
+            .await
+            .map_err(|error| conflict_or(error, &stream))?;
+        tx.commit()
+            .await
+            .map_err(|error| conflict_or(error, &stream))?;
+        Ok(Decision {
+            outcome,
+            new_events,
+        })
     }
 
     /// The stored outcome of a command, if it was decided.
@@ -152,7 +190,11 @@ impl SqlEventStore {
     /// Committed events whose publication is unconfirmed and older than
     /// `grace` (younger ones are still being published by their handler),
     /// in stream order.
-    pub async fn unpublished(&self, grace: std::time::Duration, limit: u32) -> Result<Vec<EventEnvelope>, StoreError> {
+    pub async fn unpublished(
+        &self,
+        grace: std::time::Duration,
+        limit: u32,
+    ) -> Result<Vec<EventEnvelope>, StoreError> {
         let cutoff = to_micros(Utc::now()) - grace.as_micros() as i64;
         let query = concat!(
             "SELECT ",
@@ -160,7 +202,11 @@ impl SqlEventStore {
             " FROM events e JOIN outbox o ON o.event_id = e.event_id \
              WHERE o.created_at <= $1 ORDER BY e.stream_id, e.version LIMIT $2"
         );
-        let rows = sqlx::query(query).bind(cutoff).bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(query)
+            .bind(cutoff)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -169,7 +215,10 @@ impl SqlEventStore {
         sql::retry("mark published", || async {
             let mut tx = self.pool.begin().await?;
             for id in event_ids {
-                sqlx::query("DELETE FROM outbox WHERE event_id = $1").bind(id.to_string()).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM outbox WHERE event_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
             }
             tx.commit().await?;
             Ok::<_, StoreError>(())
@@ -178,7 +227,11 @@ impl SqlEventStore {
     }
 
     /// Counts appended events: for tests and operators.
-    pub async fn count_events(&self, aggregate_type: &str, aggregate_id: &str) -> Result<u64, StoreError> {
+    pub async fn count_events(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE stream_id = $1")
             .bind(stream_id(aggregate_type, aggregate_id))
             .fetch_one(&self.pool)
@@ -198,13 +251,24 @@ impl EventLog for SqlEventStore {
     ) -> Result<Vec<EventEnvelope>, PortError> {
         let mut conn = self.pool.acquire().await.map_err(PortError::backend)?;
         let to = i64::try_from(to).unwrap_or(i64::MAX);
-        load_stream(&mut conn, &stream_id(aggregate_type, aggregate_id), from as i64, to)
-            .await
-            .map_err(PortError::backend)
+        load_stream(
+            &mut conn,
+            &stream_id(aggregate_type, aggregate_id),
+            from as i64,
+            to,
+        )
+        .await
+        .map_err(PortError::backend)
     }
 
-    async fn read_all(&self, after: Option<&StreamPosition>, limit: u32) -> Result<Vec<EventEnvelope>, PortError> {
-        let (stream, version) = after.map(|p| (p.stream_id.clone(), p.version as i64)).unwrap_or_default();
+    async fn read_all(
+        &self,
+        after: Option<&StreamPosition>,
+        limit: u32,
+    ) -> Result<Vec<EventEnvelope>, PortError> {
+        let (stream, version) = after
+            .map(|p| (p.stream_id.clone(), p.version as i64))
+            .unwrap_or_default();
         let query = concat!(
             "SELECT ",
             event_columns!(""),
@@ -217,19 +281,28 @@ impl EventLog for SqlEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(PortError::backend)?;
-        rows.iter().map(event_from_row).collect::<Result<_, _>>().map_err(PortError::backend)
+        rows.iter()
+            .map(event_from_row)
+            .collect::<Result<_, _>>()
+            .map_err(PortError::backend)
     }
 }
 
 /// A unique violation on commit or on the outcome row means another writer won.
 fn conflict_or(error: sqlx::Error, stream: &str) -> StoreError {
     match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(stream.into()),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(stream.into())
+        }
         _ => StoreError::Database(error),
     }
 }
 
-fn envelopes<A: Aggregate>(command: &CommandEnvelope, after_version: u64, events: &[A::Event]) -> Vec<EventEnvelope> {
+fn envelopes<A: Aggregate>(
+    command: &CommandEnvelope,
+    after_version: u64,
+    events: &[A::Event],
+) -> Vec<EventEnvelope> {
     let metadata: Metadata = command.caused_metadata();
     let timestamp = Utc::now();
     events
@@ -252,13 +325,19 @@ fn envelopes<A: Aggregate>(command: &CommandEnvelope, after_version: u64, events
         .collect()
 }
 
-async fn stored_outcome(conn: &mut AnyConnection, command_id: Uuid) -> Result<Option<CommandOutcome>, StoreError> {
-    let stored: Option<String> = sqlx::query_scalar("SELECT outcome FROM command_outcomes WHERE command_id = $1")
-        .bind(command_id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?;
+async fn stored_outcome(
+    conn: &mut AnyConnection,
+    command_id: Uuid,
+) -> Result<Option<CommandOutcome>, StoreError> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT outcome FROM command_outcomes WHERE command_id = $1")
+            .bind(command_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
     stored
-        .map(|json| serde_json::from_str(&json).map_err(|error| StoreError::Contract(error.to_string())))
+        .map(|json| {
+            serde_json::from_str(&json).map_err(|error| StoreError::Contract(error.to_string()))
+        })
         .transpose()
 }
 
@@ -273,11 +352,20 @@ async fn load_stream(
         event_columns!(""),
         " FROM events WHERE stream_id = $1 AND version >= $2 AND version <= $3 ORDER BY version"
     );
-    let rows = sqlx::query(query).bind(stream).bind(from).bind(to).fetch_all(&mut *conn).await?;
+    let rows = sqlx::query(query)
+        .bind(stream)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&mut *conn)
+        .await?;
     rows.iter().map(event_from_row).collect()
 }
 
-async fn insert_event(conn: &mut AnyConnection, stream: &str, event: &EventEnvelope) -> Result<(), StoreError> {
+async fn insert_event(
+    conn: &mut AnyConnection,
+    stream: &str,
+    event: &EventEnvelope,
+) -> Result<(), StoreError> {
     let inserted = sqlx::query(concat!(
         "INSERT INTO events (stream_id, ",
         event_columns!(""),
@@ -298,24 +386,32 @@ async fn insert_event(conn: &mut AnyConnection, stream: &str, event: &EventEnvel
     .execute(&mut *conn)
     .await;
     inserted.map_err(|error| conflict_or(error, stream))?;
-    sqlx::query("INSERT INTO outbox (event_id, stream_id, version, created_at) VALUES ($1, $2, $3, $4)")
-        .bind(event.id.to_string())
-        .bind(stream)
-        .bind(event.stream_version as i64)
-        .bind(to_micros(Utc::now()))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, stream_id, version, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(event.id.to_string())
+    .bind(stream)
+    .bind(event.stream_version as i64)
+    .bind(to_micros(Utc::now()))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-async fn insert_outcome(conn: &mut AnyConnection, outcome: &CommandOutcome) -> Result<(), sqlx::Error> {
-    let json = serde_json::to_string(outcome).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-    sqlx::query("INSERT INTO command_outcomes (command_id, outcome, decided_at) VALUES ($1, $2, $3)")
-        .bind(outcome.command_id.to_string())
-        .bind(json)
-        .bind(to_micros(outcome.decided_at))
-        .execute(&mut *conn)
-        .await?;
+async fn insert_outcome(
+    conn: &mut AnyConnection,
+    outcome: &CommandOutcome,
+) -> Result<(), sqlx::Error> {
+    let json =
+        serde_json::to_string(outcome).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    sqlx::query(
+        "INSERT INTO command_outcomes (command_id, outcome, decided_at) VALUES ($1, $2, $3)",
+    )
+    .bind(outcome.command_id.to_string())
+    .bind(json)
+    .bind(to_micros(outcome.decided_at))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
@@ -338,6 +434,7 @@ fn event_from_row(row: &AnyRow) -> Result<EventEnvelope, StoreError> {
             actor: row.try_get("actor")?,
         },
         timestamp: from_micros(row.try_get("occurred_at")?),
-        payload: serde_json::from_str(&payload).map_err(|error| StoreError::Contract(error.to_string()))?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|error| StoreError::Contract(error.to_string()))?,
     })
 }

@@ -55,7 +55,11 @@ impl CommandHandler {
     pub async fn handle(&self, command: &CommandEnvelope) -> Result<CommandOutcome, HandleError> {
         let decision = match command.aggregate_type.as_str() {
             Order::TYPE => self.store.execute::<Order>(command).await?,
-            other => return Err(HandleError::Poison(format!("no handler for aggregate type `{other}`"))),
+            other => {
+                return Err(HandleError::Poison(format!(
+                    "no handler for aggregate type `{other}`"
+                )));
+            }
         };
         if !decision.new_events.is_empty() {
             self.publish(&decision.new_events).await;

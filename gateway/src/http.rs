@@ -1,0 +1,99 @@
+//! Routes: GraphQL (POST, GET, and WebSocket upgrades on the same path),
+//! GraphiQL, health and readiness.
+
+use std::sync::Arc;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
+use axum::Json;
+use axum::Router;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::get;
+use schema::ports::Readiness;
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::graphql::{ConveyorSchema, errors::add_missing_codes};
+
+pub const GRAPHQL_PATH: &str = "/graphql";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub schema: ConveyorSchema,
+    /// Named dependencies `/readyz` checks.
+    pub readiness: Arc<Vec<(&'static str, Arc<dyn Readiness>)>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
+        .route("/graphiql", get(graphiql))
+        .route("/", get(|| async { Redirect::temporary("/graphiql") }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+async fn graphql_post(State(state): State<AppState>, request: GraphQLRequest) -> GraphQLResponse {
+    execute(&state, request).await
+}
+
+/// GET serves both queries (`?query=`) and WebSocket upgrades.
+async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
+    let upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        return match GraphQLSubscription::new(state.schema.clone())
+            .oneshot(request)
+            .await
+        {
+            Ok(response) => response.into_response(),
+            Err(never) => match never {},
+        };
+    }
+    match GraphQLRequest::from_request(request, &state).await {
+        Ok(graphql) => execute(&state, graphql).await.into_response(),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+async fn execute(state: &AppState, request: GraphQLRequest) -> GraphQLResponse {
+    let mut response = state.schema.execute(request.into_inner()).await;
+    add_missing_codes(&mut response);
+    response.into()
+}
+
+async fn graphiql() -> Html<String> {
+    Html(
+        GraphiQLSource::build()
+            .endpoint(GRAPHQL_PATH)
+            .subscription_endpoint(GRAPHQL_PATH)
+            .finish(),
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let mut failing = serde_json::Map::new();
+    for (name, check) in state.readiness.iter() {
+        if let Err(error) = check.check().await {
+            failing.insert((*name).to_string(), json!(error.to_string()));
+        }
+    }
+    if failing.is_empty() {
+        Json(json!({ "status": "ready" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "failing": failing })),
+        )
+            .into_response()
+    }
+}
