@@ -1,1 +1,10 @@
+//! End-to-end tests of the composed system on real infrastructure: each
+//! test runs on the embedded backend (SQLite, in-process bus) and on the
+//! server backend (NATS JetStream + PostgreSQL at SERIALIZABLE).
+//! One binary, a module per feature.
 
+mod helpers;
+
+mod orders;
+mod processes;
+mod projection;

@@ -226,6 +226,14 @@ impl SqlEventStore {
         .await
     }
 
+    /// Counts all events in the store: for tests and operators.
+    pub async fn count_all_events(&self) -> Result<u64, StoreError> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count as u64)
+    }
+
     /// Counts appended events: for tests and operators.
     pub async fn count_events(
         &self,

@@ -63,7 +63,8 @@ pub fn add_missing_codes(response: &mut Response) {
         }
         let code = if !error.path.is_empty() {
             codes::INTERNAL
-        } else if error.locations.is_empty() && error.message.contains("-->") {
+        } else if error.message.trim_start().starts_with("-->") {
+            // async-graphql's parser errors are pest reports: " --> line:col ...".
             codes::GRAPHQL_PARSE_FAILED
         } else {
             codes::GRAPHQL_VALIDATION_FAILED

@@ -1,0 +1,468 @@
+//! The end-to-end harness: boots the composed system on a chosen backend,
+//! isolated per test (a fresh database and NATS namespace, or a fresh data
+//! directory), with typed GraphQL helpers. Everything a test creates is
+//! removed when its `TestApp` drops, even when the test fails.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use conveyor::config::{Common, Server};
+use conveyor::embedded::Embedded;
+use conveyor::server::{Infra, start_gateway, start_read_side, start_write_side, supervise};
+use futures::{SinkExt, StreamExt};
+use read_side::orders::OrderRepository;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use write_side::SqlEventStore;
+
+/// How long any bounded wait in the suite may take before it fails the test.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    Server,
+}
+
+/// Runs one async test body against both backends, as two test functions.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::helpers::Backend::Embedded).await }) *
+        }
+        mod server {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::helpers::Backend::Server).await }) *
+        }
+    };
+}
+
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+fn admin_database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A PostgreSQL database that exists for one test.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin = admin_database_url();
+        let name = format!("conveyor_test_{}", Uuid::now_v7().simple());
+        let pool = schema::sql::connect(&admin, 1)
+            .await
+            .expect("PostgreSQL is reachable at DATABASE_URL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&pool)
+            .await
+            .expect("create test database");
+        pool.close().await;
+        let base = admin.split('?').next().unwrap_or(&admin);
+        let server = &base[..base.rfind('/').unwrap_or(base.len())];
+        Self {
+            url: format!("{server}/{name}"),
+            name,
+        }
+    }
+
+    fn drop_blocking(&self) {
+        let name = self.name.clone();
+        run_blocking(async move {
+            if let Ok(pool) = schema::sql::connect(&admin_database_url(), 1).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&pool)
+                .await;
+                pool.close().await;
+            }
+        });
+    }
+}
+
+/// Deletes a namespace's streams and buckets.
+fn delete_namespace_blocking(namespace: String) {
+    run_blocking(async move {
+        if let Ok(client) = async_nats::connect(nats_url()).await {
+            let js = async_nats::jetstream::new(client);
+            for stream in ["COMMANDS", "EVENTS"] {
+                let _ = js.delete_stream(format!("{namespace}_{stream}")).await;
+            }
+            let _ = js.delete_key_value(format!("{namespace}_outcomes")).await;
+        }
+    });
+}
+
+/// Cleanup runs from `Drop`, possibly inside a failing test's runtime:
+/// a thread of its own with a runtime of its own does the async work.
+fn run_blocking(work: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(work);
+        }
+    })
+    .join();
+}
+
+pub fn unique_namespace() -> String {
+    format!("t{}", &Uuid::now_v7().simple().to_string()[8..24])
+}
+
+/// The isolation a test runs in, removed on drop.
+pub struct Isolation {
+    pub backend: Backend,
+    pub namespace: String,
+    pub database: Option<TestDatabase>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Isolation {
+    pub async fn new(backend: Backend) -> Self {
+        let namespace = unique_namespace();
+        match backend {
+            Backend::Server => Self {
+                backend,
+                namespace,
+                database: Some(TestDatabase::create().await),
+                data_dir: None,
+            },
+            Backend::Embedded => {
+                let dir =
+                    std::env::temp_dir().join(format!("conveyor-test-{}", Uuid::now_v7().simple()));
+                Self {
+                    backend,
+                    namespace,
+                    database: None,
+                    data_dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    pub fn common(&self) -> Common {
+        Common {
+            listen: "127.0.0.1:0".parse().expect("valid address"),
+            namespace: self.namespace.clone(),
+            mutation_wait: Duration::from_secs(10),
+            data_dir: self.data_dir.clone().unwrap_or_default(),
+        }
+    }
+
+    pub fn server(&self) -> Server {
+        Server {
+            nats: nats_url(),
+            database: self
+                .database
+                .as_ref()
+                .map(|db| db.url.clone())
+                .unwrap_or_default(),
+            stream_replicas: 1,
+            db_connections: 8,
+        }
+    }
+
+    /// The event store and the orders view this isolation's system uses.
+    pub async fn stores(&self) -> (SqlEventStore, OrderRepository) {
+        match self.backend {
+            Backend::Server => {
+                let pool = schema::sql::connect(&self.server().database, 4)
+                    .await
+                    .expect("test database");
+                (SqlEventStore::new(pool.clone()), OrderRepository::new(pool))
+            }
+            Backend::Embedded => {
+                let dir = self.data_dir.as_ref().expect("embedded has a data dir");
+                let url = |file: &str| format!("sqlite://{}?mode=rwc", dir.join(file).display());
+                let events = schema::sql::connect(&url("events.sqlite"), 1)
+                    .await
+                    .expect("event store");
+                let views = schema::sql::connect(&url("views.sqlite"), 1)
+                    .await
+                    .expect("views");
+                (SqlEventStore::new(events), OrderRepository::new(views))
+            }
+        }
+    }
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        if let Some(database) = &self.database {
+            database.drop_blocking();
+        }
+        if self.backend == Backend::Server {
+            delete_namespace_blocking(self.namespace.clone());
+        }
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// The composed system, running in this test process.
+pub struct TestApp {
+    pub address: SocketAddr,
+    pub http: reqwest::Client,
+    pub store: SqlEventStore,
+    pub orders: OrderRepository,
+    shutdown: CancellationToken,
+    running: Option<JoinHandle<anyhow::Result<()>>>,
+    // Dropped last: the system must stop before its database goes.
+    pub isolation: Isolation,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_in(Isolation::new(backend).await).await
+    }
+
+    /// Boots the system in an existing isolation (e.g. to restart it).
+    pub async fn spawn_in(isolation: Isolation) -> Self {
+        if std::env::var("TEST_LOG").is_ok() {
+            conveyor::telemetry::init();
+        }
+        let shutdown = CancellationToken::new();
+        let common = isolation.common();
+        let (address, running) = match isolation.backend {
+            Backend::Embedded => {
+                let embedded = Embedded::start(&common, shutdown.clone())
+                    .await
+                    .expect("embedded mode starts");
+                (embedded.address, tokio::spawn(embedded.run_until_stopped()))
+            }
+            Backend::Server => {
+                let infra = Infra::connect(&common, &isolation.server(), "test")
+                    .await
+                    .expect("infrastructure");
+                let mut tasks = tokio::task::JoinSet::new();
+                start_write_side(&infra, write_side::AGGREGATES, 32, &mut tasks, &shutdown)
+                    .await
+                    .expect("write side");
+                start_read_side(&infra, &mut tasks, &shutdown)
+                    .await
+                    .expect("read side");
+                let address = start_gateway(&infra, &common, &mut tasks, &shutdown)
+                    .await
+                    .expect("gateway");
+                (address, tokio::spawn(supervise(tasks, shutdown.clone())))
+            }
+        };
+        let (store, orders) = isolation.stores().await;
+        Self {
+            address,
+            http: reqwest::Client::new(),
+            store,
+            orders,
+            shutdown,
+            running: Some(running),
+            isolation,
+        }
+    }
+
+    /// Stops the system, returning its isolation for a restart.
+    pub async fn stop(mut self) -> Isolation {
+        self.shutdown.cancel();
+        if let Some(running) = self.running.take() {
+            tokio::time::timeout(WAIT, running)
+                .await
+                .expect("the system stops within the bound")
+                .expect("the system task completes")
+                .expect("the system stops cleanly");
+        }
+        // Hand the isolation out; what stays behind cleans up nothing.
+        let inert = Isolation {
+            backend: Backend::Embedded,
+            namespace: String::new(),
+            database: None,
+            data_dir: None,
+        };
+        std::mem::replace(&mut self.isolation, inert)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// POSTs a GraphQL request; returns the whole response body.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Value {
+        graphql_at(&self.http, self.address, query, variables).await
+    }
+
+    pub async fn place_order(&self, customer_id: &str, items: Value, key: Option<&str>) -> Value {
+        let response = self
+            .graphql(
+                "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { commandId status orderId error { code message } } }",
+                json!({ "input": { "customerId": customer_id, "items": items, "idempotencyKey": key } }),
+            )
+            .await;
+        response["data"]["placeOrder"].clone()
+    }
+
+    pub async fn cancel_order(&self, order_id: &str, reason: &str, key: Option<&str>) -> Value {
+        let response = self
+            .graphql(
+                "mutation($input: CancelOrderInput!) { cancelOrder(input: $input) { commandId status orderId error { code message } } }",
+                json!({ "input": { "orderId": order_id, "reason": reason, "idempotencyKey": key } }),
+            )
+            .await;
+        response["data"]["cancelOrder"].clone()
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let response = self
+            .graphql(
+                "query($id: ID!) { order(id: $id) { id customerId status totalCents version cancelReason placedAt updatedAt items { sku quantity unitPriceCents } } }",
+                json!({ "id": id }),
+            )
+            .await;
+        response["data"]["order"].clone()
+    }
+
+    /// Polls `order(id)` until `done` holds, failing with the last answer after [`WAIT`].
+    pub async fn wait_for_order(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut interval = tokio::time::interval(Duration::from_millis(25));
+        loop {
+            interval.tick().await;
+            let order = self.order(id).await;
+            if done(&order) {
+                return order;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {id} never became {what}; last seen: {order}"
+            );
+        }
+    }
+
+    pub async fn subscribe(&self, query: &str, variables: Value) -> Subscription {
+        Subscription::start(self.address, query, variables).await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn graphql_at(
+    http: &reqwest::Client,
+    address: SocketAddr,
+    query: &str,
+    variables: Value,
+) -> Value {
+    http.post(format!("http://{address}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .expect("gateway answers")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+pub fn customer() -> String {
+    Uuid::now_v7().to_string()
+}
+
+pub fn items() -> Value {
+    json!([{ "sku": "book-1", "quantity": 2, "unitPriceCents": 1250 }, { "sku": "pen-9", "quantity": 1, "unitPriceCents": 300 }])
+}
+
+/// A graphql-transport-ws client with one subscription.
+pub struct Subscription {
+    socket: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Subscription {
+    pub async fn start(address: SocketAddr, query: &str, variables: Value) -> Self {
+        let mut request = format!("ws://{address}/graphql")
+            .into_client_request()
+            .expect("valid URL");
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "graphql-transport-ws".parse().expect("valid header"),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connects");
+        socket
+            .send(Message::text(
+                json!({ "type": "connection_init", "payload": {} }).to_string(),
+            ))
+            .await
+            .expect("send init");
+        let mut subscription = Self { socket };
+        let ack = subscription.next_message().await;
+        assert_eq!(
+            ack["type"], "connection_ack",
+            "expected connection_ack, got {ack}"
+        );
+        subscription
+            .socket
+            .send(Message::text(
+                json!({ "id": "1", "type": "subscribe", "payload": { "query": query, "variables": variables } })
+                    .to_string(),
+            ))
+            .await
+            .expect("send subscribe");
+        subscription
+    }
+
+    async fn next_message(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("a WebSocket message within the bound")
+                .expect("the socket stays open")
+                .expect("a valid frame");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON message"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected WebSocket frame {other:?}"),
+            }
+        }
+    }
+
+    /// The next `next` payload's data, skipping pings.
+    pub async fn next_data(&mut self) -> Value {
+        loop {
+            let message = self.next_message().await;
+            match message["type"].as_str() {
+                Some("next") => return message["payload"]["data"].clone(),
+                Some("ping") => {
+                    let _ = self
+                        .socket
+                        .send(Message::text(json!({ "type": "pong" }).to_string()))
+                        .await;
+                }
+                _ => panic!("expected a `next` message, got {message}"),
+            }
+        }
+    }
+}
