@@ -3,17 +3,20 @@
 
 use std::sync::Arc;
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse, GraphQLSubscription};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::Json;
 use axum::Router;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use schema::ports::Readiness;
 use serde_json::json;
-use tower::ServiceExt;
+use tokio_util::sync::CancellationToken;
 
 use crate::graphql::{ConveyorSchema, errors::add_missing_codes};
 
@@ -24,6 +27,8 @@ pub struct AppState {
     pub schema: ConveyorSchema,
     /// Named dependencies `/readyz` checks.
     pub readiness: Arc<Vec<(&'static str, Arc<dyn Readiness>)>>,
+    /// Closes WebSocket connections on shutdown, so draining ends.
+    pub shutdown: CancellationToken,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,18 +56,35 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
     if upgrade {
-        return match GraphQLSubscription::new(state.schema.clone())
-            .oneshot(request)
-            .await
-        {
-            Ok(response) => response.into_response(),
-            Err(never) => match never {},
+        let (mut parts, _body) = request.into_parts();
+        let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &state).await {
+            Ok(protocol) => protocol,
+            Err(rejection) => return rejection.into_response(),
+        };
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(upgrade) => websocket(state, protocol, upgrade),
+            Err(rejection) => rejection.into_response(),
         };
     }
     match GraphQLRequest::from_request(request, &state).await {
         Ok(graphql) => execute(&state, graphql).await.into_response(),
         Err(rejection) => rejection.into_response(),
     }
+}
+
+/// Serves graphql-transport-ws (and the legacy graphql-ws). On shutdown the
+/// client's half ends, which completes the subscriptions and closes the socket.
+fn websocket(state: AppState, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let (sink, stream) = socket.split();
+            let stream = stream.take_until(state.shutdown.cancelled_owned());
+            GraphQLWebSocket::new_with_pair(sink, stream, state.schema, protocol)
+                .serve()
+                .await;
+        })
+        .into_response()
 }
 
 async fn execute(state: &AppState, request: GraphQLRequest) -> GraphQLResponse {

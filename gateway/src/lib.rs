@@ -43,6 +43,7 @@ impl Gateway {
         let state = http::AppState {
             schema: graphql::build(services),
             readiness: Arc::new(readiness),
+            shutdown: shutdown.clone(),
         };
         let router = http::router(state).layer(TraceLayer::new_for_http());
         Ok(Self {

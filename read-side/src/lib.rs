@@ -17,12 +17,14 @@ use sqlx::AnyPool;
 pub use projection::{Projection, ProjectionError};
 pub use projector::Projector;
 
-/// Creates the view tables if needed (no advisory lock: CockroachDB has none).
+/// Creates the view tables if needed (see [`schema::sql::migrate`]).
 pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
-    let mut migrator = sqlx::migrate!("./migrations");
-    migrator.set_locking(false);
-    migrator.dangerous_set_table_name("_read_side_migrations");
-    migrator.run(pool).await
+    schema::sql::migrate(
+        pool,
+        sqlx::migrate!("./migrations"),
+        "_read_side_migrations",
+    )
+    .await
 }
 
 /// Every projection this build maintains.

@@ -43,6 +43,30 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::E
         .await
 }
 
+/// Runs a side's migrations, tracked in its own table. Without sqlx's
+/// advisory lock (CockroachDB has none): every statement is idempotent, and
+/// processes that start together and collide on the catalog retry.
+pub async fn migrate(
+    pool: &AnyPool,
+    mut migrator: sqlx::migrate::Migrator,
+    table: &'static str,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    migrator.set_locking(false);
+    migrator.dangerous_set_table_name(table);
+    let mut attempt = 0;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < 8 => {
+                attempt += 1;
+                tracing::debug!(%error, attempt, table, "migration collided with another process; retrying");
+                tokio::time::sleep(backoff(attempt + 3)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Whether a failed transaction may succeed when run again from the start.
 pub fn is_retryable(error: &sqlx::Error) -> bool {
     match error {

@@ -296,10 +296,6 @@ impl TestApp {
         std::mem::replace(&mut self.isolation, inert)
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.address)
-    }
-
     /// POSTs a GraphQL request; returns the whole response body.
     pub async fn graphql(&self, query: &str, variables: Value) -> Value {
         graphql_at(&self.http, self.address, query, variables).await

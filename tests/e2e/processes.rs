@@ -1,1 +1,506 @@
-//! The real binary as separate OS processes.
+//! The real binary as separate OS processes: the three sides apart, clean
+//! shutdown on SIGTERM, fail-fast start-up errors, crash durability of the
+//! embedded mode, and poison commands.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{
+    Backend, Isolation, Subscription, TestApp, WAIT, customer, graphql_at, items, nats_url,
+};
+
+/// A `conveyor` process; killed if still running when dropped.
+struct Conveyor {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Conveyor {
+    fn start(args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_conveyor"));
+        command
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        command
+            .env("RUST_LOG", "info")
+            .env_remove("NATS_URL")
+            .env_remove("DATABASE_URL");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("conveyor starts");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (sender, lines) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                keep.lock().expect("log lock").push(line.clone());
+                let _ = sender.send(line);
+            }
+        });
+        Self { child, lines, log }
+    }
+
+    /// Waits for a log line containing `marker`; returns it.
+    fn wait_for_line(&self, marker: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(marker) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!(
+                    "no log line with `{marker}` in time; log so far:\n{}",
+                    self.log_text()
+                ),
+            }
+        }
+    }
+
+    /// The address from the line announcing where GraphQL is served.
+    fn graphql_address(&self) -> SocketAddr {
+        let line = self.wait_for_line("http://");
+        let start = line.find("http://").expect("a URL in the line") + "http://".len();
+        let rest = &line[start..];
+        let end = rest.find('/').expect("a path after the address");
+        rest[..end].parse().expect("a socket address")
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status();
+        assert!(
+            status.is_ok_and(|status| status.success()),
+            "kill -{name} works"
+        );
+    }
+
+    /// Waits (bounded) for the process to exit.
+    fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait on child") {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process did not exit in time; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Conveyor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_until_ready(address: SocketAddr) {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ready = http.get(format!("http://{address}/readyz")).send().await;
+        if ready.is_ok_and(|response| response.status().is_success()) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{address} never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn server_env(isolation: &Isolation) -> Vec<(&'static str, String)> {
+    vec![
+        ("NATS_URL", nats_url()),
+        ("DATABASE_URL", isolation.server().database),
+        ("CONVEYOR_NAMESPACE", isolation.namespace.clone()),
+        ("CONVEYOR_LISTEN", "127.0.0.1:0".into()),
+    ]
+}
+
+#[tokio::test]
+async fn the_three_sides_run_as_separate_processes_and_stop_cleanly_on_sigterm() {
+    let isolation = Isolation::new(Backend::Server).await;
+    let env = server_env(&isolation);
+    let mut write_side = Conveyor::start(&["write-side"], &env);
+    let mut read_side = Conveyor::start(&["read-side"], &env);
+    let mut gateway = Conveyor::start(&["gateway"], &env);
+    write_side.wait_for_line("write side consuming commands");
+    read_side.wait_for_line("projector running");
+    let address = gateway.graphql_address();
+    wait_until_ready(address).await;
+
+    let http = reqwest::Client::new();
+    let place =
+        "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
+    let placed = graphql_at(
+        &http,
+        address,
+        place,
+        json!({ "input": { "customerId": customer(), "items": items() } }),
+    )
+    .await;
+    assert_eq!(
+        placed["data"]["placeOrder"]["status"], "ACCEPTED",
+        "{placed}"
+    );
+    let order_id = placed["data"]["placeOrder"]["orderId"]
+        .as_str()
+        .expect("order id")
+        .to_string();
+
+    let mut subscription = Subscription::start(
+        address,
+        "subscription($id: ID!) { orderUpdated(id: $id) { status version } }",
+        json!({ "id": order_id }),
+    )
+    .await;
+    assert_eq!(
+        subscription.next_data().await["orderUpdated"]["status"],
+        "PLACED"
+    );
+    let query = graphql_at(
+        &http,
+        address,
+        "query($id: ID!) { order(id: $id) { status totalCents } }",
+        json!({ "id": order_id }),
+    )
+    .await;
+    assert_eq!(
+        query["data"]["order"],
+        json!({ "status": "PLACED", "totalCents": 2800 })
+    );
+
+    let cancel = "mutation($id: ID!) { cancelOrder(input: { orderId: $id, reason: \"processes\" }) { status } }";
+    let cancelled = graphql_at(&http, address, cancel, json!({ "id": order_id })).await;
+    assert_eq!(
+        cancelled["data"]["cancelOrder"]["status"], "ACCEPTED",
+        "{cancelled}"
+    );
+    assert_eq!(
+        subscription.next_data().await["orderUpdated"],
+        json!({ "status": "CANCELLED", "version": 2 })
+    );
+
+    for process in [&mut gateway, &mut read_side, &mut write_side] {
+        process.signal("TERM");
+        let status = process.wait_exit();
+        assert!(
+            status.success(),
+            "clean exit on SIGTERM, got {status}; log:\n{}",
+            process.log_text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn unreachable_infrastructure_fails_fast_with_one_clear_line() {
+    let isolation = Isolation::new(Backend::Server).await;
+    let mut env = server_env(&isolation);
+    env[0].1 = "nats://127.0.0.1:1".into();
+    let mut no_nats = Conveyor::start(&["gateway"], &env);
+    assert!(!no_nats.wait_exit().success());
+    let log = no_nats.log_text();
+    assert!(
+        log.lines()
+            .any(|line| line.starts_with("conveyor: cannot reach NATS at nats://127.0.0.1:1")),
+        "{log}"
+    );
+
+    let mut env = server_env(&isolation);
+    env[1].1 = "postgres://postgres:hunter2@127.0.0.1:1/nothing".into();
+    let mut no_database = Conveyor::start(&["write-side"], &env);
+    assert!(!no_database.wait_exit().success());
+    let log = no_database.log_text();
+    assert!(
+        log.lines()
+            .any(|line| line.starts_with("conveyor: cannot reach the database at")),
+        "{log}"
+    );
+    assert!(
+        !log.contains("hunter2"),
+        "the password is never printed: {log}"
+    );
+}
+
+#[tokio::test]
+async fn embedded_mode_refuses_a_taken_port_and_an_unusable_data_dir() {
+    let dir = std::env::temp_dir().join(format!("conveyor-test-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").to_string();
+    let data_dir = dir.join("data").display().to_string();
+    let mut busy = Conveyor::start(&["--listen", &port, "--data-dir", &data_dir], &[]);
+    assert!(!busy.wait_exit().success());
+    assert!(
+        busy.log_text()
+            .lines()
+            .any(|line| line.starts_with(&format!("conveyor: cannot listen on {port}"))),
+        "{}",
+        busy.log_text()
+    );
+
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"not a directory").expect("write file");
+    let under_file = file.join("data").display().to_string();
+    let mut unusable =
+        Conveyor::start(&["--listen", "127.0.0.1:0", "--data-dir", &under_file], &[]);
+    assert!(!unusable.wait_exit().success());
+    assert!(
+        unusable
+            .log_text()
+            .lines()
+            .any(|line| line.starts_with("conveyor: cannot create the data directory")),
+        "{}",
+        unusable.log_text()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Places orders from several clients until stopped; returns the ids whose
+/// mutation answered ACCEPTED.
+async fn place_until_stopped(address: SocketAddr, stop: CancellationToken) -> Vec<String> {
+    let accepted = Arc::new(Mutex::new(Vec::new()));
+    let clients = (0..4).map(|_| {
+        let (accepted, stop) = (accepted.clone(), stop.clone());
+        async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
+            let place = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
+            while !stop.is_cancelled() {
+                let body = json!({ "query": place, "variables": { "input": { "customerId": customer(), "items": items() } } });
+                let Ok(response) = http.post(format!("http://{address}/graphql")).json(&body).send().await else { break };
+                let Ok(answer) = response.json::<Value>().await else { break };
+                if answer["data"]["placeOrder"]["status"] == "ACCEPTED" {
+                    let id = answer["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string();
+                    accepted.lock().expect("lock").push(id);
+                }
+            }
+        }
+    });
+    futures::future::join_all(clients).await;
+    let ids = accepted.lock().expect("lock");
+    ids.clone()
+}
+
+async fn every_accepted_order_survives_a_kill(signal: &str) {
+    let isolation = Isolation::new(Backend::Embedded).await;
+    let data_dir = isolation
+        .data_dir
+        .clone()
+        .expect("data dir")
+        .display()
+        .to_string();
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", data_dir.as_str()];
+    let mut first = Conveyor::start(&args, &[]);
+    let address = first.graphql_address();
+    wait_until_ready(address).await;
+
+    let stop = CancellationToken::new();
+    let load = tokio::spawn(place_until_stopped(address, stop.clone()));
+    // Kill mid-load, once a good number of orders were accepted.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while count_orders(address).await < 100 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "load never reached 100 orders"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.signal(signal);
+    let accepted = load.await.expect("load task");
+    stop.cancel();
+    first.wait_exit();
+    assert!(accepted.len() >= 100, "only {} accepted", accepted.len());
+
+    let second = Conveyor::start(&args, &[]);
+    let address = second.graphql_address();
+    wait_until_ready(address).await;
+    let http = reqwest::Client::new();
+    for id in &accepted {
+        let answer = graphql_at(
+            &http,
+            address,
+            "query($id: ID!) { order(id: $id) { id status } }",
+            json!({ "id": id }),
+        )
+        .await;
+        assert_eq!(
+            answer["data"]["order"]["status"], "PLACED",
+            "accepted order {id} lost after {signal}: {answer}"
+        );
+    }
+    // The restarted process keeps serving, and its views match a replay of the store.
+    let placed = graphql_at(
+        &http,
+        address,
+        "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }",
+        json!({ "input": { "customerId": customer(), "items": items() } }),
+    )
+    .await;
+    assert_eq!(placed["data"]["placeOrder"]["status"], "ACCEPTED");
+    let id = placed["data"]["placeOrder"]["orderId"].clone();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let query = "query($id: ID!) { order(id: $id) { id } }";
+        let answer = graphql_at(&http, address, query, json!({ "id": id })).await;
+        if !answer["data"]["order"].is_null() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new order was never projected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(second);
+    assert_views_match_a_replay(Path::new(&data_dir)).await;
+}
+
+async fn count_orders(address: SocketAddr) -> usize {
+    let http = reqwest::Client::new();
+    let answer = graphql_at(
+        &http,
+        address,
+        "{ orders(first: 100) { edges { cursor } } }",
+        json!({}),
+    )
+    .await;
+    answer["data"]["orders"]["edges"]
+        .as_array()
+        .map_or(0, Vec::len)
+}
+
+async fn assert_views_match_a_replay(data_dir: &Path) {
+    let isolation = Isolation {
+        backend: Backend::Embedded,
+        namespace: String::new(),
+        database: None,
+        data_dir: Some(data_dir.to_path_buf()),
+    };
+    let (store, orders) = isolation.stores().await;
+    let live = orders.all().await.expect("live view");
+    let replay_dir = data_dir.join("replay");
+    std::fs::create_dir_all(&replay_dir).expect("replay dir");
+    let views = schema::sql::connect(
+        &format!(
+            "sqlite://{}?mode=rwc",
+            replay_dir.join("views.sqlite").display()
+        ),
+        1,
+    )
+    .await
+    .expect("replay views");
+    read_side::migrate(&views).await.expect("migrate");
+    let log: Arc<dyn schema::ports::EventLog> = Arc::new(store.clone());
+    let projector = read_side::Projector::new(
+        views.clone(),
+        Arc::new(read_side::orders::OrdersProjection),
+        log,
+        Arc::new(read_side::embedded::BroadcastNotifier::new(4)),
+    );
+    projector.catch_up().await.expect("replay");
+    let replayed = read_side::orders::OrderRepository::new(views)
+        .all()
+        .await
+        .expect("replayed view");
+    let stored = store.count_all_events().await.expect("count");
+    if live.len() as u64 != stored {
+        let events = schema::ports::EventLog::read_all(&store, None, 10_000)
+            .await
+            .expect("events");
+        let in_view: std::collections::HashSet<_> =
+            live.iter().map(|order| order.order_id.clone()).collect();
+        let missing: Vec<_> = events
+            .iter()
+            .filter(|event| !in_view.contains(&event.aggregate_id))
+            .collect();
+        panic!(
+            "{} events but {} orders in the view; not in the view: {missing:#?}",
+            stored,
+            live.len()
+        );
+    }
+    assert_eq!(
+        live, replayed,
+        "the live view equals a replay of the event store"
+    );
+}
+
+#[tokio::test]
+async fn every_accepted_order_survives_sigkill_of_the_embedded_process() {
+    every_accepted_order_survives_a_kill("KILL").await;
+}
+
+#[tokio::test]
+async fn every_accepted_order_survives_sigint_of_the_embedded_process() {
+    every_accepted_order_survives_a_kill("INT").await;
+}
+
+#[tokio::test]
+async fn a_poison_command_is_dead_lettered_with_its_reason_and_the_system_goes_on() {
+    let app = TestApp::spawn(Backend::Server).await;
+    let namespace = app.isolation.namespace.clone();
+    let client = async_nats::connect(nats_url()).await.expect("NATS");
+    let mut dead_letters = client
+        .subscribe(format!("{namespace}.dlq.write-side"))
+        .await
+        .expect("subscribe");
+    let js = async_nats::jetstream::new(client.clone());
+    js.publish(
+        format!("{namespace}.cmd.order.PlaceOrder"),
+        "{not json".into(),
+    )
+    .await
+    .expect("publish")
+    .await
+    .expect("stored");
+
+    let dead = tokio::time::timeout(WAIT, dead_letters.next())
+        .await
+        .expect("a dead letter in time")
+        .expect("a message");
+    assert_eq!(dead.payload.as_ref(), b"{not json");
+    let reason = dead
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get("Conveyor-Dead-Letter-Reason"))
+        .map(|value| value.to_string());
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|reason| reason.contains("not a command envelope")),
+        "{reason:?}"
+    );
+
+    let placed = app.place_order(&customer(), items(), None).await;
+    assert_eq!(
+        placed["status"], "ACCEPTED",
+        "the write side is still serving: {placed}"
+    );
+    assert_eq!(app.store.count_all_events().await.expect("count"), 1);
+}

@@ -21,7 +21,30 @@ crate::on_both_backends!(
     a_projector_repairs_a_gap_from_the_event_store,
     the_outbox_relay_publishes_what_the_handler_could_not,
     rebuilding_the_view_from_the_event_store_gives_the_same_rows,
+    a_restarted_system_keeps_its_orders_and_resumes_projecting,
 );
+
+async fn a_restarted_system_keeps_its_orders_and_resumes_projecting(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let before = app.place_order(&customer(), items(), None).await;
+    let before_id = before["orderId"].as_str().expect("an order id").to_string();
+    app.wait_for_order(&before_id, "projected", |order| !order.is_null())
+        .await;
+
+    let app = TestApp::spawn_in(app.stop().await).await;
+    assert_eq!(app.order(&before_id).await["status"], "PLACED");
+    let cancelled = app.cancel_order(&before_id, "after restart", None).await;
+    assert_eq!(cancelled["status"], "ACCEPTED", "{cancelled}");
+    let after = app.place_order(&customer(), items(), None).await;
+    let after_id = after["orderId"].as_str().expect("an order id");
+    app.wait_for_order(&before_id, "cancelled", |order| {
+        order["status"] == "CANCELLED"
+    })
+    .await;
+    app.wait_for_order(after_id, "projected", |order| !order.is_null())
+        .await;
+    assert_eq!(app.store.count_all_events().await.expect("count"), 3);
+}
 
 /// A transport that is down until switched on; remembers what it carried.
 struct FlakyPublisher {

@@ -89,13 +89,14 @@ impl SqlEventStore {
         Self { pool }
     }
 
-    /// Creates the tables if needed. Runs without the advisory lock sqlx
-    /// would take, which CockroachDB lacks; every statement is idempotent.
+    /// Creates the tables if needed (see [`sql::migrate`]).
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        let mut migrator = sqlx::migrate!("./migrations");
-        migrator.set_locking(false);
-        migrator.dangerous_set_table_name("_write_side_migrations");
-        migrator.run(&self.pool).await
+        sql::migrate(
+            &self.pool,
+            sqlx::migrate!("./migrations"),
+            "_write_side_migrations",
+        )
+        .await
     }
 
     /// Decides a command against the current state of its aggregate, retrying
