@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod http;
 mod orders;
 mod processes;
 mod projection;
