@@ -27,8 +27,7 @@ pub struct BenchArgs {
     pub concurrency: usize,
 }
 
-const PLACE: &str =
-    "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
+const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
 const WATCH: &str = "subscription($id: ID!) { orderUpdated(id: $id) { version } }";
 
 #[derive(Default)]
@@ -44,8 +43,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let clients =
-        (0..args.concurrency).map(|_| client(args.url.clone(), args.orders, next.clone()));
+    let clients = (0..args.concurrency).map(|_| client(args.url.clone(), args.orders, next.clone()));
     let mut all = Samples::default();
     for result in futures::future::join_all(clients).await {
         let samples = result?;
@@ -76,29 +74,17 @@ fn percentiles(samples: &mut [Duration]) -> String {
         let index = ((p * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
         samples[index].as_secs_f64() * 1000.0
     };
-    format!(
-        "p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms",
-        at(0.50),
-        at(0.95),
-        at(0.99)
-    )
+    format!("p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms", at(0.50), at(0.95), at(0.99))
 }
 
 async fn client(url: String, orders: usize, next: Arc<AtomicUsize>) -> anyhow::Result<Samples> {
     let http = reqwest::Client::new();
     let ws_url = format!("{}/graphql", url.replacen("http", "ws", 1));
     let mut request = ws_url.as_str().into_client_request()?;
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
-    let (mut socket, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .with_context(|| format!("cannot open {ws_url}"))?;
-    socket
-        .send(Message::text(
-            json!({ "type": "connection_init" }).to_string(),
-        ))
-        .await?;
+    request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(request).await.with_context(|| format!("cannot open {ws_url}"))?;
+    socket.send(Message::text(json!({ "type": "connection_init" }).to_string())).await?;
     expect_type(&mut socket, "connection_ack").await?;
 
     let mut samples = Samples::default();
@@ -138,16 +124,11 @@ async fn client(url: String, orders: usize, next: Arc<AtomicUsize>) -> anyhow::R
                 bail!("subscription failed: {message}");
             }
         }
-        socket
-            .send(Message::text(
-                json!({ "id": id, "type": "complete" }).to_string(),
-            ))
-            .await?;
+        socket.send(Message::text(json!({ "id": id, "type": "complete" }).to_string())).await?;
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn next_json(socket: &mut Socket) -> anyhow::Result<Value> {
     loop {
@@ -158,9 +139,7 @@ async fn next_json(socket: &mut Socket) -> anyhow::Result<Value> {
         if let Message::Text(text) = frame {
             let message: Value = serde_json::from_str(&text)?;
             if message["type"] == "ping" {
-                socket
-                    .send(Message::text(json!({ "type": "pong" }).to_string()))
-                    .await?;
+                socket.send(Message::text(json!({ "type": "pong" }).to_string())).await?;
                 continue;
             }
             return Ok(message);

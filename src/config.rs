@@ -8,11 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "conveyor",
-    version,
-    about = "GraphQL gateway over event-sourced CQRS"
-)]
+#[command(name = "conveyor", version, about = "GraphQL gateway over event-sourced CQRS")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -39,32 +35,17 @@ pub enum Command {
 #[derive(Debug, Args, Clone)]
 pub struct Common {
     /// Address the GraphQL server listens on.
-    #[arg(
-        long,
-        env = "CONVEYOR_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "CONVEYOR_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: SocketAddr,
     /// Prefix of every NATS stream, consumer and subject: deployments (and
     /// test runs) sharing one NATS server stay apart.
-    #[arg(
-        long,
-        env = "CONVEYOR_NAMESPACE",
-        default_value = "conveyor",
-        global = true
-    )]
+    #[arg(long, env = "CONVEYOR_NAMESPACE", default_value = "conveyor", global = true)]
     pub namespace: String,
     /// How long a mutation waits for the write side's decision before it answers PENDING.
     #[arg(long, env = "CONVEYOR_MUTATION_WAIT", default_value = "5s", value_parser = parse_duration, global = true)]
     pub mutation_wait: Duration,
     /// Embedded mode: where the SQLite event store and views live.
-    #[arg(
-        long,
-        env = "CONVEYOR_DATA_DIR",
-        default_value = "./conveyor-data",
-        global = true
-    )]
+    #[arg(long, env = "CONVEYOR_DATA_DIR", default_value = "./conveyor-data", global = true)]
     pub data_dir: PathBuf,
 }
 
@@ -113,13 +94,8 @@ impl Aggregate {
 /// `250ms`, `5s`, `2m`, or plain milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let value: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 250ms, 5s or 2m"))?;
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let value: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration like 250ms, 5s or 2m"))?;
     match unit {
         "" | "ms" => Ok(Duration::from_millis(value)),
         "s" => Ok(Duration::from_secs(value)),

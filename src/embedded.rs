@@ -47,13 +47,8 @@ impl Embedded {
             .await
             .with_context(|| format!("cannot open the views in {}", data_dir.display()))?;
         let store = SqlEventStore::new(events_pool);
-        store
-            .migrate()
-            .await
-            .context("event store migration failed")?;
-        read_side::migrate(&views_pool)
-            .await
-            .context("view migration failed")?;
+        store.migrate().await.context("event store migration failed")?;
+        read_side::migrate(&views_pool).await.context("view migration failed")?;
 
         let hub = InProcessEventHub::new(4096);
         let publisher: Arc<dyn EventPublisher> = Arc::new(hub.clone());
@@ -64,10 +59,7 @@ impl Embedded {
 
         // Events a crash left unpublished go out before anything new.
         let relay = OutboxRelay::new(store.clone(), publisher.clone(), RelaySettings::default());
-        relay
-            .publish_stranded(std::time::Duration::ZERO)
-            .await
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        relay.publish_stranded(std::time::Duration::ZERO).await.map_err(|error| anyhow::anyhow!("{error}"))?;
         let stop = shutdown.clone();
         tasks.spawn(async move {
             relay.run(stop).await;
@@ -76,17 +68,9 @@ impl Embedded {
 
         let orders = OrderRepository::new(views_pool.clone());
         for projection in projections() {
-            let projector = Projector::new(
-                views_pool.clone(),
-                projection,
-                log.clone(),
-                notifier.clone(),
-            );
+            let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone());
             // Catch up from the store before serving, so the first query sees every accepted order.
-            projector
-                .catch_up()
-                .await
-                .context("catching the views up failed")?;
+            projector.catch_up().await.context("catching the views up failed")?;
             let (feed, stop) = (feed.clone(), shutdown.clone());
             tasks.spawn(async move {
                 projector.run(feed, true, stop).await;
@@ -102,20 +86,13 @@ impl Embedded {
             mutation_wait: common.mutation_wait,
             shutdown: shutdown.clone(),
         };
-        let readiness: Vec<(&'static str, Arc<dyn Readiness>)> =
-            vec![("database", Arc::new(orders.clone()))];
+        let readiness: Vec<(&'static str, Arc<dyn Readiness>)> = vec![("database", Arc::new(orders.clone()))];
         let gateway = Gateway::build(common.listen, services, readiness)
             .await
             .with_context(|| format!("cannot listen on {}", common.listen))?;
         let address = gateway.local_addr()?;
         tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-        Ok(Self {
-            address,
-            store,
-            orders,
-            tasks,
-            shutdown,
-        })
+        Ok(Self { address, store, orders, tasks, shutdown })
     }
 
     /// Runs until the shutdown token is cancelled or a component fails.
@@ -141,11 +118,9 @@ fn sqlite_url(path: &Path) -> String {
 
 /// Creates the directory and proves it writable, for a clear error up front.
 fn ensure_writable(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let probe = dir.join(".conveyor-write-test");
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
+    std::fs::write(&probe, b"ok").with_context(|| format!("the data directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }

@@ -12,9 +12,7 @@ use read_side::nats::{JetStreamEventFeed, NatsNotifier};
 use read_side::orders::OrderRepository;
 use read_side::{Projector, projections};
 use schema::Namespace;
-use schema::nats::{
-    StreamSettings, ensure_commands_stream, ensure_events_stream, ensure_outcomes_bucket,
-};
+use schema::nats::{StreamSettings, ensure_commands_stream, ensure_events_stream, ensure_outcomes_bucket};
 use schema::ports::{EventFeed, EventLog, Notifier, Readiness};
 use sqlx::AnyPool;
 use tokio::task::JoinSet;
@@ -42,19 +40,9 @@ impl Infra {
             .with_context(|| format!("cannot reach NATS at {}", server.nats))?;
         let pool = schema::sql::connect(&server.database, server.db_connections)
             .await
-            .with_context(|| {
-                format!("cannot reach the database at {}", redact(&server.database))
-            })?;
-        let streams = StreamSettings {
-            replicas: server.stream_replicas,
-            ..Default::default()
-        };
-        Ok(Self {
-            client,
-            pool,
-            ns,
-            streams,
-        })
+            .with_context(|| format!("cannot reach the database at {}", redact(&server.database)))?;
+        let streams = StreamSettings { replicas: server.stream_replicas, ..Default::default() };
+        Ok(Self { client, pool, ns, streams })
     }
 
     fn event_store(&self) -> SqlEventStore {
@@ -83,20 +71,12 @@ pub async fn start_write_side(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
     let store = infra.event_store();
-    store
-        .migrate()
-        .await
-        .context("event store migration failed")?;
+    store.migrate().await.context("event store migration failed")?;
     let js = jetstream::new(infra.client.clone());
-    ensure_commands_stream(&js, &infra.ns, &infra.streams)
-        .await
-        .context("cannot create the commands stream")?;
-    ensure_events_stream(&js, &infra.ns, &infra.streams)
-        .await
-        .context("cannot create the events stream")?;
-    let outcomes = ensure_outcomes_bucket(&js, &infra.ns, &infra.streams)
-        .await
-        .context("cannot create the outcomes bucket")?;
+    ensure_commands_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the commands stream")?;
+    ensure_events_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the events stream")?;
+    let outcomes =
+        ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
     let publisher = Arc::new(JetStreamEventPublisher::new(js, infra.ns.clone()));
     let handler = CommandHandler::new(store.clone(), publisher.clone());
     let relay = OutboxRelay::new(store, publisher, RelaySettings::default());
@@ -106,17 +86,9 @@ pub async fn start_write_side(
         Ok(())
     });
     for &aggregate in aggregates {
-        let (client, ns, handler, outcomes, stop) = (
-            infra.client.clone(),
-            infra.ns.clone(),
-            handler.clone(),
-            outcomes.clone(),
-            shutdown.clone(),
-        );
-        let settings = ConsumerSettings {
-            concurrency,
-            ..Default::default()
-        };
+        let (client, ns, handler, outcomes, stop) =
+            (infra.client.clone(), infra.ns.clone(), handler.clone(), outcomes.clone(), shutdown.clone());
+        let settings = ConsumerSettings { concurrency, ..Default::default() };
         tasks.spawn(async move {
             run_command_consumer(client, ns, aggregate, handler, outcomes, settings, stop)
                 .await
@@ -132,33 +104,16 @@ pub async fn start_read_side(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    read_side::migrate(&infra.pool)
-        .await
-        .context("view migration failed")?;
+    read_side::migrate(&infra.pool).await.context("view migration failed")?;
     // Projectors read missing events from the store, which may not exist yet.
-    infra
-        .event_store()
-        .migrate()
-        .await
-        .context("event store migration failed")?;
+    infra.event_store().migrate().await.context("event store migration failed")?;
     let js = jetstream::new(infra.client.clone());
-    ensure_events_stream(&js, &infra.ns, &infra.streams)
-        .await
-        .context("cannot create the events stream")?;
-    let feed: Arc<dyn EventFeed> = Arc::new(JetStreamEventFeed::new(
-        infra.client.clone(),
-        infra.ns.clone(),
-    ));
+    ensure_events_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the events stream")?;
+    let feed: Arc<dyn EventFeed> = Arc::new(JetStreamEventFeed::new(infra.client.clone(), infra.ns.clone()));
     let log: Arc<dyn EventLog> = Arc::new(infra.event_store());
-    let notifier: Arc<dyn Notifier> =
-        Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone()));
+    let notifier: Arc<dyn Notifier> = Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone()));
     for projection in projections() {
-        let projector = Projector::new(
-            infra.pool.clone(),
-            projection,
-            log.clone(),
-            notifier.clone(),
-        );
+        let projector = Projector::new(infra.pool.clone(), projection, log.clone(), notifier.clone());
         let (feed, stop) = (feed.clone(), shutdown.clone());
         tasks.spawn(async move {
             projector.run(feed, false, stop).await;
@@ -175,32 +130,21 @@ pub async fn start_gateway(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
-    read_side::migrate(&infra.pool)
-        .await
-        .context("view migration failed")?;
+    read_side::migrate(&infra.pool).await.context("view migration failed")?;
     let js = jetstream::new(infra.client.clone());
-    ensure_commands_stream(&js, &infra.ns, &infra.streams)
-        .await
-        .context("cannot create the commands stream")?;
-    let outcomes = ensure_outcomes_bucket(&js, &infra.ns, &infra.streams)
-        .await
-        .context("cannot create the outcomes bucket")?;
+    ensure_commands_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the commands stream")?;
+    let outcomes =
+        ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
     let orders = OrderRepository::new(infra.pool.clone());
     let services = Services {
-        bus: Arc::new(NatsCommandBus::new(
-            infra.client.clone(),
-            outcomes,
-            infra.ns.clone(),
-        )),
+        bus: Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes, infra.ns.clone())),
         orders: orders.clone(),
         notifier: Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone())),
         mutation_wait: common.mutation_wait,
         shutdown: shutdown.clone(),
     };
-    let readiness: Vec<(&'static str, Arc<dyn Readiness>)> = vec![
-        ("nats", Arc::new(NatsReadiness(infra.client.clone()))),
-        ("database", Arc::new(orders)),
-    ];
+    let readiness: Vec<(&'static str, Arc<dyn Readiness>)> =
+        vec![("nats", Arc::new(NatsReadiness(infra.client.clone()))), ("database", Arc::new(orders))];
     let gateway = Gateway::build(common.listen, services, readiness)
         .await
         .with_context(|| format!("cannot listen on {}", common.listen))?;
@@ -210,15 +154,10 @@ pub async fn start_gateway(
 }
 
 /// Waits for every task; the first failure stops the others.
-pub async fn supervise(
-    mut tasks: JoinSet<anyhow::Result<()>>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
-        let result = joined
-            .map_err(anyhow::Error::from)
-            .and_then(|result| result);
+        let result = joined.map_err(anyhow::Error::from).and_then(|result| result);
         if let Err(error) = result {
             tracing::error!(error = %format!("{error:#}"), "component failed; stopping");
             shutdown.cancel();
@@ -228,11 +167,7 @@ pub async fn supervise(
     first_error.map_or(Ok(()), Err)
 }
 
-pub async fn run_gateway(
-    common: &Common,
-    server: &Server,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run_gateway(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "gateway").await?;
     let mut tasks = JoinSet::new();
     let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
@@ -240,11 +175,7 @@ pub async fn run_gateway(
     finish(infra, tasks, shutdown).await
 }
 
-pub async fn run_write_side(
-    common: &Common,
-    args: &WriteSideArgs,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run_write_side(common: &Common, args: &WriteSideArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, &args.server, "write-side").await?;
     let aggregates: Vec<&'static str> = if args.only.is_empty() {
         write_side::AGGREGATES.to_vec()
@@ -257,11 +188,7 @@ pub async fn run_write_side(
     finish(infra, tasks, shutdown).await
 }
 
-pub async fn run_read_side(
-    common: &Common,
-    server: &Server,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run_read_side(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "read-side").await?;
     let mut tasks = JoinSet::new();
     start_read_side(&infra, &mut tasks, &shutdown).await?;
@@ -269,11 +196,7 @@ pub async fn run_read_side(
     finish(infra, tasks, shutdown).await
 }
 
-pub async fn run_all(
-    common: &Common,
-    server: &Server,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "all").await?;
     let mut tasks = JoinSet::new();
     start_write_side(&infra, write_side::AGGREGATES, 32, &mut tasks, &shutdown).await?;
@@ -284,11 +207,7 @@ pub async fn run_all(
 }
 
 /// Runs until stopped, then flushes what NATS still buffers.
-async fn finish(
-    infra: Infra,
-    tasks: JoinSet<anyhow::Result<()>>,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+async fn finish(infra: Infra, tasks: JoinSet<anyhow::Result<()>>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let result = supervise(tasks, shutdown).await;
     if let Err(error) = infra.client.flush().await {
         tracing::warn!(%error, "could not flush NATS on shutdown");
@@ -302,13 +221,7 @@ async fn finish(
 mod tests {
     #[test]
     fn passwords_never_reach_messages() {
-        assert_eq!(
-            super::redact("postgres://app:s3cret@db:5432/x"),
-            "postgres://app:***@db:5432/x"
-        );
-        assert_eq!(
-            super::redact("postgres://db:5432/x"),
-            "postgres://db:5432/x"
-        );
+        assert_eq!(super::redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
+        assert_eq!(super::redact("postgres://db:5432/x"), "postgres://db:5432/x");
     }
 }

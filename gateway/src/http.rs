@@ -36,10 +36,7 @@ pub fn router(state: AppState) -> Router {
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/graphiql", get(graphiql))
         .route("/", get(|| async { Redirect::temporary("/graphiql") }))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -80,9 +77,7 @@ fn websocket(state: AppState, protocol: GraphQLProtocol, upgrade: WebSocketUpgra
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
             let stream = stream.take_until(state.shutdown.cancelled_owned());
-            GraphQLWebSocket::new_with_pair(sink, stream, state.schema, protocol)
-                .serve()
-                .await;
+            GraphQLWebSocket::new_with_pair(sink, stream, state.schema, protocol).serve().await;
         })
         .into_response()
 }
@@ -94,12 +89,7 @@ async fn execute(state: &AppState, request: GraphQLRequest) -> GraphQLResponse {
 }
 
 async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint(GRAPHQL_PATH)
-            .subscription_endpoint(GRAPHQL_PATH)
-            .finish(),
-    )
+    Html(GraphiQLSource::build().endpoint(GRAPHQL_PATH).subscription_endpoint(GRAPHQL_PATH).finish())
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -112,10 +102,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if failing.is_empty() {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "failing": failing })),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "failing": failing }))).into_response()
     }
 }

@@ -46,11 +46,7 @@ impl Gateway {
             shutdown: shutdown.clone(),
         };
         let router = http::router(state).layer(TraceLayer::new_for_http());
-        Ok(Self {
-            listener,
-            router,
-            shutdown,
-        })
+        Ok(Self { listener, router, shutdown })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -60,8 +56,7 @@ impl Gateway {
     /// Serves until the shutdown token is cancelled, then drains.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let serve = tokio::spawn(async move { serve.await });
         shutdown.cancelled().await;
         match tokio::time::timeout(DRAIN_TIMEOUT, serve).await {

@@ -22,33 +22,19 @@ pub struct NatsCommandBus {
 
 impl NatsCommandBus {
     pub fn new(client: async_nats::Client, outcomes: kv::Store, ns: Namespace) -> Self {
-        Self {
-            js: jetstream::new(client.clone()),
-            client,
-            outcomes,
-            ns,
-        }
+        Self { js: jetstream::new(client.clone()), client, outcomes, ns }
     }
 }
 
 #[async_trait]
 impl CommandBus for NatsCommandBus {
-    async fn dispatch(
-        &self,
-        command: CommandEnvelope,
-        wait: Duration,
-    ) -> Result<Dispatched, PortError> {
+    async fn dispatch(&self, command: CommandEnvelope, wait: Duration) -> Result<Dispatched, PortError> {
         // Listen before publishing, so a fast answer is not missed.
-        let mut answers = self
-            .client
-            .subscribe(self.ns.outcome_subject(&command.id))
-            .await
-            .map_err(PortError::backend)?;
+        let mut answers =
+            self.client.subscribe(self.ns.outcome_subject(&command.id)).await.map_err(PortError::backend)?;
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, command.id.to_string().as_str());
-        let subject = self
-            .ns
-            .command_subject(&command.aggregate_type, &command.type_name);
+        let subject = self.ns.command_subject(&command.aggregate_type, &command.type_name);
         let payload = serde_json::to_vec(&command).map_err(PortError::backend)?;
         let ack = self
             .js
@@ -78,14 +64,8 @@ impl CommandBus for NatsCommandBus {
     }
 
     async fn outcome(&self, command_id: Uuid) -> Result<Option<CommandOutcome>, PortError> {
-        let stored = self
-            .outcomes
-            .get(command_id.to_string())
-            .await
-            .map_err(PortError::backend)?;
-        stored
-            .map(|bytes| serde_json::from_slice(&bytes).map_err(PortError::backend))
-            .transpose()
+        let stored = self.outcomes.get(command_id.to_string()).await.map_err(PortError::backend)?;
+        stored.map(|bytes| serde_json::from_slice(&bytes).map_err(PortError::backend)).transpose()
     }
 }
 

@@ -9,9 +9,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use schema::EventEnvelope;
-use schema::ports::{
-    Acknowledge, EventDelivery, EventFeed, EventPublisher, Notifier, PortError, ViewChange,
-};
+use schema::ports::{Acknowledge, EventDelivery, EventFeed, EventPublisher, Notifier, PortError, ViewChange};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tracing::error;
@@ -24,9 +22,7 @@ pub struct InProcessEventHub {
 
 impl InProcessEventHub {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            sender: broadcast::channel(capacity).0,
-        }
+        Self { sender: broadcast::channel(capacity).0 }
     }
 }
 
@@ -48,22 +44,15 @@ impl EventFeed for InProcessEventHub {
         _consumer: &str,
         aggregate_types: &[&str],
     ) -> Result<BoxStream<'static, Result<EventDelivery, PortError>>, PortError> {
-        let types: Vec<String> = aggregate_types
-            .iter()
-            .map(|name| name.to_string())
-            .collect();
+        let types: Vec<String> = aggregate_types.iter().map(|name| name.to_string()).collect();
         let stream = BroadcastStream::new(self.sender.subscribe()).filter_map(move |item| {
             let item = match item {
-                Ok(event) if types.contains(&event.aggregate_type) => Some(Ok(EventDelivery {
-                    event: Ok(event),
-                    raw: Vec::new(),
-                    ack: Box::new(InProcessAck),
-                })),
+                Ok(event) if types.contains(&event.aggregate_type) => {
+                    Some(Ok(EventDelivery { event: Ok(event), raw: Vec::new(), ack: Box::new(InProcessAck) }))
+                }
                 Ok(_) => None,
                 // Lagged: the projector repairs from the event store.
-                Err(lagged) => Some(Err(PortError::Unavailable(format!(
-                    "in-process event feed: {lagged}"
-                )))),
+                Err(lagged) => Some(Err(PortError::Unavailable(format!("in-process event feed: {lagged}")))),
             };
             futures::future::ready(item)
         });
@@ -105,9 +94,7 @@ pub struct BroadcastNotifier {
 
 impl BroadcastNotifier {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            sender: broadcast::channel(capacity).0,
-        }
+        Self { sender: broadcast::channel(capacity).0 }
     }
 }
 
@@ -118,22 +105,14 @@ impl Notifier for BroadcastNotifier {
         Ok(())
     }
 
-    async fn watch(
-        &self,
-        view: &str,
-        id: &str,
-    ) -> Result<BoxStream<'static, ViewChange>, PortError> {
+    async fn watch(&self, view: &str, id: &str) -> Result<BoxStream<'static, ViewChange>, PortError> {
         let (view, id) = (view.to_string(), id.to_string());
         let stream = BroadcastStream::new(self.sender.subscribe()).filter_map(move |item| {
             futures::future::ready(match item {
                 Ok(change) if change.view == view && change.id == id => Some(change),
                 Ok(_) => None,
                 // Lagged: tell the watcher to re-read; the version is a hint only.
-                Err(_) => Some(ViewChange {
-                    view: view.clone(),
-                    id: id.clone(),
-                    version: 0,
-                }),
+                Err(_) => Some(ViewChange { view: view.clone(), id: id.clone(), version: 0 }),
             })
         });
         Ok(stream.boxed())

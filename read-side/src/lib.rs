@@ -19,12 +19,7 @@ pub use projector::Projector;
 
 /// Creates the view tables if needed (see [`schema::sql::migrate`]).
 pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
-    schema::sql::migrate(
-        pool,
-        sqlx::migrate!("./migrations"),
-        "_read_side_migrations",
-    )
-    .await
+    schema::sql::migrate(pool, sqlx::migrate!("./migrations"), "_read_side_migrations").await
 }
 
 /// Every projection this build maintains.

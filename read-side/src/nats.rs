@@ -30,20 +30,14 @@ impl EventFeed for JetStreamEventFeed {
         aggregate_types: &[&str],
     ) -> Result<BoxStream<'static, Result<EventDelivery, PortError>>, PortError> {
         let js = jetstream::new(self.client.clone());
-        let stream = js
-            .get_stream(self.ns.resource("EVENTS"))
-            .await
-            .map_err(PortError::backend)?;
+        let stream = js.get_stream(self.ns.resource("EVENTS")).await.map_err(PortError::backend)?;
         let name = self.ns.resource(consumer);
         let consumer = stream
             .get_or_create_consumer(
                 &name,
                 pull::Config {
                     durable_name: Some(name.clone()),
-                    filter_subjects: aggregate_types
-                        .iter()
-                        .map(|kind| self.ns.event_filter(kind))
-                        .collect(),
+                    filter_subjects: aggregate_types.iter().map(|kind| self.ns.event_filter(kind)).collect(),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
                     ack_wait: Duration::from_secs(30),
                     max_ack_pending: 1000,
@@ -58,27 +52,16 @@ impl EventFeed for JetStreamEventFeed {
                 let message = message.map_err(PortError::backend)?;
                 let event = serde_json::from_slice::<EventEnvelope>(&message.payload)
                     .map_err(|error| format!("not an event envelope: {error}"));
-                Ok(EventDelivery {
-                    event,
-                    raw: message.payload.to_vec(),
-                    ack: Box::new(JetStreamAck(message)),
-                })
+                Ok(EventDelivery { event, raw: message.payload.to_vec(), ack: Box::new(JetStreamAck(message)) })
             })
             .boxed())
     }
 
     async fn dead_letter(&self, source: &str, raw: &[u8], reason: &str) -> Result<(), PortError> {
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "Conveyor-Dead-Letter-Reason",
-            reason.replace(['\r', '\n'], " ").as_str(),
-        );
+        headers.insert("Conveyor-Dead-Letter-Reason", reason.replace(['\r', '\n'], " ").as_str());
         self.client
-            .publish_with_headers(
-                self.ns.dead_letter_subject(source),
-                headers,
-                raw.to_vec().into(),
-            )
+            .publish_with_headers(self.ns.dead_letter_subject(source), headers, raw.to_vec().into())
             .await
             .map_err(PortError::backend)
     }
@@ -89,10 +72,7 @@ struct JetStreamAck(jetstream::Message);
 #[async_trait]
 impl Acknowledge for JetStreamAck {
     async fn ack(self: Box<Self>) -> Result<(), PortError> {
-        self.0
-            .ack()
-            .await
-            .map_err(|error| PortError::Unavailable(format!("ack: {error}")))
+        self.0.ack().await.map_err(|error| PortError::Unavailable(format!("ack: {error}")))
     }
     async fn retry(self: Box<Self>, delay: Duration) -> Result<(), PortError> {
         self.0
@@ -101,16 +81,10 @@ impl Acknowledge for JetStreamAck {
             .map_err(|error| PortError::Unavailable(format!("nak: {error}")))
     }
     async fn reject(self: Box<Self>) -> Result<(), PortError> {
-        self.0
-            .ack_with(AckKind::Term)
-            .await
-            .map_err(|error| PortError::Unavailable(format!("term: {error}")))
+        self.0.ack_with(AckKind::Term).await.map_err(|error| PortError::Unavailable(format!("term: {error}")))
     }
     fn delivered(&self) -> u64 {
-        self.0
-            .info()
-            .map(|info| info.delivered.max(1) as u64)
-            .unwrap_or(1)
+        self.0.info().map(|info| info.delivered.max(1) as u64).unwrap_or(1)
     }
 }
 
@@ -131,28 +105,15 @@ impl Notifier for NatsNotifier {
     async fn notify(&self, change: &ViewChange) -> Result<(), PortError> {
         let payload = serde_json::to_vec(change).map_err(PortError::backend)?;
         self.client
-            .publish(
-                self.ns.changed_subject(&change.view, &change.id),
-                payload.into(),
-            )
+            .publish(self.ns.changed_subject(&change.view, &change.id), payload.into())
             .await
             .map_err(PortError::backend)
     }
 
-    async fn watch(
-        &self,
-        view: &str,
-        id: &str,
-    ) -> Result<BoxStream<'static, ViewChange>, PortError> {
-        let subscriber = self
-            .client
-            .subscribe(self.ns.changed_subject(view, id))
-            .await
-            .map_err(PortError::backend)?;
+    async fn watch(&self, view: &str, id: &str) -> Result<BoxStream<'static, ViewChange>, PortError> {
+        let subscriber = self.client.subscribe(self.ns.changed_subject(view, id)).await.map_err(PortError::backend)?;
         Ok(subscriber
-            .filter_map(|message| {
-                futures::future::ready(serde_json::from_slice(&message.payload).ok())
-            })
+            .filter_map(|message| futures::future::ready(serde_json::from_slice(&message.payload).ok()))
             .boxed())
     }
 }

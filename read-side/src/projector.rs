@@ -34,12 +34,7 @@ impl Projector {
         log: Arc<dyn EventLog>,
         notifier: Arc<dyn Notifier>,
     ) -> Self {
-        Self {
-            pool,
-            projection,
-            log,
-            notifier,
-        }
+        Self { pool, projection, log, notifier }
     }
 
     /// Applies `event` (and any missing predecessors), unless already applied.
@@ -59,28 +54,14 @@ impl Projector {
         if event.stream_version > applied + 1 {
             batch = self
                 .log
-                .read_stream(
-                    &event.aggregate_type,
-                    &event.aggregate_id,
-                    applied + 1,
-                    event.stream_version - 1,
-                )
+                .read_stream(&event.aggregate_type, &event.aggregate_id, applied + 1, event.stream_version - 1)
                 .await?;
-            let contiguous = batch
-                .iter()
-                .zip(applied + 1..)
-                .all(|(missing, version)| missing.stream_version == version);
+            let contiguous =
+                batch.iter().zip(applied + 1..).all(|(missing, version)| missing.stream_version == version);
             if !contiguous || batch.len() as u64 != event.stream_version - applied - 1 {
-                return Err(ProjectionError::Gap {
-                    stream,
-                    version: event.stream_version,
-                });
+                return Err(ProjectionError::Gap { stream, version: event.stream_version });
             }
-            info!(
-                stream,
-                missing = batch.len(),
-                "repaired a gap from the event store"
-            );
+            info!(stream, missing = batch.len(), "repaired a gap from the event store");
         }
         batch.push(event.clone());
         let mut skipped = Vec::new();
@@ -106,10 +87,7 @@ impl Projector {
                 return Ok(Applied::Nothing);
             }
             if event.stream_version != applied + 1 {
-                return Err(ProjectionError::Gap {
-                    stream: stream.clone(),
-                    version: event.stream_version,
-                });
+                return Err(ProjectionError::Gap { stream: stream.clone(), version: event.stream_version });
             }
             let applied = match self.projection.apply(&mut tx, event).await {
                 Ok(Some(change)) => Applied::Changed(change),
@@ -146,14 +124,8 @@ impl Projector {
             let Some(last) = page.last() else {
                 return Ok(count);
             };
-            after = Some(StreamPosition {
-                stream_id: last.stream_id(),
-                version: last.stream_version,
-            });
-            for event in page
-                .iter()
-                .filter(|event| types.contains(&event.aggregate_type.as_str()))
-            {
+            after = Some(StreamPosition { stream_id: last.stream_id(), version: last.stream_version });
+            for event in page.iter().filter(|event| types.contains(&event.aggregate_type.as_str())) {
                 if event.stream_version > applied.get(&event.stream_id()).copied().unwrap_or(0) {
                     self.handle(event).await?;
                     count += 1;
@@ -163,32 +135,20 @@ impl Projector {
     }
 
     async fn checkpoints(&self) -> Result<HashMap<String, u64>, sqlx::Error> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT stream_id, version FROM projection_checkpoints WHERE projection = $1",
-        )
-        .bind(self.projection.name())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(stream, version)| (stream, version as u64))
-            .collect())
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT stream_id, version FROM projection_checkpoints WHERE projection = $1")
+                .bind(self.projection.name())
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(stream, version)| (stream, version as u64)).collect())
     }
 
     /// Consumes the feed until `shutdown`, finishing the event in hand.
-    pub async fn run(
-        self,
-        feed: Arc<dyn EventFeed>,
-        catch_up_first: bool,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(self, feed: Arc<dyn EventFeed>, catch_up_first: bool, shutdown: CancellationToken) {
         let name = self.projection.name();
         let consumer = format!("projector_{name}");
         let subscription = loop {
-            match feed
-                .subscribe(&consumer, self.projection.aggregate_types())
-                .await
-            {
+            match feed.subscribe(&consumer, self.projection.aggregate_types()).await {
                 Ok(stream) => break stream,
                 Err(error) => {
                     warn!(%error, projection = name, "cannot subscribe to events; retrying");
@@ -275,27 +235,17 @@ enum Applied {
     Skipped(String),
 }
 
-async fn checkpoint(
-    conn: &mut AnyConnection,
-    projection: &str,
-    stream: &str,
-) -> Result<u64, sqlx::Error> {
-    let version: Option<i64> = sqlx::query_scalar(
-        "SELECT version FROM projection_checkpoints WHERE projection = $1 AND stream_id = $2",
-    )
-    .bind(projection)
-    .bind(stream)
-    .fetch_optional(&mut *conn)
-    .await?;
+async fn checkpoint(conn: &mut AnyConnection, projection: &str, stream: &str) -> Result<u64, sqlx::Error> {
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE projection = $1 AND stream_id = $2")
+            .bind(projection)
+            .bind(stream)
+            .fetch_optional(&mut *conn)
+            .await?;
     Ok(version.unwrap_or(0) as u64)
 }
 
-async fn advance(
-    conn: &mut AnyConnection,
-    projection: &str,
-    stream: &str,
-    version: u64,
-) -> Result<(), sqlx::Error> {
+async fn advance(conn: &mut AnyConnection, projection: &str, stream: &str, version: u64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO projection_checkpoints (projection, stream_id, version) VALUES ($1, $2, $3) \
          ON CONFLICT (projection, stream_id) DO UPDATE SET version = excluded.version",

@@ -7,6 +7,42 @@ pub const ORDER_NOT_FOUND: &str = "ORDER_NOT_FOUND";
 pub const ORDER_ALREADY_CANCELLED: &str = "ORDER_ALREADY_CANCELLED";
 /// An order id already has events: a place command cannot create it twice.
 pub const ORDER_ALREADY_EXISTS: &str = "ORDER_ALREADY_EXISTS";
+/// The order is not PENDING (confirm and reject need it to be).
+pub const ORDER_NOT_PENDING: &str = "ORDER_NOT_PENDING";
+/// Shipping needs a CONFIRMED order.
+pub const ORDER_NOT_CONFIRMED: &str = "ORDER_NOT_CONFIRMED";
+/// A shipped order can no longer be cancelled.
+pub const ORDER_ALREADY_SHIPPED: &str = "ORDER_ALREADY_SHIPPED";
+/// A rejected order can no longer be cancelled.
+pub const ORDER_ALREADY_REJECTED: &str = "ORDER_ALREADY_REJECTED";
+/// No customer with this id.
+pub const CUSTOMER_NOT_FOUND: &str = "CUSTOMER_NOT_FOUND";
+/// The customer id is already registered.
+pub const CUSTOMER_ALREADY_EXISTS: &str = "CUSTOMER_ALREADY_EXISTS";
+/// A customer's name must be 1 to 100 characters.
+pub const INVALID_NAME: &str = "INVALID_NAME";
+/// An email address must look like one (and be at most 254 characters).
+pub const INVALID_EMAIL: &str = "INVALID_EMAIL";
+/// A credit limit must not be negative.
+pub const INVALID_CREDIT_LIMIT: &str = "INVALID_CREDIT_LIMIT";
+/// No product with this sku in the catalog.
+pub const UNKNOWN_SKU: &str = "UNKNOWN_SKU";
+/// A product with this sku is already in the catalog.
+pub const PRODUCT_ALREADY_EXISTS: &str = "PRODUCT_ALREADY_EXISTS";
+/// Not enough available stock for the reservation.
+pub const OUT_OF_STOCK: &str = "OUT_OF_STOCK";
+/// The client's expected unit price is not the catalog's.
+pub const PRICE_MISMATCH: &str = "PRICE_MISMATCH";
+/// The payment provider declined (e.g. the amount exceeds the credit limit).
+pub const PAYMENT_DECLINED: &str = "PAYMENT_DECLINED";
+/// The payment provider failed; retrying may work.
+pub const PAYMENT_PROVIDER_UNAVAILABLE: &str = "PAYMENT_PROVIDER_UNAVAILABLE";
+/// Capture or refund of a payment that was never authorized.
+pub const PAYMENT_NOT_AUTHORIZED: &str = "PAYMENT_NOT_AUTHORIZED";
+/// A step of the order's transaction got no answer in time; it was compensated.
+pub const STEP_TIMED_OUT: &str = "STEP_TIMED_OUT";
+/// The order was cancelled while it was being processed.
+pub const ORDER_CANCELLED: &str = "ORDER_CANCELLED";
 /// An order needs between 1 and 100 lines.
 pub const INVALID_ITEM_COUNT: &str = "INVALID_ITEM_COUNT";
 /// A line's quantity must be between 1 and 1000.
@@ -30,6 +66,24 @@ pub const INTERNAL: &str = "INTERNAL";
 
 /// Every code above, for lookups.
 pub const ALL: &[&str] = &[
+    ORDER_NOT_PENDING,
+    ORDER_NOT_CONFIRMED,
+    ORDER_ALREADY_SHIPPED,
+    ORDER_ALREADY_REJECTED,
+    CUSTOMER_NOT_FOUND,
+    CUSTOMER_ALREADY_EXISTS,
+    INVALID_NAME,
+    INVALID_EMAIL,
+    INVALID_CREDIT_LIMIT,
+    UNKNOWN_SKU,
+    PRODUCT_ALREADY_EXISTS,
+    OUT_OF_STOCK,
+    PRICE_MISMATCH,
+    PAYMENT_DECLINED,
+    PAYMENT_PROVIDER_UNAVAILABLE,
+    PAYMENT_NOT_AUTHORIZED,
+    STEP_TIMED_OUT,
+    ORDER_CANCELLED,
     ORDER_NOT_FOUND,
     ORDER_ALREADY_CANCELLED,
     ORDER_ALREADY_EXISTS,

@@ -2,7 +2,8 @@
 //! agree on without importing each other.
 //!
 //! * [`envelope`]: the command and event envelopes every message travels in.
-//! * [`order`]: the order aggregate's commands, events and input rules.
+//! * [`order`], [`customer`], [`product`], [`payment`]: each aggregate's
+//!   commands, events and input rules.
 //! * [`outcome`]: what the write side decided about a command.
 //! * [`codes`]: machine-readable error codes shared by rejections and GraphQL errors.
 //! * [`subjects`]: the namespaced NATS subject, stream and consumer names.
@@ -11,12 +12,15 @@
 //!   rules (SERIALIZABLE, retry on 40001) that every side follows.
 
 pub mod codes;
+pub mod customer;
 pub mod envelope;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod order;
 pub mod outcome;
+pub mod payment;
 pub mod ports;
+pub mod product;
 #[cfg(feature = "sql")]
 pub mod sql;
 pub mod subjects;

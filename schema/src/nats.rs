@@ -10,15 +10,8 @@ use crate::Namespace;
 
 /// Connects, failing fast (not retrying forever) when the server is unreachable
 /// at start; after that the client reconnects on its own.
-pub async fn connect(
-    url: &str,
-    client_name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new()
-        .name(client_name)
-        .connection_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
+pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::ConnectOptions::new().name(client_name).connection_timeout(Duration::from_secs(5)).connect(url).await
 }
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate publish.
@@ -37,10 +30,7 @@ pub struct StreamSettings {
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self {
-            replicas: 1,
-            event_retention: Duration::from_secs(7 * 24 * 3600),
-        }
+        Self { replicas: 1, event_retention: Duration::from_secs(7 * 24 * 3600) }
     }
 }
 

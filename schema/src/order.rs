@@ -17,9 +17,20 @@ pub const MAX_QUANTITY: u32 = 1000;
 pub const MAX_SKU_CHARS: usize = 64;
 pub const MAX_REASON_CHARS: usize = 500;
 
-/// One line of an order.
+/// One line of an order: what the customer wants. The price comes from the
+/// catalog when the stock is reserved; a price the client sends is only an
+/// expectation, checked against the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderLine {
+    pub sku: String,
+    pub quantity: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_unit_price_cents: Option<i64>,
+}
+
+/// A line with the catalog price it was reserved at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedLine {
     pub sku: String,
     pub quantity: u32,
     pub unit_price_cents: i64,
@@ -36,19 +47,39 @@ pub struct CancelOrder {
     pub reason: String,
 }
 
+/// Sent by the order saga once stock is reserved and payment authorized.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfirmOrder {
+    pub lines: Vec<PricedLine>,
+    pub total_cents: i64,
+}
+
+/// Sent by the order saga when a step failed and was compensated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectOrder {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipOrder {}
+
 /// Commands the order aggregate handles (imperative).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload")]
 pub enum OrderCommand {
     PlaceOrder(PlaceOrder),
     CancelOrder(CancelOrder),
+    ConfirmOrder(ConfirmOrder),
+    RejectOrder(RejectOrder),
+    ShipOrder(ShipOrder),
 }
 
 impl Message for OrderCommand {
     const KIND: &'static str = "command";
     fn schema_version(type_name: &str) -> Option<u32> {
         match type_name {
-            "PlaceOrder" | "CancelOrder" => Some(1),
+            "PlaceOrder" | "CancelOrder" | "ConfirmOrder" | "RejectOrder" | "ShipOrder" => Some(1),
             _ => None,
         }
     }
@@ -58,12 +89,36 @@ impl Message for OrderCommand {
 pub struct OrderPlaced {
     pub customer_id: String,
     pub items: Vec<OrderLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderConfirmed {
+    pub customer_id: String,
+    pub lines: Vec<PricedLine>,
     pub total_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRejected {
+    pub customer_id: String,
+    pub code: String,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
     pub reason: String,
+    /// Added in v2; empty when loaded from a v1 event.
+    #[serde(default)]
+    pub customer_id: String,
+    /// Whether it was CONFIRMED (so its payment is refunded). Added in v2.
+    #[serde(default)]
+    pub was_confirmed: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderShipped {
+    pub customer_id: String,
 }
 
 /// Facts about an order (past tense).
@@ -71,69 +126,52 @@ pub struct OrderCancelled {
 #[serde(tag = "type", content = "payload")]
 pub enum OrderEvent {
     OrderPlaced(OrderPlaced),
+    OrderConfirmed(OrderConfirmed),
+    OrderRejected(OrderRejected),
     OrderCancelled(OrderCancelled),
+    OrderShipped(OrderShipped),
 }
 
 impl Message for OrderEvent {
     const KIND: &'static str = "event";
     fn schema_version(type_name: &str) -> Option<u32> {
         match type_name {
-            "OrderPlaced" => Some(2),
-            "OrderCancelled" => Some(1),
+            "OrderPlaced" => Some(3),
+            "OrderCancelled" => Some(2),
+            "OrderConfirmed" | "OrderRejected" | "OrderShipped" => Some(1),
             _ => None,
         }
+    }
+
+    /// * `OrderPlaced` v1 → v2 added `total_cents` (derived from the lines);
+    ///   v2 → v3 dropped it, and each line's `unit_price_cents` became
+    ///   `expected_unit_price_cents`, since prices now come from the catalog.
+    /// * `OrderCancelled` v1 → v2 added `customer_id` and `was_confirmed`
+    ///   (serde defaults: unknown customer, not confirmed).
+    fn upcast(type_name: &str, version: u32, mut payload: Value) -> Value {
+        if type_name == "OrderPlaced" && version < 3 {
+            if let Some(items) = payload.get_mut("items").and_then(Value::as_array_mut) {
+                for line in items {
+                    if let Some(line) = line.as_object_mut()
+                        && let Some(price) = line.remove("unit_price_cents")
+                    {
+                        line.insert("expected_unit_price_cents".into(), price);
+                    }
+                }
+            }
+            if let Some(map) = payload.as_object_mut() {
+                map.remove("total_cents");
+            }
+        }
+        payload
     }
 }
 
 impl OrderEvent {
     /// Loads a stored or received event of any known schema version.
     pub fn decode(event: &EventEnvelope) -> Result<Self, ContractError> {
-        let known =
-            Self::schema_version(&event.type_name).ok_or_else(|| ContractError::UnknownType {
-                kind: Self::KIND,
-                type_name: event.type_name.clone(),
-            })?;
-        if event.schema_version > known {
-            return Err(ContractError::UnknownVersion {
-                type_name: event.type_name.clone(),
-                version: event.schema_version,
-                known,
-            });
-        }
-        let payload = upcast(
-            &event.type_name,
-            event.schema_version,
-            event.payload.clone(),
-        );
-        Self::from_parts(&event.type_name, payload)
+        <Self as Message>::decode(event)
     }
-}
-
-/// Brings an old payload up to the current schema version, one step at a time.
-///
-/// `OrderPlaced` v1 had no `total_cents`: it is derived from the lines, so an
-/// order placed before the field existed still loads with its total.
-fn upcast(type_name: &str, mut version: u32, mut payload: Value) -> Value {
-    if type_name == "OrderPlaced" && version == 1 {
-        let total: i64 = payload["items"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|line| {
-                        line["quantity"].as_i64().unwrap_or(0)
-                            * line["unit_price_cents"].as_i64().unwrap_or(0)
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
-        if let Value::Object(map) = &mut payload {
-            map.insert("total_cents".into(), total.into());
-        }
-        version = 2;
-    }
-    debug_assert!(version == OrderEvent::schema_version(type_name).unwrap_or(version));
-    payload
 }
 
 impl PlaceOrder {
@@ -143,39 +181,26 @@ impl PlaceOrder {
         if self.items.is_empty() || self.items.len() > MAX_LINES {
             return Err(Rejection::new(
                 codes::INVALID_ITEM_COUNT,
-                format!(
-                    "an order needs 1 to {MAX_LINES} lines, got {}",
-                    self.items.len()
-                ),
+                format!("an order needs 1 to {MAX_LINES} lines, got {}", self.items.len()),
             ));
         }
         if self.customer_id.trim().is_empty() || self.customer_id.chars().count() > MAX_SKU_CHARS {
-            return Err(Rejection::new(
-                codes::INVALID_ID,
-                "customer id must be 1 to 64 characters",
-            ));
+            return Err(Rejection::new(codes::INVALID_ID, "customer id must be 1 to 64 characters"));
         }
         for (index, line) in self.items.iter().enumerate() {
             if line.sku.trim().is_empty() || line.sku.chars().count() > MAX_SKU_CHARS {
                 return Err(Rejection::new(
                     codes::INVALID_SKU,
-                    format!(
-                        "line {}: sku must be 1 to {MAX_SKU_CHARS} characters",
-                        index + 1
-                    ),
+                    format!("line {}: sku must be 1 to {MAX_SKU_CHARS} characters", index + 1),
                 ));
             }
             if line.quantity == 0 || line.quantity > MAX_QUANTITY {
                 return Err(Rejection::new(
                     codes::INVALID_QUANTITY,
-                    format!(
-                        "line {}: quantity must be 1 to {MAX_QUANTITY}, got {}",
-                        index + 1,
-                        line.quantity
-                    ),
+                    format!("line {}: quantity must be 1 to {MAX_QUANTITY}, got {}", index + 1, line.quantity),
                 ));
             }
-            if line.unit_price_cents < 0 {
+            if line.expected_unit_price_cents.is_some_and(|price| price < 0) {
                 return Err(Rejection::new(
                     codes::INVALID_PRICE,
                     format!("line {}: unit price must not be negative", index + 1),
@@ -185,15 +210,24 @@ impl PlaceOrder {
         Ok(())
     }
 
-    /// Sum of quantity × unit price; saturates rather than wrapping on absurd input.
-    pub fn total_cents(&self) -> i64 {
-        self.items.iter().fold(0i64, |sum, line| {
-            sum.saturating_add(
-                line.unit_price_cents
-                    .saturating_mul(i64::from(line.quantity)),
-            )
-        })
+    /// The lines merged by sku, in first-seen order: one reservation per product.
+    pub fn lines_by_sku(items: &[OrderLine]) -> Vec<OrderLine> {
+        let mut merged: Vec<OrderLine> = Vec::new();
+        for line in items {
+            match merged.iter_mut().find(|existing| existing.sku == line.sku) {
+                Some(existing) => existing.quantity = existing.quantity.saturating_add(line.quantity),
+                None => merged.push(line.clone()),
+            }
+        }
+        merged
     }
+}
+
+/// Sum of quantity × unit price; saturates rather than wrapping on absurd input.
+pub fn total_cents(lines: &[PricedLine]) -> i64 {
+    lines
+        .iter()
+        .fold(0i64, |sum, line| sum.saturating_add(line.unit_price_cents.saturating_mul(i64::from(line.quantity))))
 }
 
 impl CancelOrder {
@@ -216,112 +250,111 @@ mod tests {
     use uuid::Uuid;
 
     fn line(sku: &str, quantity: u32, unit_price_cents: i64) -> OrderLine {
-        OrderLine {
-            sku: sku.into(),
-            quantity,
-            unit_price_cents,
-        }
+        OrderLine { sku: sku.into(), quantity, expected_unit_price_cents: Some(unit_price_cents) }
     }
 
     fn code(order: PlaceOrder) -> Option<&'static str> {
-        order
-            .validate()
-            .err()
-            .map(|rejection| rejection.code_static())
+        order.validate().err().map(|rejection| rejection.code_static())
     }
 
     fn place(items: Vec<OrderLine>) -> PlaceOrder {
-        PlaceOrder {
-            customer_id: "c-1".into(),
-            items,
-        }
+        PlaceOrder { customer_id: "c-1".into(), items }
     }
 
     #[test]
     fn an_order_needs_one_to_a_hundred_lines() {
         assert_eq!(code(place(vec![])), Some(codes::INVALID_ITEM_COUNT));
         assert_eq!(code(place(vec![line("a", 1, 1); 100])), None);
-        assert_eq!(
-            code(place(vec![line("a", 1, 1); 101])),
-            Some(codes::INVALID_ITEM_COUNT)
-        );
+        assert_eq!(code(place(vec![line("a", 1, 1); 101])), Some(codes::INVALID_ITEM_COUNT));
     }
 
     #[test]
     fn quantity_is_one_to_a_thousand() {
-        assert_eq!(
-            code(place(vec![line("a", 0, 1)])),
-            Some(codes::INVALID_QUANTITY)
-        );
+        assert_eq!(code(place(vec![line("a", 0, 1)])), Some(codes::INVALID_QUANTITY));
         assert_eq!(code(place(vec![line("a", 1, 1)])), None);
         assert_eq!(code(place(vec![line("a", 1000, 1)])), None);
-        assert_eq!(
-            code(place(vec![line("a", 1001, 1)])),
-            Some(codes::INVALID_QUANTITY)
-        );
+        assert_eq!(code(place(vec![line("a", 1001, 1)])), Some(codes::INVALID_QUANTITY));
     }
 
     #[test]
     fn price_is_not_negative() {
         assert_eq!(code(place(vec![line("a", 1, 0)])), None);
-        assert_eq!(
-            code(place(vec![line("a", 1, -1)])),
-            Some(codes::INVALID_PRICE)
-        );
+        assert_eq!(code(place(vec![line("a", 1, -1)])), Some(codes::INVALID_PRICE));
     }
 
     #[test]
     fn sku_is_non_empty_and_at_most_64_characters() {
         assert_eq!(code(place(vec![line("", 1, 1)])), Some(codes::INVALID_SKU));
-        assert_eq!(
-            code(place(vec![line("  ", 1, 1)])),
-            Some(codes::INVALID_SKU)
-        );
+        assert_eq!(code(place(vec![line("  ", 1, 1)])), Some(codes::INVALID_SKU));
         assert_eq!(code(place(vec![line(&"é".repeat(64), 1, 1)])), None);
-        assert_eq!(
-            code(place(vec![line(&"x".repeat(65), 1, 1)])),
-            Some(codes::INVALID_SKU)
-        );
+        assert_eq!(code(place(vec![line(&"x".repeat(65), 1, 1)])), Some(codes::INVALID_SKU));
     }
 
     #[test]
     fn a_cancel_reason_has_a_length_limit() {
-        assert!(
-            CancelOrder {
-                reason: "x".repeat(500)
-            }
-            .validate()
-            .is_ok()
-        );
-        assert!(
-            CancelOrder {
-                reason: "x".repeat(501)
-            }
-            .validate()
-            .is_err()
-        );
+        assert!(CancelOrder { reason: "x".repeat(500) }.validate().is_ok());
+        assert!(CancelOrder { reason: "x".repeat(501) }.validate().is_err());
     }
 
-    #[test]
-    fn a_version_1_order_placed_event_loads_with_its_total() {
+    fn stored(type_name: &str, schema_version: u32, payload: serde_json::Value) -> EventEnvelope {
         let id = Uuid::now_v7();
-        let v1 = EventEnvelope {
+        EventEnvelope {
             id,
-            type_name: "OrderPlaced".into(),
-            schema_version: 1,
+            type_name: type_name.into(),
+            schema_version,
             aggregate_type: AGGREGATE.into(),
             aggregate_id: "o-1".into(),
             stream_version: 1,
             metadata: Metadata::origin(id, "t"),
             timestamp: Utc::now(),
-            payload: serde_json::json!({
-                "customer_id": "c-1",
-                "items": [{"sku": "a", "quantity": 3, "unit_price_cents": 250}],
-            }),
-        };
-        let OrderEvent::OrderPlaced(placed) = OrderEvent::decode(&v1).expect("v1 loads") else {
+            payload,
+        }
+    }
+
+    #[test]
+    fn old_order_placed_events_load_with_their_prices_as_expectations() {
+        let v1 = stored(
+            "OrderPlaced",
+            1,
+            serde_json::json!({ "customer_id": "c-1", "items": [{"sku": "a", "quantity": 3, "unit_price_cents": 250}] }),
+        );
+        let v2 = stored(
+            "OrderPlaced",
+            2,
+            serde_json::json!({ "customer_id": "c-1", "total_cents": 750,
+                "items": [{"sku": "a", "quantity": 3, "unit_price_cents": 250}] }),
+        );
+        let expected = OrderEvent::OrderPlaced(OrderPlaced {
+            customer_id: "c-1".into(),
+            items: vec![OrderLine { sku: "a".into(), quantity: 3, expected_unit_price_cents: Some(250) }],
+        });
+        assert_eq!(OrderEvent::decode(&v1).expect("v1 loads"), expected);
+        assert_eq!(OrderEvent::decode(&v2).expect("v2 loads"), expected);
+    }
+
+    #[test]
+    fn a_version_1_cancellation_loads_with_defaults() {
+        let v1 = stored("OrderCancelled", 1, serde_json::json!({ "reason": "r" }));
+        let OrderEvent::OrderCancelled(cancelled) = OrderEvent::decode(&v1).expect("v1 loads") else {
             panic!("decoded into the wrong event type");
         };
-        assert_eq!(placed.total_cents, 750);
+        assert_eq!((cancelled.reason.as_str(), cancelled.was_confirmed), ("r", false));
+    }
+
+    #[test]
+    fn a_newer_version_than_this_build_knows_is_refused() {
+        let v9 = stored("OrderCancelled", 9, serde_json::json!({ "reason": "r" }));
+        assert!(matches!(OrderEvent::decode(&v9), Err(ContractError::UnknownVersion { .. })));
+    }
+
+    #[test]
+    fn lines_merge_by_sku_and_totals_add_up() {
+        let merged = PlaceOrder::lines_by_sku(&[line("a", 1, 5), line("b", 2, 5), line("a", 3, 5)]);
+        assert_eq!(merged.iter().map(|l| (l.sku.as_str(), l.quantity)).collect::<Vec<_>>(), vec![("a", 4), ("b", 2)]);
+        let priced = [
+            PricedLine { sku: "a".into(), quantity: 4, unit_price_cents: 250 },
+            PricedLine { sku: "b".into(), quantity: 2, unit_price_cents: 100 },
+        ];
+        assert_eq!(total_cents(&priced), 1200);
     }
 }

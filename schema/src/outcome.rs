@@ -22,19 +22,12 @@ pub struct Rejection {
 
 impl Rejection {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-        }
+        Self { code: code.into(), message: message.into() }
     }
 
     /// The code as one of the [`crate::codes`] constants, for matching in tests.
     pub fn code_static(&self) -> &'static str {
-        crate::codes::ALL
-            .iter()
-            .copied()
-            .find(|code| *code == self.code)
-            .unwrap_or(crate::codes::INTERNAL)
+        crate::codes::ALL.iter().copied().find(|code| *code == self.code).unwrap_or(crate::codes::INTERNAL)
     }
 }
 

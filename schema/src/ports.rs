@@ -40,11 +40,7 @@ pub enum Dispatched {
 pub trait CommandBus: Send + Sync {
     /// Hands the command over (durably in server mode, deduplicated by its id)
     /// and waits up to `wait` for the outcome.
-    async fn dispatch(
-        &self,
-        command: CommandEnvelope,
-        wait: Duration,
-    ) -> Result<Dispatched, PortError>;
+    async fn dispatch(&self, command: CommandEnvelope, wait: Duration) -> Result<Dispatched, PortError>;
 
     /// The stored outcome of a command, if it has been decided.
     async fn outcome(&self, command_id: Uuid) -> Result<Option<CommandOutcome>, PortError>;
@@ -63,11 +59,7 @@ pub trait EventLog: Send + Sync {
     ) -> Result<Vec<EventEnvelope>, PortError>;
 
     /// A page of all events ordered by (stream id, version), after a position.
-    async fn read_all(
-        &self,
-        after: Option<&StreamPosition>,
-        limit: u32,
-    ) -> Result<Vec<EventEnvelope>, PortError>;
+    async fn read_all(&self, after: Option<&StreamPosition>, limit: u32) -> Result<Vec<EventEnvelope>, PortError>;
 }
 
 /// A place in the event log, for paging through it.
@@ -133,11 +125,7 @@ pub trait Notifier: Send + Sync {
     async fn notify(&self, change: &ViewChange) -> Result<(), PortError>;
     /// Changes of one view row from now on. Best effort: subscribers re-read
     /// the view, so a missed notification delays an update, never corrupts it.
-    async fn watch(
-        &self,
-        view: &str,
-        id: &str,
-    ) -> Result<BoxStream<'static, ViewChange>, PortError>;
+    async fn watch(&self, view: &str, id: &str) -> Result<BoxStream<'static, ViewChange>, PortError>;
 }
 
 /// A dependency that `/readyz` checks.

@@ -26,8 +26,7 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::E
             Box::pin(async move {
                 match conn.backend_name() {
                     "PostgreSQL" => {
-                        conn.execute("SET default_transaction_isolation = 'serializable'")
-                            .await?;
+                        conn.execute("SET default_transaction_isolation = 'serializable'").await?;
                     }
                     "SQLite" => {
                         conn.execute("PRAGMA journal_mode = WAL").await?;

@@ -18,14 +18,8 @@ impl Namespace {
         let name = name.into();
         let valid = !name.is_empty()
             && name.len() <= 32
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-        if valid {
-            Ok(Self(name))
-        } else {
-            Err(InvalidNamespace(name))
-        }
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if valid { Ok(Self(name)) } else { Err(InvalidNamespace(name)) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -98,15 +92,7 @@ impl fmt::Display for Namespace {
 /// Makes an id safe as one subject token: `.`, `*`, `>` and whitespace would
 /// change the subject's meaning, so they become `_`.
 fn subject_token(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c == '.' || c == '*' || c == '>' || c.is_whitespace() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
+    id.chars().map(|c| if c == '.' || c == '*' || c == '>' || c.is_whitespace() { '_' } else { c }).collect()
 }
 
 #[cfg(test)]
@@ -124,9 +110,6 @@ mod tests {
     #[test]
     fn ids_cannot_escape_their_subject_token() {
         let ns = Namespace::new("t").expect("valid");
-        assert_eq!(
-            ns.event_subject("order", "a.b>*c d"),
-            "t.evt.order.a_b__c_d"
-        );
+        assert_eq!(ns.event_subject("order", "a.b>*c d"), "t.evt.order.a_b__c_d");
     }
 }

@@ -49,8 +49,7 @@ pub fn nats_url() -> String {
 }
 
 fn admin_database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A PostgreSQL database that exists for one test.
@@ -63,9 +62,7 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let admin = admin_database_url();
         let name = format!("conveyor_test_{}", Uuid::now_v7().simple());
-        let pool = schema::sql::connect(&admin, 1)
-            .await
-            .expect("PostgreSQL is reachable at DATABASE_URL");
+        let pool = schema::sql::connect(&admin, 1).await.expect("PostgreSQL is reachable at DATABASE_URL");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&pool)
             .await
@@ -73,21 +70,16 @@ impl TestDatabase {
         pool.close().await;
         let base = admin.split('?').next().unwrap_or(&admin);
         let server = &base[..base.rfind('/').unwrap_or(base.len())];
-        Self {
-            url: format!("{server}/{name}"),
-            name,
-        }
+        Self { url: format!("{server}/{name}"), name }
     }
 
     fn drop_blocking(&self) {
         let name = self.name.clone();
         run_blocking(async move {
             if let Ok(pool) = schema::sql::connect(&admin_database_url(), 1).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&pool)
-                .await;
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                    .execute(&pool)
+                    .await;
                 pool.close().await;
             }
         });
@@ -111,10 +103,7 @@ fn delete_namespace_blocking(namespace: String) {
 /// a thread of its own with a runtime of its own does the async work.
 fn run_blocking(work: impl std::future::Future<Output = ()> + Send + 'static) {
     let _ = std::thread::spawn(move || {
-        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
             runtime.block_on(work);
         }
     })
@@ -137,21 +126,12 @@ impl Isolation {
     pub async fn new(backend: Backend) -> Self {
         let namespace = unique_namespace();
         match backend {
-            Backend::Server => Self {
-                backend,
-                namespace,
-                database: Some(TestDatabase::create().await),
-                data_dir: None,
-            },
+            Backend::Server => {
+                Self { backend, namespace, database: Some(TestDatabase::create().await), data_dir: None }
+            }
             Backend::Embedded => {
-                let dir =
-                    std::env::temp_dir().join(format!("conveyor-test-{}", Uuid::now_v7().simple()));
-                Self {
-                    backend,
-                    namespace,
-                    database: None,
-                    data_dir: Some(dir),
-                }
+                let dir = std::env::temp_dir().join(format!("conveyor-test-{}", Uuid::now_v7().simple()));
+                Self { backend, namespace, database: None, data_dir: Some(dir) }
             }
         }
     }
@@ -168,11 +148,7 @@ impl Isolation {
     pub fn server(&self) -> Server {
         Server {
             nats: nats_url(),
-            database: self
-                .database
-                .as_ref()
-                .map(|db| db.url.clone())
-                .unwrap_or_default(),
+            database: self.database.as_ref().map(|db| db.url.clone()).unwrap_or_default(),
             stream_replicas: 1,
             db_connections: 8,
         }
@@ -182,20 +158,14 @@ impl Isolation {
     pub async fn stores(&self) -> (SqlEventStore, OrderRepository) {
         match self.backend {
             Backend::Server => {
-                let pool = schema::sql::connect(&self.server().database, 4)
-                    .await
-                    .expect("test database");
+                let pool = schema::sql::connect(&self.server().database, 4).await.expect("test database");
                 (SqlEventStore::new(pool.clone()), OrderRepository::new(pool))
             }
             Backend::Embedded => {
                 let dir = self.data_dir.as_ref().expect("embedded has a data dir");
                 let url = |file: &str| format!("sqlite://{}?mode=rwc", dir.join(file).display());
-                let events = schema::sql::connect(&url("events.sqlite"), 1)
-                    .await
-                    .expect("event store");
-                let views = schema::sql::connect(&url("views.sqlite"), 1)
-                    .await
-                    .expect("views");
+                let events = schema::sql::connect(&url("events.sqlite"), 1).await.expect("event store");
+                let views = schema::sql::connect(&url("views.sqlite"), 1).await.expect("views");
                 (SqlEventStore::new(events), OrderRepository::new(views))
             }
         }
@@ -242,38 +212,20 @@ impl TestApp {
         let common = isolation.common();
         let (address, running) = match isolation.backend {
             Backend::Embedded => {
-                let embedded = Embedded::start(&common, shutdown.clone())
-                    .await
-                    .expect("embedded mode starts");
+                let embedded = Embedded::start(&common, shutdown.clone()).await.expect("embedded mode starts");
                 (embedded.address, tokio::spawn(embedded.run_until_stopped()))
             }
             Backend::Server => {
-                let infra = Infra::connect(&common, &isolation.server(), "test")
-                    .await
-                    .expect("infrastructure");
+                let infra = Infra::connect(&common, &isolation.server(), "test").await.expect("infrastructure");
                 let mut tasks = tokio::task::JoinSet::new();
-                start_write_side(&infra, write_side::AGGREGATES, 32, &mut tasks, &shutdown)
-                    .await
-                    .expect("write side");
-                start_read_side(&infra, &mut tasks, &shutdown)
-                    .await
-                    .expect("read side");
-                let address = start_gateway(&infra, &common, &mut tasks, &shutdown)
-                    .await
-                    .expect("gateway");
+                start_write_side(&infra, write_side::AGGREGATES, 32, &mut tasks, &shutdown).await.expect("write side");
+                start_read_side(&infra, &mut tasks, &shutdown).await.expect("read side");
+                let address = start_gateway(&infra, &common, &mut tasks, &shutdown).await.expect("gateway");
                 (address, tokio::spawn(supervise(tasks, shutdown.clone())))
             }
         };
         let (store, orders) = isolation.stores().await;
-        Self {
-            address,
-            http: reqwest::Client::new(),
-            store,
-            orders,
-            shutdown,
-            running: Some(running),
-            isolation,
-        }
+        Self { address, http: reqwest::Client::new(), store, orders, shutdown, running: Some(running), isolation }
     }
 
     /// Stops the system, returning its isolation for a restart.
@@ -287,12 +239,7 @@ impl TestApp {
                 .expect("the system stops cleanly");
         }
         // Hand the isolation out; what stays behind cleans up nothing.
-        let inert = Isolation {
-            backend: Backend::Embedded,
-            namespace: String::new(),
-            database: None,
-            data_dir: None,
-        };
+        let inert = Isolation { backend: Backend::Embedded, namespace: String::new(), database: None, data_dir: None };
         std::mem::replace(&mut self.isolation, inert)
     }
 
@@ -332,12 +279,7 @@ impl TestApp {
     }
 
     /// Polls `order(id)` until `done` holds, failing with the last answer after [`WAIT`].
-    pub async fn wait_for_order(
-        &self,
-        id: &str,
-        what: &str,
-        done: impl Fn(&Value) -> bool,
-    ) -> Value {
+    pub async fn wait_for_order(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         let mut interval = tokio::time::interval(Duration::from_millis(25));
         loop {
@@ -346,10 +288,7 @@ impl TestApp {
             if done(&order) {
                 return order;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "order {id} never became {what}; last seen: {order}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "order {id} never became {what}; last seen: {order}");
         }
     }
 
@@ -364,12 +303,7 @@ impl Drop for TestApp {
     }
 }
 
-pub async fn graphql_at(
-    http: &reqwest::Client,
-    address: SocketAddr,
-    query: &str,
-    variables: Value,
-) -> Value {
+pub async fn graphql_at(http: &reqwest::Client, address: SocketAddr, query: &str, variables: Value) -> Value {
     http.post(format!("http://{address}/graphql"))
         .json(&json!({ "query": query, "variables": variables }))
         .send()
@@ -390,35 +324,21 @@ pub fn items() -> Value {
 
 /// A graphql-transport-ws client with one subscription.
 pub struct Subscription {
-    socket: tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
 
 impl Subscription {
     pub async fn start(address: SocketAddr, query: &str, variables: Value) -> Self {
-        let mut request = format!("ws://{address}/graphql")
-            .into_client_request()
-            .expect("valid URL");
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "graphql-transport-ws".parse().expect("valid header"),
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .expect("WebSocket connects");
+        let mut request = format!("ws://{address}/graphql").into_client_request().expect("valid URL");
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().expect("valid header"));
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket connects");
         socket
-            .send(Message::text(
-                json!({ "type": "connection_init", "payload": {} }).to_string(),
-            ))
+            .send(Message::text(json!({ "type": "connection_init", "payload": {} }).to_string()))
             .await
             .expect("send init");
         let mut subscription = Self { socket };
         let ack = subscription.next_message().await;
-        assert_eq!(
-            ack["type"], "connection_ack",
-            "expected connection_ack, got {ack}"
-        );
+        assert_eq!(ack["type"], "connection_ack", "expected connection_ack, got {ack}");
         subscription
             .socket
             .send(Message::text(
@@ -452,10 +372,7 @@ impl Subscription {
             match message["type"].as_str() {
                 Some("next") => return message["payload"]["data"].clone(),
                 Some("ping") => {
-                    let _ = self
-                        .socket
-                        .send(Message::text(json!({ "type": "pong" }).to_string()))
-                        .await;
+                    let _ = self.socket.send(Message::text(json!({ "type": "pong" }).to_string())).await;
                 }
                 _ => panic!("expected a `next` message, got {message}"),
             }

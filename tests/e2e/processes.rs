@@ -14,9 +14,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{
-    Backend, Isolation, Subscription, TestApp, WAIT, customer, graphql_at, items, nats_url,
-};
+use crate::helpers::{Backend, Isolation, Subscription, TestApp, WAIT, customer, graphql_at, items, nats_url};
 
 /// A `conveyor` process; killed if still running when dropped.
 struct Conveyor {
@@ -28,15 +26,8 @@ struct Conveyor {
 impl Conveyor {
     fn start(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_conveyor"));
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        command
-            .env("RUST_LOG", "info")
-            .env_remove("NATS_URL")
-            .env_remove("DATABASE_URL");
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        command.env("RUST_LOG", "info").env_remove("NATS_URL").env_remove("DATABASE_URL");
         for (key, value) in env {
             command.env(key, value);
         }
@@ -62,10 +53,7 @@ impl Conveyor {
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.contains(marker) => return line,
                 Ok(_) => continue,
-                Err(_) => panic!(
-                    "no log line with `{marker}` in time; log so far:\n{}",
-                    self.log_text()
-                ),
+                Err(_) => panic!("no log line with `{marker}` in time; log so far:\n{}", self.log_text()),
             }
         }
     }
@@ -84,14 +72,8 @@ impl Conveyor {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status();
-        assert!(
-            status.is_ok_and(|status| status.success()),
-            "kill -{name} works"
-        );
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
+        assert!(status.is_ok_and(|status| status.success()), "kill -{name} works");
     }
 
     /// Waits (bounded) for the process to exit.
@@ -101,11 +83,7 @@ impl Conveyor {
             if let Some(status) = self.child.try_wait().expect("wait on child") {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "process did not exit in time; log:\n{}",
-                self.log_text()
-            );
+            assert!(std::time::Instant::now() < deadline, "process did not exit in time; log:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -126,10 +104,7 @@ async fn wait_until_ready(address: SocketAddr) {
         if ready.is_ok_and(|response| response.status().is_success()) {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{address} never became ready"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{address} never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -156,23 +131,11 @@ async fn the_three_sides_run_as_separate_processes_and_stop_cleanly_on_sigterm()
     wait_until_ready(address).await;
 
     let http = reqwest::Client::new();
-    let place =
-        "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
-    let placed = graphql_at(
-        &http,
-        address,
-        place,
-        json!({ "input": { "customerId": customer(), "items": items() } }),
-    )
-    .await;
-    assert_eq!(
-        placed["data"]["placeOrder"]["status"], "ACCEPTED",
-        "{placed}"
-    );
-    let order_id = placed["data"]["placeOrder"]["orderId"]
-        .as_str()
-        .expect("order id")
-        .to_string();
+    let place = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
+    let placed =
+        graphql_at(&http, address, place, json!({ "input": { "customerId": customer(), "items": items() } })).await;
+    assert_eq!(placed["data"]["placeOrder"]["status"], "ACCEPTED", "{placed}");
+    let order_id = placed["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string();
 
     let mut subscription = Subscription::start(
         address,
@@ -180,10 +143,7 @@ async fn the_three_sides_run_as_separate_processes_and_stop_cleanly_on_sigterm()
         json!({ "id": order_id }),
     )
     .await;
-    assert_eq!(
-        subscription.next_data().await["orderUpdated"]["status"],
-        "PLACED"
-    );
+    assert_eq!(subscription.next_data().await["orderUpdated"]["status"], "PLACED");
     let query = graphql_at(
         &http,
         address,
@@ -191,30 +151,17 @@ async fn the_three_sides_run_as_separate_processes_and_stop_cleanly_on_sigterm()
         json!({ "id": order_id }),
     )
     .await;
-    assert_eq!(
-        query["data"]["order"],
-        json!({ "status": "PLACED", "totalCents": 2800 })
-    );
+    assert_eq!(query["data"]["order"], json!({ "status": "PLACED", "totalCents": 2800 }));
 
     let cancel = "mutation($id: ID!) { cancelOrder(input: { orderId: $id, reason: \"processes\" }) { status } }";
     let cancelled = graphql_at(&http, address, cancel, json!({ "id": order_id })).await;
-    assert_eq!(
-        cancelled["data"]["cancelOrder"]["status"], "ACCEPTED",
-        "{cancelled}"
-    );
-    assert_eq!(
-        subscription.next_data().await["orderUpdated"],
-        json!({ "status": "CANCELLED", "version": 2 })
-    );
+    assert_eq!(cancelled["data"]["cancelOrder"]["status"], "ACCEPTED", "{cancelled}");
+    assert_eq!(subscription.next_data().await["orderUpdated"], json!({ "status": "CANCELLED", "version": 2 }));
 
     for process in [&mut gateway, &mut read_side, &mut write_side] {
         process.signal("TERM");
         let status = process.wait_exit();
-        assert!(
-            status.success(),
-            "clean exit on SIGTERM, got {status}; log:\n{}",
-            process.log_text()
-        );
+        assert!(status.success(), "clean exit on SIGTERM, got {status}; log:\n{}", process.log_text());
     }
 }
 
@@ -226,26 +173,15 @@ async fn unreachable_infrastructure_fails_fast_with_one_clear_line() {
     let mut no_nats = Conveyor::start(&["gateway"], &env);
     assert!(!no_nats.wait_exit().success());
     let log = no_nats.log_text();
-    assert!(
-        log.lines()
-            .any(|line| line.starts_with("conveyor: cannot reach NATS at nats://127.0.0.1:1")),
-        "{log}"
-    );
+    assert!(log.lines().any(|line| line.starts_with("conveyor: cannot reach NATS at nats://127.0.0.1:1")), "{log}");
 
     let mut env = server_env(&isolation);
     env[1].1 = "postgres://postgres:hunter2@127.0.0.1:1/nothing".into();
     let mut no_database = Conveyor::start(&["write-side"], &env);
     assert!(!no_database.wait_exit().success());
     let log = no_database.log_text();
-    assert!(
-        log.lines()
-            .any(|line| line.starts_with("conveyor: cannot reach the database at")),
-        "{log}"
-    );
-    assert!(
-        !log.contains("hunter2"),
-        "the password is never printed: {log}"
-    );
+    assert!(log.lines().any(|line| line.starts_with("conveyor: cannot reach the database at")), "{log}");
+    assert!(!log.contains("hunter2"), "the password is never printed: {log}");
 }
 
 #[tokio::test]
@@ -258,9 +194,7 @@ async fn embedded_mode_refuses_a_taken_port_and_an_unusable_data_dir() {
     let mut busy = Conveyor::start(&["--listen", &port, "--data-dir", &data_dir], &[]);
     assert!(!busy.wait_exit().success());
     assert!(
-        busy.log_text()
-            .lines()
-            .any(|line| line.starts_with(&format!("conveyor: cannot listen on {port}"))),
+        busy.log_text().lines().any(|line| line.starts_with(&format!("conveyor: cannot listen on {port}"))),
         "{}",
         busy.log_text()
     );
@@ -268,14 +202,10 @@ async fn embedded_mode_refuses_a_taken_port_and_an_unusable_data_dir() {
     let file = dir.join("a-file");
     std::fs::write(&file, b"not a directory").expect("write file");
     let under_file = file.join("data").display().to_string();
-    let mut unusable =
-        Conveyor::start(&["--listen", "127.0.0.1:0", "--data-dir", &under_file], &[]);
+    let mut unusable = Conveyor::start(&["--listen", "127.0.0.1:0", "--data-dir", &under_file], &[]);
     assert!(!unusable.wait_exit().success());
     assert!(
-        unusable
-            .log_text()
-            .lines()
-            .any(|line| line.starts_with("conveyor: cannot create the data directory")),
+        unusable.log_text().lines().any(|line| line.starts_with("conveyor: cannot create the data directory")),
         "{}",
         unusable.log_text()
     );
@@ -292,8 +222,11 @@ async fn place_until_stopped(address: SocketAddr, stop: CancellationToken) -> Ve
             let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().expect("client");
             let place = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
             while !stop.is_cancelled() {
-                let body = json!({ "query": place, "variables": { "input": { "customerId": customer(), "items": items() } } });
-                let Ok(response) = http.post(format!("http://{address}/graphql")).json(&body).send().await else { break };
+                let body =
+                    json!({ "query": place, "variables": { "input": { "customerId": customer(), "items": items() } } });
+                let Ok(response) = http.post(format!("http://{address}/graphql")).json(&body).send().await else {
+                    break;
+                };
                 let Ok(answer) = response.json::<Value>().await else { break };
                 if answer["data"]["placeOrder"]["status"] == "ACCEPTED" {
                     let id = answer["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string();
@@ -309,12 +242,7 @@ async fn place_until_stopped(address: SocketAddr, stop: CancellationToken) -> Ve
 
 async fn every_accepted_order_survives_a_kill(signal: &str) {
     let isolation = Isolation::new(Backend::Embedded).await;
-    let data_dir = isolation
-        .data_dir
-        .clone()
-        .expect("data dir")
-        .display()
-        .to_string();
+    let data_dir = isolation.data_dir.clone().expect("data dir").display().to_string();
     let args = ["--listen", "127.0.0.1:0", "--data-dir", data_dir.as_str()];
     let mut first = Conveyor::start(&args, &[]);
     let address = first.graphql_address();
@@ -325,10 +253,7 @@ async fn every_accepted_order_survives_a_kill(signal: &str) {
     // Kill mid-load, once a good number of orders were accepted.
     let deadline = tokio::time::Instant::now() + WAIT;
     while count_orders(address).await < 100 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "load never reached 100 orders"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "load never reached 100 orders");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     first.signal(signal);
@@ -342,17 +267,9 @@ async fn every_accepted_order_survives_a_kill(signal: &str) {
     wait_until_ready(address).await;
     let http = reqwest::Client::new();
     for id in &accepted {
-        let answer = graphql_at(
-            &http,
-            address,
-            "query($id: ID!) { order(id: $id) { id status } }",
-            json!({ "id": id }),
-        )
-        .await;
-        assert_eq!(
-            answer["data"]["order"]["status"], "PLACED",
-            "accepted order {id} lost after {signal}: {answer}"
-        );
+        let answer =
+            graphql_at(&http, address, "query($id: ID!) { order(id: $id) { id status } }", json!({ "id": id })).await;
+        assert_eq!(answer["data"]["order"]["status"], "PLACED", "accepted order {id} lost after {signal}: {answer}");
     }
     // The restarted process keeps serving, and its views match a replay of the store.
     let placed = graphql_at(
@@ -371,10 +288,7 @@ async fn every_accepted_order_survives_a_kill(signal: &str) {
         if !answer["data"]["order"].is_null() {
             break;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the new order was never projected"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "the new order was never projected");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     drop(second);
@@ -383,16 +297,8 @@ async fn every_accepted_order_survives_a_kill(signal: &str) {
 
 async fn count_orders(address: SocketAddr) -> usize {
     let http = reqwest::Client::new();
-    let answer = graphql_at(
-        &http,
-        address,
-        "{ orders(first: 100) { edges { cursor } } }",
-        json!({}),
-    )
-    .await;
-    answer["data"]["orders"]["edges"]
-        .as_array()
-        .map_or(0, Vec::len)
+    let answer = graphql_at(&http, address, "{ orders(first: 100) { edges { cursor } } }", json!({})).await;
+    answer["data"]["orders"]["edges"].as_array().map_or(0, Vec::len)
 }
 
 async fn assert_views_match_a_replay(data_dir: &Path) {
@@ -406,15 +312,9 @@ async fn assert_views_match_a_replay(data_dir: &Path) {
     let live = orders.all().await.expect("live view");
     let replay_dir = data_dir.join("replay");
     std::fs::create_dir_all(&replay_dir).expect("replay dir");
-    let views = schema::sql::connect(
-        &format!(
-            "sqlite://{}?mode=rwc",
-            replay_dir.join("views.sqlite").display()
-        ),
-        1,
-    )
-    .await
-    .expect("replay views");
+    let views = schema::sql::connect(&format!("sqlite://{}?mode=rwc", replay_dir.join("views.sqlite").display()), 1)
+        .await
+        .expect("replay views");
     read_side::migrate(&views).await.expect("migrate");
     let log: Arc<dyn schema::ports::EventLog> = Arc::new(store.clone());
     let projector = read_side::Projector::new(
@@ -424,31 +324,15 @@ async fn assert_views_match_a_replay(data_dir: &Path) {
         Arc::new(read_side::embedded::BroadcastNotifier::new(4)),
     );
     projector.catch_up().await.expect("replay");
-    let replayed = read_side::orders::OrderRepository::new(views)
-        .all()
-        .await
-        .expect("replayed view");
+    let replayed = read_side::orders::OrderRepository::new(views).all().await.expect("replayed view");
     let stored = store.count_all_events().await.expect("count");
     if live.len() as u64 != stored {
-        let events = schema::ports::EventLog::read_all(&store, None, 10_000)
-            .await
-            .expect("events");
-        let in_view: std::collections::HashSet<_> =
-            live.iter().map(|order| order.order_id.clone()).collect();
-        let missing: Vec<_> = events
-            .iter()
-            .filter(|event| !in_view.contains(&event.aggregate_id))
-            .collect();
-        panic!(
-            "{} events but {} orders in the view; not in the view: {missing:#?}",
-            stored,
-            live.len()
-        );
+        let events = schema::ports::EventLog::read_all(&store, None, 10_000).await.expect("events");
+        let in_view: std::collections::HashSet<_> = live.iter().map(|order| order.order_id.clone()).collect();
+        let missing: Vec<_> = events.iter().filter(|event| !in_view.contains(&event.aggregate_id)).collect();
+        panic!("{} events but {} orders in the view; not in the view: {missing:#?}", stored, live.len());
     }
-    assert_eq!(
-        live, replayed,
-        "the live view equals a replay of the event store"
-    );
+    assert_eq!(live, replayed, "the live view equals a replay of the event store");
 }
 
 #[tokio::test]
@@ -466,41 +350,25 @@ async fn a_poison_command_is_dead_lettered_with_its_reason_and_the_system_goes_o
     let app = TestApp::spawn(Backend::Server).await;
     let namespace = app.isolation.namespace.clone();
     let client = async_nats::connect(nats_url()).await.expect("NATS");
-    let mut dead_letters = client
-        .subscribe(format!("{namespace}.dlq.write-side"))
-        .await
-        .expect("subscribe");
+    let mut dead_letters = client.subscribe(format!("{namespace}.dlq.write-side")).await.expect("subscribe");
     let js = async_nats::jetstream::new(client.clone());
-    js.publish(
-        format!("{namespace}.cmd.order.PlaceOrder"),
-        "{not json".into(),
-    )
-    .await
-    .expect("publish")
-    .await
-    .expect("stored");
-
-    let dead = tokio::time::timeout(WAIT, dead_letters.next())
+    js.publish(format!("{namespace}.cmd.order.PlaceOrder"), "{not json".into())
         .await
-        .expect("a dead letter in time")
-        .expect("a message");
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let dead =
+        tokio::time::timeout(WAIT, dead_letters.next()).await.expect("a dead letter in time").expect("a message");
     assert_eq!(dead.payload.as_ref(), b"{not json");
     let reason = dead
         .headers
         .as_ref()
         .and_then(|headers| headers.get("Conveyor-Dead-Letter-Reason"))
         .map(|value| value.to_string());
-    assert!(
-        reason
-            .as_deref()
-            .is_some_and(|reason| reason.contains("not a command envelope")),
-        "{reason:?}"
-    );
+    assert!(reason.as_deref().is_some_and(|reason| reason.contains("not a command envelope")), "{reason:?}");
 
     let placed = app.place_order(&customer(), items(), None).await;
-    assert_eq!(
-        placed["status"], "ACCEPTED",
-        "the write side is still serving: {placed}"
-    );
+    assert_eq!(placed["status"], "ACCEPTED", "the write side is still serving: {placed}");
     assert_eq!(app.store.count_all_events().await.expect("count"), 1);
 }

@@ -1,17 +1,18 @@
 //! The shape of an aggregate: `decide` holds the business rules and may
 //! reject; `apply` only changes state and never fails.
 
-use schema::envelope::{ContractError, Message};
-use schema::{EventEnvelope, Rejection};
+use schema::Rejection;
+use schema::envelope::Message;
 
 pub trait Aggregate: Default + Send + Sync + 'static {
     /// Aggregate type name, as in subjects and stream ids.
     const TYPE: &'static str;
-    type Command: Message + Send + Sync;
+    /// What `decide` gets: the contract's command, plus whatever the handler
+    /// looked up for it (a payment provider's answer, say), so that `decide`
+    /// itself stays pure.
+    type Command: Send + Sync;
+    /// Stored events; loaded with [`Message::decode`], which upcasts.
     type Event: Message + Send + Sync;
-
-    /// Loads a stored event, upcasting old schema versions.
-    fn decode_event(event: &EventEnvelope) -> Result<Self::Event, ContractError>;
 
     /// Folds one event into the state.
     fn apply(&mut self, event: &Self::Event);

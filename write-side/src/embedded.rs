@@ -23,33 +23,25 @@ pub struct InProcessCommandBus {
 
 impl InProcessCommandBus {
     pub fn new(handler: CommandHandler, concurrency: usize) -> Self {
-        Self {
-            handler,
-            permits: Arc::new(Semaphore::new(concurrency)),
-        }
+        Self { handler, permits: Arc::new(Semaphore::new(concurrency)) }
     }
 }
 
 #[async_trait]
 impl CommandBus for InProcessCommandBus {
-    async fn dispatch(
-        &self,
-        command: CommandEnvelope,
-        wait: Duration,
-    ) -> Result<Dispatched, PortError> {
+    async fn dispatch(&self, command: CommandEnvelope, wait: Duration) -> Result<Dispatched, PortError> {
         let handler = self.handler.clone();
         let permits = self.permits.clone();
         // Spawned so that a gateway timeout does not abandon the decision.
         let task = tokio::spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(PortError::backend)?;
             handler.handle(&command).await.map_err(|error| match error {
-                HandleError::Poison(reason) => {
-                    PortError::Unavailable(format!("command handler: {reason}"))
-                }
+                HandleError::Poison(reason) => PortError::Unavailable(format!("command handler: {reason}")),
                 HandleError::Store(error) => {
                     error!(%error, "embedded command failed");
                     PortError::backend(error)
                 }
+                HandleError::Unavailable(reason) => PortError::Unavailable(reason),
             })
         });
         match tokio::time::timeout(wait, task).await {
@@ -60,10 +52,6 @@ impl CommandBus for InProcessCommandBus {
     }
 
     async fn outcome(&self, command_id: Uuid) -> Result<Option<CommandOutcome>, PortError> {
-        self.handler
-            .store()
-            .outcome(command_id)
-            .await
-            .map_err(PortError::backend)
+        self.handler.store().outcome(command_id).await.map_err(PortError::backend)
     }
 }

@@ -18,6 +18,7 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::aggregate::Aggregate;
+use crate::stream_locks::StreamLocks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +53,7 @@ pub struct Decision {
 #[derive(Clone)]
 pub struct SqlEventStore {
     pool: AnyPool,
+    locks: StreamLocks,
 }
 
 /// The columns an [`EventEnvelope`] is read from, as a literal so queries stay static SQL.
@@ -86,17 +88,17 @@ macro_rules! event_columns {
 
 impl SqlEventStore {
     pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+        Self { pool, locks: StreamLocks::default() }
+    }
+
+    /// The pool, for the saga's own table.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Creates the tables if needed (see [`sql::migrate`]).
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        sql::migrate(
-            &self.pool,
-            sqlx::migrate!("./migrations"),
-            "_write_side_migrations",
-        )
-        .await
+        sql::migrate(&self.pool, sqlx::migrate!("./migrations"), "_write_side_migrations").await
     }
 
     /// Decides a command against the current state of its aggregate, retrying
@@ -105,14 +107,17 @@ impl SqlEventStore {
     pub async fn execute<A: Aggregate>(
         &self,
         command: &CommandEnvelope,
+        typed: &A::Command,
     ) -> Result<Decision, StoreError> {
-        let typed: A::Command = command
-            .decode()
-            .map_err(|error| StoreError::Contract(error.to_string()))?;
-        sql::retry("execute command", || {
-            self.execute_once::<A>(command, &typed)
-        })
-        .await
+        let _turn = self.locks.lock(stream_id(A::TYPE, &command.aggregate_id)).await;
+        sql::retry("execute command", || self.execute_once::<A>(command, typed)).await
+    }
+
+    /// The current state and version of an aggregate.
+    pub async fn load<A: Aggregate>(&self, aggregate_id: &str) -> Result<(A, u64), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let history = load_stream(&mut conn, &stream_id(A::TYPE, aggregate_id), 1, i64::MAX).await?;
+        fold::<A>(&history)
     }
 
     async fn execute_once<A: Aggregate>(
@@ -123,20 +128,11 @@ impl SqlEventStore {
         let mut tx = self.pool.begin().await?;
         if let Some(outcome) = stored_outcome(&mut tx, command.id).await? {
             tx.commit().await?;
-            return Ok(Decision {
-                outcome,
-                new_events: Vec::new(),
-            });
+            return Ok(Decision { outcome, new_events: Vec::new() });
         }
         let stream = stream_id(A::TYPE, &command.aggregate_id);
         let history = load_stream(&mut tx, &stream, 1, i64::MAX).await?;
-        let mut state = A::default();
-        for stored in &history {
-            let event =
-                A::decode_event(stored).map_err(|error| StoreError::Contract(error.to_string()))?;
-            state.apply(&event);
-        }
-        let current_version = history.len() as u64;
+        let (state, current_version) = fold::<A>(&history)?;
         let now = Utc::now();
         let (outcome, new_events) = match state.decide(typed) {
             Ok(events) => {
@@ -170,16 +166,9 @@ impl SqlEventStore {
                 (outcome, Vec::new())
             }
         };
-        insert_outcome(&mut tx, &outcome)
-            .await
-            .map_err(|error| conflict_or(error, &stream))?;
-        tx.commit()
-            .await
-            .map_err(|error| conflict_or(error, &stream))?;
-        Ok(Decision {
-            outcome,
-            new_events,
-        })
+        insert_outcome(&mut tx, &outcome).await.map_err(|error| conflict_or(error, &stream))?;
+        tx.commit().await.map_err(|error| conflict_or(error, &stream))?;
+        Ok(Decision { outcome, new_events })
     }
 
     /// The stored outcome of a command, if it was decided.
@@ -191,11 +180,7 @@ impl SqlEventStore {
     /// Committed events whose publication is unconfirmed and older than
     /// `grace` (younger ones are still being published by their handler),
     /// in stream order.
-    pub async fn unpublished(
-        &self,
-        grace: std::time::Duration,
-        limit: u32,
-    ) -> Result<Vec<EventEnvelope>, StoreError> {
+    pub async fn unpublished(&self, grace: std::time::Duration, limit: u32) -> Result<Vec<EventEnvelope>, StoreError> {
         let cutoff = to_micros(Utc::now()) - grace.as_micros() as i64;
         let query = concat!(
             "SELECT ",
@@ -203,11 +188,7 @@ impl SqlEventStore {
             " FROM events e JOIN outbox o ON o.event_id = e.event_id \
              WHERE o.created_at <= $1 ORDER BY e.stream_id, e.version LIMIT $2"
         );
-        let rows = sqlx::query(query)
-            .bind(cutoff)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(query).bind(cutoff).bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -216,10 +197,7 @@ impl SqlEventStore {
         sql::retry("mark published", || async {
             let mut tx = self.pool.begin().await?;
             for id in event_ids {
-                sqlx::query("DELETE FROM outbox WHERE event_id = $1")
-                    .bind(id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query("DELETE FROM outbox WHERE event_id = $1").bind(id.to_string()).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok::<_, StoreError>(())
@@ -229,18 +207,12 @@ impl SqlEventStore {
 
     /// Counts all events in the store: for tests and operators.
     pub async fn count_all_events(&self) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
-            .fetch_one(&self.pool)
-            .await?;
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
         Ok(count as u64)
     }
 
     /// Counts appended events: for tests and operators.
-    pub async fn count_events(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-    ) -> Result<u64, StoreError> {
+    pub async fn count_events(&self, aggregate_type: &str, aggregate_id: &str) -> Result<u64, StoreError> {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE stream_id = $1")
             .bind(stream_id(aggregate_type, aggregate_id))
             .fetch_one(&self.pool)
@@ -260,24 +232,13 @@ impl EventLog for SqlEventStore {
     ) -> Result<Vec<EventEnvelope>, PortError> {
         let mut conn = self.pool.acquire().await.map_err(PortError::backend)?;
         let to = i64::try_from(to).unwrap_or(i64::MAX);
-        load_stream(
-            &mut conn,
-            &stream_id(aggregate_type, aggregate_id),
-            from as i64,
-            to,
-        )
-        .await
-        .map_err(PortError::backend)
+        load_stream(&mut conn, &stream_id(aggregate_type, aggregate_id), from as i64, to)
+            .await
+            .map_err(PortError::backend)
     }
 
-    async fn read_all(
-        &self,
-        after: Option<&StreamPosition>,
-        limit: u32,
-    ) -> Result<Vec<EventEnvelope>, PortError> {
-        let (stream, version) = after
-            .map(|p| (p.stream_id.clone(), p.version as i64))
-            .unwrap_or_default();
+    async fn read_all(&self, after: Option<&StreamPosition>, limit: u32) -> Result<Vec<EventEnvelope>, PortError> {
+        let (stream, version) = after.map(|p| (p.stream_id.clone(), p.version as i64)).unwrap_or_default();
         let query = concat!(
             "SELECT ",
             event_columns!(""),
@@ -290,28 +251,28 @@ impl EventLog for SqlEventStore {
             .fetch_all(&self.pool)
             .await
             .map_err(PortError::backend)?;
-        rows.iter()
-            .map(event_from_row)
-            .collect::<Result<_, _>>()
-            .map_err(PortError::backend)
+        rows.iter().map(event_from_row).collect::<Result<_, _>>().map_err(PortError::backend)
     }
+}
+
+fn fold<A: Aggregate>(history: &[EventEnvelope]) -> Result<(A, u64), StoreError> {
+    let mut state = A::default();
+    for stored in history {
+        let event = A::Event::decode(stored).map_err(|error| StoreError::Contract(error.to_string()))?;
+        state.apply(&event);
+    }
+    Ok((state, history.len() as u64))
 }
 
 /// A unique violation on commit or on the outcome row means another writer won.
 fn conflict_or(error: sqlx::Error, stream: &str) -> StoreError {
     match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(stream.into())
-        }
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(stream.into()),
         _ => StoreError::Database(error),
     }
 }
 
-fn envelopes<A: Aggregate>(
-    command: &CommandEnvelope,
-    after_version: u64,
-    events: &[A::Event],
-) -> Vec<EventEnvelope> {
+fn envelopes<A: Aggregate>(command: &CommandEnvelope, after_version: u64, events: &[A::Event]) -> Vec<EventEnvelope> {
     let metadata: Metadata = command.caused_metadata();
     let timestamp = Utc::now();
     events
@@ -334,20 +295,12 @@ fn envelopes<A: Aggregate>(
         .collect()
 }
 
-async fn stored_outcome(
-    conn: &mut AnyConnection,
-    command_id: Uuid,
-) -> Result<Option<CommandOutcome>, StoreError> {
-    let stored: Option<String> =
-        sqlx::query_scalar("SELECT outcome FROM command_outcomes WHERE command_id = $1")
-            .bind(command_id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?;
-    stored
-        .map(|json| {
-            serde_json::from_str(&json).map_err(|error| StoreError::Contract(error.to_string()))
-        })
-        .transpose()
+async fn stored_outcome(conn: &mut AnyConnection, command_id: Uuid) -> Result<Option<CommandOutcome>, StoreError> {
+    let stored: Option<String> = sqlx::query_scalar("SELECT outcome FROM command_outcomes WHERE command_id = $1")
+        .bind(command_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    stored.map(|json| serde_json::from_str(&json).map_err(|error| StoreError::Contract(error.to_string()))).transpose()
 }
 
 async fn load_stream(
@@ -361,20 +314,11 @@ async fn load_stream(
         event_columns!(""),
         " FROM events WHERE stream_id = $1 AND version >= $2 AND version <= $3 ORDER BY version"
     );
-    let rows = sqlx::query(query)
-        .bind(stream)
-        .bind(from)
-        .bind(to)
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(query).bind(stream).bind(from).bind(to).fetch_all(&mut *conn).await?;
     rows.iter().map(event_from_row).collect()
 }
 
-async fn insert_event(
-    conn: &mut AnyConnection,
-    stream: &str,
-    event: &EventEnvelope,
-) -> Result<(), StoreError> {
+async fn insert_event(conn: &mut AnyConnection, stream: &str, event: &EventEnvelope) -> Result<(), StoreError> {
     let inserted = sqlx::query(concat!(
         "INSERT INTO events (stream_id, ",
         event_columns!(""),
@@ -395,32 +339,24 @@ async fn insert_event(
     .execute(&mut *conn)
     .await;
     inserted.map_err(|error| conflict_or(error, stream))?;
-    sqlx::query(
-        "INSERT INTO outbox (event_id, stream_id, version, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(event.id.to_string())
-    .bind(stream)
-    .bind(event.stream_version as i64)
-    .bind(to_micros(Utc::now()))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("INSERT INTO outbox (event_id, stream_id, version, created_at) VALUES ($1, $2, $3, $4)")
+        .bind(event.id.to_string())
+        .bind(stream)
+        .bind(event.stream_version as i64)
+        .bind(to_micros(Utc::now()))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
-async fn insert_outcome(
-    conn: &mut AnyConnection,
-    outcome: &CommandOutcome,
-) -> Result<(), sqlx::Error> {
-    let json =
-        serde_json::to_string(outcome).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-    sqlx::query(
-        "INSERT INTO command_outcomes (command_id, outcome, decided_at) VALUES ($1, $2, $3)",
-    )
-    .bind(outcome.command_id.to_string())
-    .bind(json)
-    .bind(to_micros(outcome.decided_at))
-    .execute(&mut *conn)
-    .await?;
+async fn insert_outcome(conn: &mut AnyConnection, outcome: &CommandOutcome) -> Result<(), sqlx::Error> {
+    let json = serde_json::to_string(outcome).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    sqlx::query("INSERT INTO command_outcomes (command_id, outcome, decided_at) VALUES ($1, $2, $3)")
+        .bind(outcome.command_id.to_string())
+        .bind(json)
+        .bind(to_micros(outcome.decided_at))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -443,7 +379,6 @@ fn event_from_row(row: &AnyRow) -> Result<EventEnvelope, StoreError> {
             actor: row.try_get("actor")?,
         },
         timestamp: from_micros(row.try_get("occurred_at")?),
-        payload: serde_json::from_str(&payload)
-            .map_err(|error| StoreError::Contract(error.to_string()))?,
+        payload: serde_json::from_str(&payload).map_err(|error| StoreError::Contract(error.to_string()))?,
     })
 }

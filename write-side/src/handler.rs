@@ -4,16 +4,22 @@
 
 use std::sync::Arc;
 
+use schema::envelope::Message;
+use schema::payment::PaymentCommand;
 use schema::ports::EventPublisher;
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope};
 use tracing::{instrument, warn};
 
 use crate::aggregate::Aggregate;
-use crate::event_store::{SqlEventStore, StoreError};
+use crate::customer::Customer;
+use crate::event_store::{Decision, SqlEventStore, StoreError};
 use crate::order::Order;
+use crate::payment::{Payment, PaymentInput, ProviderAnswer};
+use crate::payment_provider::PaymentProvider;
+use crate::product::Product;
 
 /// The aggregate types this build handles, for `--only` and consumer filters.
-pub const AGGREGATES: &[&str] = &[Order::TYPE];
+pub const AGGREGATES: &[&str] = &[Order::TYPE, Customer::TYPE, Product::TYPE, Payment::TYPE];
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
@@ -23,6 +29,9 @@ pub enum HandleError {
     /// The store failed; a later delivery may succeed.
     #[error(transparent)]
     Store(StoreError),
+    /// A dependency (the payment provider) failed; a later delivery may succeed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl From<StoreError> for HandleError {
@@ -38,11 +47,16 @@ impl From<StoreError> for HandleError {
 pub struct CommandHandler {
     store: SqlEventStore,
     publisher: Arc<dyn EventPublisher>,
+    provider: Arc<dyn PaymentProvider>,
+}
+
+fn decode<C: Message>(command: &CommandEnvelope) -> Result<C, HandleError> {
+    command.decode().map_err(|error| HandleError::Poison(error.to_string()))
 }
 
 impl CommandHandler {
-    pub fn new(store: SqlEventStore, publisher: Arc<dyn EventPublisher>) -> Self {
-        Self { store, publisher }
+    pub fn new(store: SqlEventStore, publisher: Arc<dyn EventPublisher>, provider: Arc<dyn PaymentProvider>) -> Self {
+        Self { store, publisher, provider }
     }
 
     pub fn store(&self) -> &SqlEventStore {
@@ -54,17 +68,40 @@ impl CommandHandler {
     #[instrument(skip_all, fields(command_id = %command.id, command = %command.type_name))]
     pub async fn handle(&self, command: &CommandEnvelope) -> Result<CommandOutcome, HandleError> {
         let decision = match command.aggregate_type.as_str() {
-            Order::TYPE => self.store.execute::<Order>(command).await?,
-            other => {
-                return Err(HandleError::Poison(format!(
-                    "no handler for aggregate type `{other}`"
-                )));
-            }
+            Order::TYPE => self.store.execute::<Order>(command, &decode(command)?).await?,
+            Customer::TYPE => self.store.execute::<Customer>(command, &decode(command)?).await?,
+            Product::TYPE => self.store.execute::<Product>(command, &decode(command)?).await?,
+            Payment::TYPE => self.handle_payment(command).await?,
+            other => return Err(HandleError::Poison(format!("no handler for aggregate type `{other}`"))),
         };
         if !decision.new_events.is_empty() {
             self.publish(&decision.new_events).await;
         }
         Ok(decision.outcome)
+    }
+
+    /// Payments ask the provider first (once per payment), then decide.
+    async fn handle_payment(&self, command: &CommandEnvelope) -> Result<Decision, HandleError> {
+        let typed: PaymentCommand = decode(command)?;
+        let mut provider = None;
+        if let PaymentCommand::AuthorizePayment(authorize) = &typed {
+            if let Some(outcome) = self.store.outcome(command.id).await? {
+                return Ok(Decision { outcome, new_events: Vec::new() });
+            }
+            let (payment, _) = self.store.load::<Payment>(&command.aggregate_id).await?;
+            if payment.needs_provider() {
+                let (customer, _) = self.store.load::<Customer>(&authorize.customer_id).await?;
+                provider = Some(match customer.credit_limit_cents {
+                    None => ProviderAnswer::Declined("unknown customer".into()),
+                    Some(limit) => self
+                        .provider
+                        .authorize(command.id, authorize.amount_cents, limit)
+                        .await
+                        .map_err(|error| HandleError::Unavailable(error.to_string()))?,
+                });
+            }
+        }
+        Ok(self.store.execute::<Payment>(command, &PaymentInput { command: typed, provider }).await?)
     }
 
     async fn publish(&self, events: &[EventEnvelope]) {

@@ -6,14 +6,20 @@
 //! [`nats`] and [`embedded`] are the transport adapters.
 
 pub mod aggregate;
+pub mod customer;
 pub mod embedded;
 pub mod event_store;
 pub mod handler;
 pub mod nats;
 pub mod order;
 pub mod outbox;
+pub mod payment;
+pub mod payment_provider;
+pub mod product;
+mod stream_locks;
 
 pub use embedded::InProcessCommandBus;
 pub use event_store::{SqlEventStore, StoreError};
 pub use handler::{AGGREGATES, CommandHandler};
 pub use outbox::{OutboxRelay, RelaySettings};
+pub use payment_provider::{PaymentProvider, SimulatedProvider};

@@ -38,14 +38,9 @@ impl EventPublisher for JetStreamEventPublisher {
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MESSAGE_ID, event.id.to_string().as_str());
             let payload = serde_json::to_vec(event).map_err(PortError::backend)?;
-            let subject = self
-                .ns
-                .event_subject(&event.aggregate_type, &event.aggregate_id);
+            let subject = self.ns.event_subject(&event.aggregate_type, &event.aggregate_id);
             acks.push(
-                self.js
-                    .publish_with_headers(subject, headers, payload.into())
-                    .await
-                    .map_err(PortError::backend)?,
+                self.js.publish_with_headers(subject, headers, payload.into()).await.map_err(PortError::backend)?,
             );
         }
         for ack in acks {
@@ -68,11 +63,7 @@ pub struct ConsumerSettings {
 
 impl Default for ConsumerSettings {
     fn default() -> Self {
-        Self {
-            concurrency: 32,
-            max_deliver: 20,
-            ack_wait: Duration::from_secs(30),
-        }
+        Self { concurrency: 32, max_deliver: 20, ack_wait: Duration::from_secs(30) }
     }
 }
 
@@ -104,18 +95,9 @@ pub async fn run_command_consumer(
             },
         )
         .await?;
-    let messages = consumer
-        .messages()
-        .await?
-        .take_until(shutdown.cancelled_owned());
+    let messages = consumer.messages().await?.take_until(shutdown.cancelled_owned());
     info!(consumer = %name, "write side consuming commands");
-    let context = Arc::new(Context {
-        client,
-        ns,
-        handler,
-        outcomes,
-        max_deliver: settings.max_deliver,
-    });
+    let context = Arc::new(Context { client, ns, handler, outcomes, max_deliver: settings.max_deliver });
     messages
         .for_each_concurrent(settings.concurrency, |message| {
             let context = context.clone();
@@ -145,9 +127,7 @@ impl Context {
         let command: CommandEnvelope = match serde_json::from_slice(&message.payload) {
             Ok(command) => command,
             Err(error) => {
-                return self
-                    .dead_letter(message, &format!("not a command envelope: {error}"))
-                    .await;
+                return self.dead_letter(message, &format!("not a command envelope: {error}")).await;
             }
         };
         match self.handler.handle(&command).await {
@@ -159,12 +139,11 @@ impl Context {
                 }
             },
             Err(HandleError::Poison(reason)) => self.dead_letter(message, &reason).await,
-            Err(HandleError::Store(error)) if delivered >= self.max_deliver => {
+            Err(error) if delivered >= self.max_deliver => {
                 error!(%error, command_id = %command.id, delivered, "giving up on command");
-                self.dead_letter(message, &format!("failed {delivered} times, last: {error}"))
-                    .await;
+                self.dead_letter(message, &format!("failed {delivered} times, last: {error}")).await;
             }
-            Err(HandleError::Store(error)) => {
+            Err(error) => {
                 warn!(%error, command_id = %command.id, delivered, "command failed; redelivering");
                 let delay = Duration::from_millis(100 * (1u64 << delivered.clamp(0, 6)));
                 settle(&message, AckKind::Nak(Some(delay))).await;
@@ -174,34 +153,20 @@ impl Context {
 
     /// Makes the outcome visible: the bucket (for late or repeated askers)
     /// first, then the subject (for the gateway waiting right now).
-    async fn announce(
-        &self,
-        outcome: &CommandOutcome,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn announce(&self, outcome: &CommandOutcome) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let payload: Bytes = serde_json::to_vec(outcome)?.into();
-        self.outcomes
-            .put(outcome.command_id.to_string(), payload.clone())
-            .await?;
-        self.client
-            .publish(self.ns.outcome_subject(&outcome.command_id), payload)
-            .await?;
+        self.outcomes.put(outcome.command_id.to_string(), payload.clone()).await?;
+        self.client.publish(self.ns.outcome_subject(&outcome.command_id), payload).await?;
         Ok(())
     }
 
     async fn dead_letter(&self, message: jetstream::Message, reason: &str) {
         error!(reason, subject = %message.subject, "dead-lettering command");
         let mut headers = HeaderMap::new();
-        headers.insert(
-            "Conveyor-Dead-Letter-Reason",
-            reason.replace(['\r', '\n'], " ").as_str(),
-        );
+        headers.insert("Conveyor-Dead-Letter-Reason", reason.replace(['\r', '\n'], " ").as_str());
         headers.insert("Conveyor-Original-Subject", message.subject.as_str());
         let subject = self.ns.dead_letter_subject("write-side");
-        match self
-            .client
-            .publish_with_headers(subject, headers, message.payload.clone())
-            .await
-        {
+        match self.client.publish_with_headers(subject, headers, message.payload.clone()).await {
             Ok(()) => settle(&message, AckKind::Term).await,
             Err(error) => {
                 warn!(%error, "dead-letter publish failed; redelivering");

@@ -23,11 +23,7 @@ pub struct RelaySettings {
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        Self {
-            interval: Duration::from_secs(1),
-            grace: Duration::from_secs(5),
-            batch: 500,
-        }
+        Self { interval: Duration::from_secs(1), grace: Duration::from_secs(5), batch: 500 }
     }
 }
 
@@ -38,24 +34,13 @@ pub struct OutboxRelay {
 }
 
 impl OutboxRelay {
-    pub fn new(
-        store: SqlEventStore,
-        publisher: Arc<dyn EventPublisher>,
-        settings: RelaySettings,
-    ) -> Self {
-        Self {
-            store,
-            publisher,
-            settings,
-        }
+    pub fn new(store: SqlEventStore, publisher: Arc<dyn EventPublisher>, settings: RelaySettings) -> Self {
+        Self { store, publisher, settings }
     }
 
     /// Publishes everything stranded now, older than the grace period.
     /// Returns how many events it published.
-    pub async fn publish_stranded(
-        &self,
-        grace: Duration,
-    ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn publish_stranded(&self, grace: Duration) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
         let mut total = 0;
         loop {
             let events = self.store.unpublished(grace, self.settings.batch).await?;

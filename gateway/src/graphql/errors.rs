@@ -19,45 +19,34 @@ pub fn coded(code: &str, message: impl Into<String>) -> Error {
 pub fn internal(error: impl Display) -> Error {
     let correlation_id = Uuid::now_v7();
     tracing::error!(%correlation_id, error = %error, "internal error");
-    Error::new(format!("internal error (correlation id {correlation_id})")).extend_with(
-        |_, extensions| {
-            extensions.set("code", codes::INTERNAL);
-            extensions.set("correlationId", correlation_id.to_string());
-        },
-    )
+    Error::new(format!("internal error (correlation id {correlation_id})")).extend_with(|_, extensions| {
+        extensions.set("code", codes::INTERNAL);
+        extensions.set("correlationId", correlation_id.to_string());
+    })
 }
 
 /// A dependency is down: the client may retry.
 pub fn unavailable(error: PortError) -> Error {
     let correlation_id = Uuid::now_v7();
     tracing::warn!(%correlation_id, error = %error, "dependency unavailable");
-    Error::new(format!(
-        "service temporarily unavailable (correlation id {correlation_id})"
-    ))
-    .extend_with(|_, extensions| {
-        extensions.set("code", codes::UNAVAILABLE);
-        extensions.set("correlationId", correlation_id.to_string());
-    })
+    Error::new(format!("service temporarily unavailable (correlation id {correlation_id})")).extend_with(
+        |_, extensions| {
+            extensions.set("code", codes::UNAVAILABLE);
+            extensions.set("correlationId", correlation_id.to_string());
+        },
+    )
 }
 
 /// Parses a UUID argument, or fails with `INVALID_ID`.
 pub fn parse_id(field: &str, id: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(id).map_err(|_| {
-        coded(
-            codes::INVALID_ID,
-            format!("{field} `{id}` is not a valid id"),
-        )
-    })
+    Uuid::parse_str(id).map_err(|_| coded(codes::INVALID_ID, format!("{field} `{id}` is not a valid id")))
 }
 
 /// Gives errors raised by async-graphql itself (parse and validation, which
 /// carry no path) a code. Anything else without one is a bug: `INTERNAL`.
 pub fn add_missing_codes(response: &mut Response) {
     for error in &mut response.errors {
-        let has_code = error
-            .extensions
-            .as_ref()
-            .is_some_and(|extensions| extensions.get("code").is_some());
+        let has_code = error.extensions.as_ref().is_some_and(|extensions| extensions.get("code").is_some());
         if has_code {
             continue;
         }
@@ -69,9 +58,6 @@ pub fn add_missing_codes(response: &mut Response) {
         } else {
             codes::GRAPHQL_VALIDATION_FAILED
         };
-        error
-            .extensions
-            .get_or_insert_with(Default::default)
-            .set("code", code);
+        error.extensions.get_or_insert_with(Default::default).set("code", code);
     }
 }

@@ -173,10 +173,10 @@ fn outcome_parts(outcome: &CommandOutcome) -> (CommandStatus, Option<CommandErro
         OutcomeStatus::Accepted => (CommandStatus::Accepted, None),
         OutcomeStatus::Rejected => (
             CommandStatus::Rejected,
-            outcome.rejection.as_ref().map(|rejection| CommandError {
-                code: rejection.code.clone(),
-                message: rejection.message.clone(),
-            }),
+            outcome
+                .rejection
+                .as_ref()
+                .map(|rejection| CommandError { code: rejection.code.clone(), message: rejection.message.clone() }),
         ),
     }
 }
@@ -186,23 +186,17 @@ fn outcome_parts(outcome: &CommandOutcome) -> (CommandStatus, Option<CommandErro
 fn command_id(mutation: &str, actor: &str, key: Option<&str>) -> Result<Uuid, Error> {
     match key {
         None => Ok(Uuid::now_v7()),
-        Some(key) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => {
-            Err(coded(
-                codes::INVALID_INPUT,
-                format!("idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
-            ))
-        }
+        Some(key) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => Err(coded(
+            codes::INVALID_INPUT,
+            format!("idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
+        )),
         Some(key) => Ok(derived_id(mutation, &format!("{actor}:{key}"))),
     }
 }
 
 async fn dispatch(ctx: &Context<'_>, command: CommandEnvelope) -> Result<Dispatched, Error> {
     let services = ctx.data::<Services>()?;
-    services
-        .bus
-        .dispatch(command, services.mutation_wait)
-        .await
-        .map_err(unavailable)
+    services.bus.dispatch(command, services.mutation_wait).await.map_err(unavailable)
 }
 
 #[derive(Default)]
@@ -214,18 +208,11 @@ impl OrderQuery {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>, Error> {
         let id = parse_id("id", &id)?;
         let services = ctx.data::<Services>()?;
-        Ok(services
-            .orders
-            .get(&id.to_string())
-            .await
-            .map_err(internal)?
-            .map(Order))
+        Ok(services.orders.get(&id.to_string()).await.map_err(internal)?.map(Order))
     }
 
     /// Orders, newest first, as a Relay connection.
-    #[graphql(
-        complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize * child_complexity"
-    )]
+    #[graphql(complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize * child_complexity")]
     async fn orders(
         &self,
         ctx: &Context<'_>,
@@ -236,76 +223,44 @@ impl OrderQuery {
     ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
         let first = first.unwrap_or(DEFAULT_PAGE);
         if !(0..=MAX_PAGE).contains(&first) {
-            return Err(coded(
-                codes::INVALID_INPUT,
-                format!("first must be 0 to {MAX_PAGE}"),
-            ));
+            return Err(coded(codes::INVALID_INPUT, format!("first must be 0 to {MAX_PAGE}")));
         }
         let after = after.as_deref().map(decode_cursor).transpose()?;
         let filter = OrderFilter {
             status: status.map(Into::into),
-            customer_id: customer_id
-                .map(|id| parse_id("customerId", &id).map(|id| id.to_string()))
-                .transpose()?,
+            customer_id: customer_id.map(|id| parse_id("customerId", &id).map(|id| id.to_string())).transpose()?,
         };
         let services = ctx.data::<Services>()?;
-        let mut rows = services
-            .orders
-            .list(&filter, after.as_ref(), first as u32 + 1)
-            .await
-            .map_err(internal)?;
+        let mut rows = services.orders.list(&filter, after.as_ref(), first as u32 + 1).await.map_err(internal)?;
         let has_next = rows.len() > first as usize;
         rows.truncate(first as usize);
         let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(
-            rows.into_iter()
-                .map(|row| Edge::new(encode_cursor(&row), Order(row))),
-        );
+        connection.edges.extend(rows.into_iter().map(|row| Edge::new(encode_cursor(&row), Order(row))));
         Ok(connection)
     }
 
     /// The outcome of a command, once decided (null while pending or unknown).
-    async fn command_outcome(
-        &self,
-        ctx: &Context<'_>,
-        command_id: ID,
-    ) -> Result<Option<CommandResult>, Error> {
+    async fn command_outcome(&self, ctx: &Context<'_>, command_id: ID) -> Result<Option<CommandResult>, Error> {
         let id = parse_id("commandId", &command_id)?;
         let services = ctx.data::<Services>()?;
         let outcome = services.bus.outcome(id).await.map_err(unavailable)?;
         Ok(outcome.map(|outcome| {
             let (status, error) = outcome_parts(&outcome);
-            CommandResult {
-                command_id: ID(id.to_string()),
-                status,
-                error,
-            }
+            CommandResult { command_id: ID(id.to_string()), status, error }
         }))
     }
 }
 
 fn encode_cursor(order: &OrderView) -> String {
-    URL_SAFE_NO_PAD.encode(format!(
-        "{}:{}",
-        order.placed_at.timestamp_micros(),
-        order.order_id
-    ))
+    URL_SAFE_NO_PAD.encode(format!("{}:{}", order.placed_at.timestamp_micros(), order.order_id))
 }
 
 fn decode_cursor(cursor: &str) -> Result<OrderCursor, Error> {
-    let invalid = || {
-        coded(
-            codes::INVALID_INPUT,
-            "after is not a cursor from this connection",
-        )
-    };
+    let invalid = || coded(codes::INVALID_INPUT, "after is not a cursor from this connection");
     let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (micros, order_id) = text.split_once(':').ok_or_else(invalid)?;
-    Ok(OrderCursor {
-        placed_at_micros: micros.parse().map_err(|_| invalid())?,
-        order_id: order_id.to_string(),
-    })
+    Ok(OrderCursor { placed_at_micros: micros.parse().map_err(|_| invalid())?, order_id: order_id.to_string() })
 }
 
 #[derive(Default)]
@@ -315,11 +270,7 @@ pub struct OrderMutation;
 impl OrderMutation {
     /// Places an order. Answers once the write side decided, or PENDING
     /// after the configured wait.
-    async fn place_order(
-        &self,
-        ctx: &Context<'_>,
-        input: PlaceOrderInput,
-    ) -> Result<PlaceOrderPayload, Error> {
+    async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> Result<PlaceOrderPayload, Error> {
         let customer_id = parse_id("customerId", &input.customer_id)?;
         let command = PlaceOrder {
             customer_id: customer_id.to_string(),
@@ -334,9 +285,7 @@ impl OrderMutation {
                 })
                 .collect(),
         };
-        command
-            .validate()
-            .map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
         let command_id = command_id("placeOrder", ANONYMOUS, input.idempotency_key.as_deref())?;
         // Derived from the command id, so a retried placeOrder names the same order.
         let order_id = derived_id("order", &command_id.to_string());
@@ -357,18 +306,10 @@ impl OrderMutation {
     }
 
     /// Cancels an order; cancelling twice is rejected with ORDER_ALREADY_CANCELLED.
-    async fn cancel_order(
-        &self,
-        ctx: &Context<'_>,
-        input: CancelOrderInput,
-    ) -> Result<CancelOrderPayload, Error> {
+    async fn cancel_order(&self, ctx: &Context<'_>, input: CancelOrderInput) -> Result<CancelOrderPayload, Error> {
         let order_id = parse_id("orderId", &input.order_id)?;
-        let command = CancelOrder {
-            reason: input.reason,
-        };
-        command
-            .validate()
-            .map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        let command = CancelOrder { reason: input.reason };
+        command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
         let command_id = command_id("cancelOrder", ANONYMOUS, input.idempotency_key.as_deref())?;
         let envelope = CommandEnvelope::new(
             command_id,
@@ -402,11 +343,7 @@ impl OrderSubscription {
         let id = parse_id("id", &id)?.to_string();
         let services = ctx.data::<Services>()?.clone();
         // Watch before the first read, so no change falls between the two.
-        let changes = services
-            .notifier
-            .watch(view::VIEW, &id)
-            .await
-            .map_err(unavailable)?;
+        let changes = services.notifier.watch(view::VIEW, &id).await.map_err(unavailable)?;
         let shutdown = services.shutdown.clone();
         let reads = stream::once(futures::future::ready(())).chain(changes.map(|_| ()));
         let updates = reads

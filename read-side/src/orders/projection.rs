@@ -27,8 +27,7 @@ impl Projection for OrdersProjection {
         conn: &mut AnyConnection,
         event: &EventEnvelope,
     ) -> Result<Option<ViewChange>, ProjectionError> {
-        let decoded = OrderEvent::decode(event)
-            .map_err(|error| ProjectionError::Contract(error.to_string()))?;
+        let decoded = OrderEvent::decode(event).map_err(|error| ProjectionError::Contract(error.to_string()))?;
         let at = to_micros(event.timestamp);
         let version = event.stream_version as i64;
         match decoded {
@@ -62,10 +61,6 @@ impl Projection for OrdersProjection {
                 .await?;
             }
         }
-        Ok(Some(ViewChange {
-            view: VIEW.into(),
-            id: event.aggregate_id.clone(),
-            version: event.stream_version,
-        }))
+        Ok(Some(ViewChange { view: VIEW.into(), id: event.aggregate_id.clone(), version: event.stream_version }))
     }
 }

@@ -61,7 +61,8 @@ pub struct OrderRepository {
     pool: AnyPool,
 }
 
-const COLUMNS: &str = "order_id, customer_id, status, items, total_cents, cancel_reason, version, placed_at, updated_at";
+const COLUMNS: &str =
+    "order_id, customer_id, status, items, total_cents, cancel_reason, version, placed_at, updated_at";
 
 impl OrderRepository {
     pub fn new(pool: AnyPool) -> Self {
@@ -69,12 +70,10 @@ impl OrderRepository {
     }
 
     pub async fn get(&self, order_id: &str) -> Result<Option<OrderView>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM orders WHERE order_id = $1"
-        )))
-        .bind(order_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1")))
+            .bind(order_id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(order_from_row).transpose()
     }
 
@@ -99,21 +98,14 @@ impl OrderRepository {
             clauses.push(format!("customer_id = ${}", next()));
         }
         if after.is_some() {
-            clauses.push(format!(
-                "(placed_at, order_id) < (${}, ${})",
-                next(),
-                next()
-            ));
+            clauses.push(format!("(placed_at, order_id) < (${}, ${})", next(), next()));
         }
         let mut sql = format!("SELECT {COLUMNS} FROM orders");
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
         }
-        sql.push_str(&format!(
-            " ORDER BY placed_at DESC, order_id DESC LIMIT ${}",
-            next()
-        ));
+        sql.push_str(&format!(" ORDER BY placed_at DESC, order_id DESC LIMIT ${}", next()));
 
         let mut query = sqlx::query(AssertSqlSafe(sql));
         if let Some(status) = filter.status {
@@ -123,9 +115,7 @@ impl OrderRepository {
             query = query.bind(customer_id.clone());
         }
         if let Some(cursor) = after {
-            query = query
-                .bind(cursor.placed_at_micros)
-                .bind(cursor.order_id.clone());
+            query = query.bind(cursor.placed_at_micros).bind(cursor.order_id.clone());
         }
         let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
         rows.iter().map(order_from_row).collect()
@@ -133,19 +123,14 @@ impl OrderRepository {
 
     /// Whether the view database answers: for `/readyz`.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
 
     /// Every row, in id order: for comparing a live view with a rebuilt one.
     pub async fn all(&self) -> Result<Vec<OrderView>, sqlx::Error> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM orders ORDER BY order_id"
-        )))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders ORDER BY order_id")))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(order_from_row).collect()
     }
 }
@@ -156,11 +141,9 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, sqlx::Error> {
     Ok(OrderView {
         order_id: row.try_get("order_id")?,
         customer_id: row.try_get("customer_id")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| {
-            sqlx::Error::Decode(format!("unknown order status `{status}`").into())
-        })?,
-        items: serde_json::from_str(&items)
-            .map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
+        status: OrderStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown order status `{status}`").into()))?,
+        items: serde_json::from_str(&items).map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
         total_cents: row.try_get("total_cents")?,
         cancel_reason: row.try_get("cancel_reason")?,
         version: row.try_get::<i64, _>("version")? as u64,
@@ -172,8 +155,6 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, sqlx::Error> {
 #[async_trait::async_trait]
 impl schema::ports::Readiness for OrderRepository {
     async fn check(&self) -> Result<(), schema::ports::PortError> {
-        self.ping()
-            .await
-            .map_err(|error| schema::ports::PortError::Unavailable(format!("database ({error})")))
+        self.ping().await.map_err(|error| schema::ports::PortError::Unavailable(format!("database ({error})")))
     }
 }

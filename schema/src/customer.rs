@@ -1,0 +1,95 @@
+//! The customer aggregate's contract.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codes;
+use crate::envelope::Message;
+use crate::outcome::Rejection;
+
+pub const AGGREGATE: &str = "customer";
+pub const MAX_NAME_CHARS: usize = 100;
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterCustomer {
+    pub name: String,
+    pub email: String,
+    /// The most one order may cost; the payment provider declines above it.
+    pub credit_limit_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum CustomerCommand {
+    RegisterCustomer(RegisterCustomer),
+}
+
+impl Message for CustomerCommand {
+    const KIND: &'static str = "command";
+    fn schema_version(type_name: &str) -> Option<u32> {
+        (type_name == "RegisterCustomer").then_some(1)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerRegistered {
+    pub name: String,
+    pub email: String,
+    pub credit_limit_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum CustomerEvent {
+    CustomerRegistered(CustomerRegistered),
+}
+
+impl Message for CustomerEvent {
+    const KIND: &'static str = "event";
+    fn schema_version(type_name: &str) -> Option<u32> {
+        (type_name == "CustomerRegistered").then_some(1)
+    }
+}
+
+impl RegisterCustomer {
+    pub fn validate(&self) -> Result<(), Rejection> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+            return Err(Rejection::new(codes::INVALID_NAME, format!("name must be 1 to {MAX_NAME_CHARS} characters")));
+        }
+        let email = self.email.trim();
+        let plausible = email.chars().count() <= MAX_EMAIL_CHARS
+            && !email.chars().any(char::is_whitespace)
+            && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'));
+        if !plausible {
+            return Err(Rejection::new(codes::INVALID_EMAIL, format!("`{email}` is not an email address")));
+        }
+        if self.credit_limit_cents < 0 {
+            return Err(Rejection::new(codes::INVALID_CREDIT_LIMIT, "credit limit must not be negative"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(name: &str, email: &str, limit: i64) -> Option<String> {
+        RegisterCustomer { name: name.into(), email: email.into(), credit_limit_cents: limit }
+            .validate()
+            .err()
+            .map(|rejection| rejection.code)
+    }
+
+    #[test]
+    fn registration_rules() {
+        assert_eq!(code("Ada", "ada@example.com", 0), None);
+        assert_eq!(code(" ", "ada@example.com", 0).as_deref(), Some(codes::INVALID_NAME));
+        assert_eq!(code(&"x".repeat(101), "ada@example.com", 0).as_deref(), Some(codes::INVALID_NAME));
+        assert_eq!(code("Ada", "ada.example.com", 0).as_deref(), Some(codes::INVALID_EMAIL));
+        assert_eq!(code("Ada", "@example.com", 0).as_deref(), Some(codes::INVALID_EMAIL));
+        assert_eq!(code("Ada", "ada@localhost", 0).as_deref(), Some(codes::INVALID_EMAIL));
+        assert_eq!(code("Ada", "ada@example.com", -1).as_deref(), Some(codes::INVALID_CREDIT_LIMIT));
+    }
+}
