@@ -47,6 +47,8 @@ pub struct Common {
     /// Embedded mode: where the SQLite event store and views live.
     #[arg(long, env = "CONVEYOR_DATA_DIR", default_value = "./conveyor-data", global = true)]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub domain: Domain,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -78,15 +80,70 @@ pub struct WriteSideArgs {
     pub concurrency: usize,
 }
 
+/// The business transaction's settings, in every mode that runs the write side.
+#[derive(Debug, Args, Clone)]
+pub struct Domain {
+    /// Simulated payment provider: share of authorizations that fail outright (0 to 1).
+    #[arg(long, env = "CONVEYOR_PAYMENT_FAILURE_RATE", default_value_t = 0.0, global = true)]
+    pub payment_failure_rate: f64,
+    /// Simulated payment provider: time each authorization takes.
+    #[arg(long, env = "CONVEYOR_PAYMENT_LATENCY", default_value = "0ms", value_parser = parse_duration, global = true)]
+    pub payment_latency: Duration,
+    /// How long one saga step may go unanswered before it is retried.
+    #[arg(long, env = "CONVEYOR_SAGA_STEP_TIMEOUT", default_value = "5s", value_parser = parse_duration, global = true)]
+    pub saga_step_timeout: Duration,
+    /// How long an order may take to confirm; a step still unanswered after
+    /// that is compensated (stock released, payment voided, order rejected).
+    #[arg(long, env = "CONVEYOR_SAGA_TIMEOUT", default_value = "30s", value_parser = parse_duration, global = true)]
+    pub saga_timeout: Duration,
+}
+
+impl Domain {
+    pub fn provider(&self) -> write_side::SimulatedProvider {
+        write_side::SimulatedProvider {
+            latency: self.payment_latency,
+            failure_rate: self.payment_failure_rate.clamp(0.0, 1.0),
+        }
+    }
+
+    pub fn saga(&self) -> write_side::SagaSettings {
+        write_side::SagaSettings {
+            step_timeout: self.saga_step_timeout,
+            saga_timeout: self.saga_timeout,
+            ..Default::default()
+        }
+    }
+}
+
+impl Default for Domain {
+    fn default() -> Self {
+        Self {
+            payment_failure_rate: 0.0,
+            payment_latency: Duration::ZERO,
+            saga_step_timeout: Duration::from_secs(5),
+            saga_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Handler groups for `write-side --only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Aggregate {
+    /// Orders, and the order saga that drives them.
     Order,
+    /// The catalog and its stock (the product aggregate).
+    Stock,
+    Payment,
+    Customer,
 }
 
 impl Aggregate {
     pub fn name(self) -> &'static str {
         match self {
             Self::Order => schema::order::AGGREGATE,
+            Self::Stock => schema::product::AGGREGATE,
+            Self::Payment => schema::payment::AGGREGATE,
+            Self::Customer => schema::customer::AGGREGATE,
         }
     }
 }

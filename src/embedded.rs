@@ -10,12 +10,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use gateway::{Gateway, Services};
 use read_side::embedded::{BroadcastNotifier, InProcessEventHub};
-use read_side::orders::OrderRepository;
-use read_side::{Projector, projections};
+use read_side::{Projector, ViewStore, projections};
 use schema::ports::{EventFeed, EventLog, EventPublisher, Notifier, Readiness};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use write_side::{CommandHandler, InProcessCommandBus, OutboxRelay, RelaySettings, SqlEventStore};
+use write_side::{CommandHandler, InProcessCommandBus, OutboxRelay, RelaySettings, SagaRunner, SqlEventStore};
 
 use crate::config::Common;
 use crate::server::supervise;
@@ -24,7 +23,7 @@ use crate::server::supervise;
 pub struct Embedded {
     pub address: SocketAddr,
     pub store: SqlEventStore,
-    pub orders: OrderRepository,
+    pub views: ViewStore,
     tasks: JoinSet<anyhow::Result<()>>,
     shutdown: CancellationToken,
 }
@@ -66,7 +65,7 @@ impl Embedded {
             Ok(())
         });
 
-        let orders = OrderRepository::new(views_pool.clone());
+        let views = ViewStore::new(views_pool.clone());
         for projection in projections() {
             let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone());
             // Catch up from the store before serving, so the first query sees every accepted order.
@@ -78,21 +77,25 @@ impl Embedded {
             });
         }
 
-        let handler = CommandHandler::new(store.clone(), publisher);
-        let services = Services {
-            bus: Arc::new(InProcessCommandBus::new(handler, 64)),
-            orders: orders.clone(),
-            notifier,
-            mutation_wait: common.mutation_wait,
-            shutdown: shutdown.clone(),
-        };
-        let readiness: Vec<(&'static str, Arc<dyn Readiness>)> = vec![("database", Arc::new(orders.clone()))];
+        let handler = CommandHandler::new(store.clone(), publisher, Arc::new(common.domain.provider()));
+        let bus = Arc::new(InProcessCommandBus::new(handler, 64));
+        let saga = SagaRunner::new(store.clone(), bus.clone(), common.domain.saga());
+        // Nothing in process survives a crash: sagas catch up from the store.
+        saga.catch_up(log.as_ref()).await.context("catching the order sagas up failed")?;
+        let stop = shutdown.clone();
+        let saga_feed = feed.clone();
+        tasks.spawn(async move {
+            saga.run(saga_feed, stop).await;
+            Ok(())
+        });
+        let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone());
+        let readiness: Vec<(&'static str, Arc<dyn Readiness>)> = vec![("database", Arc::new(views.clone()))];
         let gateway = Gateway::build(common.listen, services, readiness)
             .await
             .with_context(|| format!("cannot listen on {}", common.listen))?;
         let address = gateway.local_addr()?;
         tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-        Ok(Self { address, store, orders, tasks, shutdown })
+        Ok(Self { address, store, views, tasks, shutdown })
     }
 
     /// Runs until the shutdown token is cancelled or a component fails.

@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use gateway::{Gateway, NatsCommandBus, NatsReadiness, Services};
+use gateway::{Gateway, Services};
+use schema::nats_bus::{NatsCommandBus, NatsReadiness};
 use read_side::nats::{JetStreamEventFeed, NatsNotifier};
-use read_side::orders::OrderRepository;
-use read_side::{Projector, projections};
+use read_side::{Projector, ViewStore, projections};
 use schema::Namespace;
 use schema::nats::{StreamSettings, ensure_commands_stream, ensure_events_stream, ensure_outcomes_bucket};
 use schema::ports::{EventFeed, EventLog, Notifier, Readiness};
@@ -18,7 +18,7 @@ use sqlx::AnyPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use write_side::nats::{ConsumerSettings, JetStreamEventPublisher, run_command_consumer};
-use write_side::{CommandHandler, OutboxRelay, RelaySettings, SqlEventStore};
+use write_side::{CommandHandler, OutboxRelay, RelaySettings, SagaRunner, SqlEventStore};
 
 use crate::config::{Common, Server, WriteSideArgs};
 
@@ -62,9 +62,11 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Starts the command consumers (one per aggregate group) and the outbox relay.
+/// Starts the command consumers (one per aggregate group), the outbox
+/// relay, and, with the order group, the order saga.
 pub async fn start_write_side(
     infra: &Infra,
+    common: &Common,
     aggregates: &[&'static str],
     concurrency: usize,
     tasks: &mut JoinSet<anyhow::Result<()>>,
@@ -78,7 +80,17 @@ pub async fn start_write_side(
     let outcomes =
         ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
     let publisher = Arc::new(JetStreamEventPublisher::new(js, infra.ns.clone()));
-    let handler = CommandHandler::new(store.clone(), publisher.clone());
+    let handler = CommandHandler::new(store.clone(), publisher.clone(), Arc::new(common.domain.provider()));
+    if aggregates.contains(&schema::order::AGGREGATE) {
+        let bus = Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes.clone(), infra.ns.clone()));
+        let saga = SagaRunner::new(store.clone(), bus, common.domain.saga());
+        let feed: Arc<dyn EventFeed> = Arc::new(JetStreamEventFeed::new(infra.client.clone(), infra.ns.clone()));
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            saga.run(feed, stop).await;
+            Ok(())
+        });
+    }
     let relay = OutboxRelay::new(store, publisher, RelaySettings::default());
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -135,16 +147,16 @@ pub async fn start_gateway(
     ensure_commands_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the commands stream")?;
     let outcomes =
         ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
-    let orders = OrderRepository::new(infra.pool.clone());
-    let services = Services {
-        bus: Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes, infra.ns.clone())),
-        orders: orders.clone(),
-        notifier: Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone())),
-        mutation_wait: common.mutation_wait,
-        shutdown: shutdown.clone(),
-    };
+    let views = ViewStore::new(infra.pool.clone());
+    let services = Services::new(
+        Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes, infra.ns.clone())),
+        views.clone(),
+        Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone())),
+        common.mutation_wait,
+        shutdown.clone(),
+    );
     let readiness: Vec<(&'static str, Arc<dyn Readiness>)> =
-        vec![("nats", Arc::new(NatsReadiness(infra.client.clone()))), ("database", Arc::new(orders))];
+        vec![("nats", Arc::new(NatsReadiness(infra.client.clone()))), ("database", Arc::new(views))];
     let gateway = Gateway::build(common.listen, services, readiness)
         .await
         .with_context(|| format!("cannot listen on {}", common.listen))?;
@@ -183,7 +195,7 @@ pub async fn run_write_side(common: &Common, args: &WriteSideArgs, shutdown: Can
         args.only.iter().map(|aggregate| aggregate.name()).collect()
     };
     let mut tasks = JoinSet::new();
-    start_write_side(&infra, &aggregates, args.concurrency, &mut tasks, &shutdown).await?;
+    start_write_side(&infra, common, &aggregates, args.concurrency, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, ?aggregates, "write side running");
     finish(infra, tasks, shutdown).await
 }
@@ -199,7 +211,7 @@ pub async fn run_read_side(common: &Common, server: &Server, shutdown: Cancellat
 pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "all").await?;
     let mut tasks = JoinSet::new();
-    start_write_side(&infra, write_side::AGGREGATES, 32, &mut tasks, &shutdown).await?;
+    start_write_side(&infra, common, write_side::AGGREGATES, 32, &mut tasks, &shutdown).await?;
     start_read_side(&infra, &mut tasks, &shutdown).await?;
     let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql");

@@ -5,7 +5,6 @@
 
 pub mod graphql;
 mod http;
-pub mod nats_bus;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,7 +18,6 @@ use tower_http::trace::TraceLayer;
 
 pub use graphql::{ConveyorSchema, Services};
 pub use http::GRAPHQL_PATH;
-pub use nats_bus::{NatsCommandBus, NatsReadiness};
 
 /// A bound, not yet serving gateway.
 pub struct Gateway {

@@ -1,14 +1,17 @@
 //! Conveyor's read side: projectors turn events into SQL views, exactly
 //! once and in stream order; repositories answer the gateway's queries.
 //!
-//! Projections ([`orders`]) and the [`projector`] are shared by both run
+//! Projections ([`orders`], [`customers`], [`products`]) and the [`projector`] are shared by both run
 //! modes; [`nats`] and [`embedded`] are the transport adapters.
 
+pub mod customers;
 pub mod embedded;
 pub mod nats;
 pub mod orders;
+pub mod products;
 pub mod projection;
 pub mod projector;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use sqlx::AnyPool;
 
 pub use projection::{Projection, ProjectionError};
 pub use projector::Projector;
+pub use views::ViewStore;
 
 /// Creates the view tables if needed (see [`schema::sql::migrate`]).
 pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
@@ -24,5 +28,9 @@ pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> 
 
 /// Every projection this build maintains.
 pub fn projections() -> Vec<Arc<dyn Projection>> {
-    vec![Arc::new(orders::OrdersProjection)]
+    vec![
+        Arc::new(orders::OrdersProjection),
+        Arc::new(customers::CustomersProjection),
+        Arc::new(products::ProductsProjection),
+    ]
 }

@@ -16,6 +16,8 @@ pub mod customer;
 pub mod envelope;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "nats")]
+pub mod nats_bus;
 pub mod order;
 pub mod outcome;
 pub mod payment;

@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod payment;
 pub mod payment_provider;
 pub mod product;
+pub mod saga;
 mod stream_locks;
 
 pub use embedded::InProcessCommandBus;
@@ -23,3 +24,4 @@ pub use event_store::{SqlEventStore, StoreError};
 pub use handler::{AGGREGATES, CommandHandler};
 pub use outbox::{OutboxRelay, RelaySettings};
 pub use payment_provider::{PaymentProvider, SimulatedProvider};
+pub use saga::{SagaRunner, SagaSettings};

@@ -1,23 +1,35 @@
 //! The GraphQL schema, one module per area; each owns its types and resolvers.
 
+mod commands;
+mod customers;
 pub mod errors;
+mod loaders;
 mod orders;
+mod pagination;
+mod products;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{MergedObject, MergedSubscription, Schema};
+use read_side::ViewStore;
+use read_side::customers::CustomerRepository;
 use read_side::orders::OrderRepository;
+use read_side::products::ProductRepository;
 use schema::ports::{CommandBus, Notifier};
 use tokio_util::sync::CancellationToken;
 
-pub use orders::{OrderMutation, OrderQuery, OrderSubscription};
+use customers::{CustomerMutation, CustomerQuery};
+use loaders::{CustomerLoader, ProductLoader, TimelineLoader};
+use orders::{OrderMutation, OrderQuery, OrderSubscription};
+use products::{ProductMutation, ProductQuery};
 
 #[derive(MergedObject, Default)]
-pub struct Query(OrderQuery);
+pub struct Query(OrderQuery, CustomerQuery, ProductQuery);
 
 #[derive(MergedObject, Default)]
-pub struct Mutation(OrderMutation);
+pub struct Mutation(OrderMutation, CustomerMutation, ProductMutation);
 
 #[derive(MergedSubscription, Default)]
 pub struct Subscription(OrderSubscription);
@@ -29,6 +41,8 @@ pub type ConveyorSchema = Schema<Query, Mutation, Subscription>;
 pub struct Services {
     pub bus: Arc<dyn CommandBus>,
     pub orders: OrderRepository,
+    pub customers: CustomerRepository,
+    pub products: ProductRepository,
     pub notifier: Arc<dyn Notifier>,
     /// How long a mutation waits for the write side's decision before PENDING.
     pub mutation_wait: Duration,
@@ -41,8 +55,35 @@ pub const MAX_DEPTH: usize = 12;
 /// Sum of field costs (connections cost their page size) allowed per request.
 pub const MAX_COMPLEXITY: usize = 2_000;
 
+impl Services {
+    /// The repositories over one view store, with the other dependencies.
+    pub fn new(
+        bus: Arc<dyn CommandBus>,
+        views: ViewStore,
+        notifier: Arc<dyn Notifier>,
+        mutation_wait: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            bus,
+            orders: OrderRepository::new(views.clone()),
+            customers: CustomerRepository::new(views.clone()),
+            products: ProductRepository::new(views),
+            notifier,
+            mutation_wait,
+            shutdown,
+        }
+    }
+}
+
 pub fn build(services: Services) -> ConveyorSchema {
+    let spawner = |future| {
+        tokio::spawn(future);
+    };
     Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .data(DataLoader::new(CustomerLoader(services.customers.clone()), spawner))
+        .data(DataLoader::new(ProductLoader(services.products.clone()), spawner))
+        .data(DataLoader::new(TimelineLoader(services.orders.clone()), spawner))
         .data(services)
         .limit_depth(MAX_DEPTH)
         .limit_complexity(MAX_COMPLEXITY)

@@ -1,40 +1,41 @@
-//! Orders: the `order`/`orders` queries, the `placeOrder`/`cancelOrder`
-//! mutations and the `orderUpdated` subscription.
+//! Orders: the `order`/`orders` queries, the `placeOrder`/`cancelOrder`/
+//! `shipOrder` mutations and the `orderUpdated` subscription.
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::{Context, Enum, Error, ID, InputObject, Object, SimpleObject, Subscription};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use async_graphql::dataloader::DataLoader;
+use async_graphql::{ComplexObject, Context, Enum, Error, ID, InputObject, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
-use read_side::orders::{self as view, OrderCursor, OrderFilter, OrderView};
+use read_side::orders::{self as view, OrderCursor, OrderFilter, OrderView, TimelineEntry, ViewLine};
 use schema::envelope::derived_id;
-use schema::order::{self as contract, CancelOrder, OrderCommand, PlaceOrder};
-use schema::ports::Dispatched;
-use schema::{CommandEnvelope, CommandOutcome, Metadata, OutcomeStatus, codes};
-use uuid::Uuid;
+use schema::order::{self as contract, CancelOrder, OrderCommand, PlaceOrder, ShipOrder};
 
 use super::Services;
+use super::commands::{CommandError, CommandResult, CommandStatus, command_id, outcome_parts, send};
+use super::customers::Customer;
 use super::errors::{coded, internal, parse_id, unavailable};
-
-/// Page size when `first` is not given, and the most a page may hold.
-const DEFAULT_PAGE: i32 = 20;
-const MAX_PAGE: i32 = 100;
-const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
-/// Until authentication lands, every caller is the same actor.
-const ANONYMOUS: &str = "anonymous";
+use super::loaders::{CustomerLoader, ProductLoader, TimelineLoader};
+use super::pagination::{connection_complexity, decode_cursor, encode_cursor, page_size};
+use super::products::Product;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum OrderStatus {
-    Placed,
+    /// Placed; stock and payment are being arranged.
+    Pending,
+    Confirmed,
+    Rejected,
     Cancelled,
+    Shipped,
 }
 
 impl From<view::OrderStatus> for OrderStatus {
     fn from(status: view::OrderStatus) -> Self {
         match status {
-            view::OrderStatus::Placed => Self::Placed,
+            view::OrderStatus::Pending => Self::Pending,
+            view::OrderStatus::Confirmed => Self::Confirmed,
+            view::OrderStatus::Rejected => Self::Rejected,
             view::OrderStatus::Cancelled => Self::Cancelled,
+            view::OrderStatus::Shipped => Self::Shipped,
         }
     }
 }
@@ -42,14 +43,17 @@ impl From<view::OrderStatus> for OrderStatus {
 impl From<OrderStatus> for view::OrderStatus {
     fn from(status: OrderStatus) -> Self {
         match status {
-            OrderStatus::Placed => Self::Placed,
+            OrderStatus::Pending => Self::Pending,
+            OrderStatus::Confirmed => Self::Confirmed,
+            OrderStatus::Rejected => Self::Rejected,
             OrderStatus::Cancelled => Self::Cancelled,
+            OrderStatus::Shipped => Self::Shipped,
         }
     }
 }
 
 /// An order as the read side last projected it.
-pub struct Order(OrderView);
+pub struct Order(pub OrderView);
 
 #[Object]
 impl Order {
@@ -59,20 +63,34 @@ impl Order {
     async fn customer_id(&self) -> ID {
         ID(self.0.customer_id.clone())
     }
+    /// The customer, if registered.
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>, Error> {
+        let loader = ctx.data::<DataLoader<CustomerLoader>>()?;
+        Ok(loader.load_one(self.0.customer_id.clone()).await.map_err(internal)?.map(Customer))
+    }
     async fn status(&self) -> OrderStatus {
         self.0.status.into()
     }
-    async fn items(&self) -> Vec<OrderLine> {
-        self.0
-            .items
-            .iter()
-            .map(|line| OrderLine {
-                sku: line.sku.clone(),
-                quantity: line.quantity as i32,
-                unit_price_cents: line.unit_price_cents,
-            })
-            .collect()
+    /// NONE, AUTHORIZED, DECLINED, CAPTURED, REFUNDED or VOIDED.
+    async fn payment_status(&self) -> &str {
+        &self.0.payment_status
     }
+    /// NONE, PARTIAL, RESERVED, RELEASED or COMMITTED.
+    async fn stock_status(&self) -> &str {
+        &self.0.stock_status
+    }
+    /// Why the order was rejected, once it is.
+    async fn rejection_reason(&self) -> Option<&str> {
+        self.0.rejection_reason.as_deref()
+    }
+    /// The code of the rejection (`OUT_OF_STOCK`, `PAYMENT_DECLINED`, …).
+    async fn rejection_code(&self) -> Option<&str> {
+        self.0.rejection_code.as_deref()
+    }
+    async fn items(&self) -> Vec<OrderLine> {
+        self.0.items.iter().cloned().map(OrderLine).collect()
+    }
+    /// The catalog total of the reserved lines (final once CONFIRMED).
     async fn total_cents(&self) -> i64 {
         self.0.total_cents
     }
@@ -80,7 +98,7 @@ impl Order {
     async fn cancel_reason(&self) -> Option<&str> {
         self.0.cancel_reason.as_deref()
     }
-    /// The order stream's version this view reflects; grows with every event.
+    /// The order stream's version this view reflects; grows with every order event.
     async fn version(&self) -> i64 {
         self.0.version as i64
     }
@@ -90,20 +108,72 @@ impl Order {
     async fn updated_at(&self) -> DateTime<Utc> {
         self.0.updated_at
     }
+    /// Every event of the order and of the steps taken for it, oldest first.
+    async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<TimelineItem>, Error> {
+        let loader = ctx.data::<DataLoader<TimelineLoader>>()?;
+        let entries = loader.load_one(self.0.order_id.clone()).await.map_err(internal)?.unwrap_or_default();
+        Ok(entries.into_iter().map(TimelineItem).collect())
+    }
 }
 
-#[derive(SimpleObject)]
-pub struct OrderLine {
-    sku: String,
-    quantity: i32,
-    unit_price_cents: i64,
+pub struct OrderLine(ViewLine);
+
+#[Object]
+impl OrderLine {
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    async fn quantity(&self) -> i32 {
+        self.0.quantity as i32
+    }
+    /// The catalog price it was reserved at; null until then.
+    async fn unit_price_cents(&self) -> Option<i64> {
+        self.0.unit_price_cents
+    }
+    async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>, Error> {
+        let loader = ctx.data::<DataLoader<ProductLoader>>()?;
+        Ok(loader.load_one(self.0.sku.clone()).await.map_err(internal)?.map(Product))
+    }
+}
+
+pub struct TimelineItem(TimelineEntry);
+
+#[Object]
+impl TimelineItem {
+    async fn at(&self) -> DateTime<Utc> {
+        self.0.at
+    }
+    /// The event's type, e.g. `StockReserved`.
+    #[graphql(name = "type")]
+    async fn event_type(&self) -> &str {
+        &self.0.event_type
+    }
+    /// The aggregate that recorded it: order, product or payment.
+    async fn aggregate_type(&self) -> &str {
+        &self.0.aggregate_type
+    }
+    async fn aggregate_id(&self) -> &str {
+        &self.0.aggregate_id
+    }
+    /// The message that caused it (a command id).
+    async fn causation_id(&self) -> &str {
+        &self.0.causation_id
+    }
+    async fn actor(&self) -> &str {
+        &self.0.actor
+    }
+    async fn summary(&self) -> &str {
+        &self.0.summary
+    }
 }
 
 #[derive(InputObject)]
 pub struct OrderLineInput {
     sku: String,
     quantity: i32,
-    unit_price_cents: i64,
+    /// The price the customer saw: if the catalog's differs, the order is
+    /// rejected with PRICE_MISMATCH. Prices always come from the catalog.
+    unit_price_cents: Option<i64>,
 }
 
 #[derive(InputObject)]
@@ -121,82 +191,77 @@ pub struct CancelOrderInput {
     idempotency_key: Option<String>,
 }
 
-#[derive(Enum, Copy, Clone, Eq, PartialEq)]
-pub enum CommandStatus {
-    /// Decided and committed: its events are in the event store.
-    Accepted,
-    /// Decided and refused: see `error`; nothing changed.
-    Rejected,
-    /// Durably queued, not decided within the wait; ask `commandOutcome`.
-    Pending,
-}
-
-#[derive(SimpleObject)]
-pub struct CommandError {
-    code: String,
-    message: String,
-}
-
-#[derive(SimpleObject)]
-pub struct PlaceOrderPayload {
-    command_id: ID,
-    status: CommandStatus,
-    error: Option<CommandError>,
+#[derive(InputObject)]
+pub struct ShipOrderInput {
     order_id: ID,
+    idempotency_key: Option<String>,
 }
 
-#[derive(SimpleObject)]
-pub struct CancelOrderPayload {
-    command_id: ID,
-    status: CommandStatus,
-    error: Option<CommandError>,
-    order_id: ID,
+/// Declares an order mutation's payload: the command's id, status and
+/// error, the order's id, and the order's view as the read side has it now.
+macro_rules! order_payload {
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(SimpleObject)]
+        #[graphql(complex)]
+        pub struct $name {
+            command_id: ID,
+            status: CommandStatus,
+            error: Option<CommandError>,
+            order_id: ID,
+        }
+
+        #[ComplexObject]
+        impl $name {
+            /// The order's view as the read side has it now.
+            async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>, Error> {
+                let services = ctx.data::<Services>()?;
+                Ok(services.orders.get(&self.order_id).await.map_err(internal)?.map(Order))
+            }
+        }
+
+        impl $name {
+            fn new(sent: super::commands::Sent, order_id: String) -> Self {
+                Self {
+                    command_id: ID(sent.command_id.to_string()),
+                    status: sent.status,
+                    error: sent.error,
+                    order_id: ID(order_id),
+                }
+            }
+        }
+    };
 }
 
-/// A command's outcome, looked up by id (after a PENDING answer).
-#[derive(SimpleObject)]
-pub struct CommandResult {
-    command_id: ID,
-    status: CommandStatus,
-    error: Option<CommandError>,
+order_payload!(PlaceOrderPayload, "`placeOrder`'s answer.");
+order_payload!(CancelOrderPayload, "`cancelOrder`'s answer.");
+order_payload!(ShipOrderPayload, "`shipOrder`'s answer.");
+
+/// A connection over the `orders` view, newest first.
+pub async fn order_connection(
+    services: &Services,
+    filter: OrderFilter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
+    let first = page_size(first)?;
+    let after = after.as_deref().map(decode_order_cursor).transpose()?;
+    let mut rows = services.orders.list(&filter, after.as_ref(), first + 1).await.map_err(internal)?;
+    let has_next = rows.len() > first as usize;
+    rows.truncate(first as usize);
+    let mut connection = Connection::new(after.is_some(), has_next);
+    connection.edges.extend(rows.into_iter().map(|row| {
+        let cursor = encode_cursor(&format!("{}:{}", row.placed_at.timestamp_micros(), row.order_id));
+        Edge::new(cursor, Order(row))
+    }));
+    Ok(connection)
 }
 
-fn status_and_error(dispatched: &Dispatched) -> (CommandStatus, Option<CommandError>) {
-    match dispatched {
-        Dispatched::Pending => (CommandStatus::Pending, None),
-        Dispatched::Decided(outcome) => outcome_parts(outcome),
-    }
-}
-
-fn outcome_parts(outcome: &CommandOutcome) -> (CommandStatus, Option<CommandError>) {
-    match outcome.status {
-        OutcomeStatus::Accepted => (CommandStatus::Accepted, None),
-        OutcomeStatus::Rejected => (
-            CommandStatus::Rejected,
-            outcome
-                .rejection
-                .as_ref()
-                .map(|rejection| CommandError { code: rejection.code.clone(), message: rejection.message.clone() }),
-        ),
-    }
-}
-
-/// The command id: derived from the idempotency key (scoped to the actor and
-/// the mutation), or fresh.
-fn command_id(mutation: &str, actor: &str, key: Option<&str>) -> Result<Uuid, Error> {
-    match key {
-        None => Ok(Uuid::now_v7()),
-        Some(key) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => Err(coded(
-            codes::INVALID_INPUT,
-            format!("idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
-        )),
-        Some(key) => Ok(derived_id(mutation, &format!("{actor}:{key}"))),
-    }
-}
-
-async fn dispatch(ctx: &Context<'_>, command: CommandEnvelope) -> Result<Dispatched, Error> {
-    let services = ctx.data::<Services>()?;
-    services.bus.dispatch(command, services.mutation_wait).await.map_err(unavailable)
+fn decode_order_cursor(cursor: &str) -> Result<OrderCursor, Error> {
+    let invalid = || coded(schema::codes::INVALID_INPUT, "after is not a cursor from this connection");
+    let text = decode_cursor(cursor)?;
+    let (micros, order_id) = text.split_once(':').ok_or_else(invalid)?;
+    Ok(OrderCursor { placed_at_micros: micros.parse().map_err(|_| invalid())?, order_id: order_id.to_string() })
 }
 
 #[derive(Default)]
@@ -212,7 +277,7 @@ impl OrderQuery {
     }
 
     /// Orders, newest first, as a Relay connection.
-    #[graphql(complexity = "first.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize * child_complexity")]
+    #[graphql(complexity = "connection_complexity(first, child_complexity)")]
     async fn orders(
         &self,
         ctx: &Context<'_>,
@@ -221,22 +286,11 @@ impl OrderQuery {
         status: Option<OrderStatus>,
         customer_id: Option<ID>,
     ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
-        let first = first.unwrap_or(DEFAULT_PAGE);
-        if !(0..=MAX_PAGE).contains(&first) {
-            return Err(coded(codes::INVALID_INPUT, format!("first must be 0 to {MAX_PAGE}")));
-        }
-        let after = after.as_deref().map(decode_cursor).transpose()?;
         let filter = OrderFilter {
             status: status.map(Into::into),
             customer_id: customer_id.map(|id| parse_id("customerId", &id).map(|id| id.to_string())).transpose()?,
         };
-        let services = ctx.data::<Services>()?;
-        let mut rows = services.orders.list(&filter, after.as_ref(), first as u32 + 1).await.map_err(internal)?;
-        let has_next = rows.len() > first as usize;
-        rows.truncate(first as usize);
-        let mut connection = Connection::new(after.is_some(), has_next);
-        connection.edges.extend(rows.into_iter().map(|row| Edge::new(encode_cursor(&row), Order(row))));
-        Ok(connection)
+        order_connection(ctx.data::<Services>()?, filter, first, after).await
     }
 
     /// The outcome of a command, once decided (null while pending or unknown).
@@ -251,25 +305,14 @@ impl OrderQuery {
     }
 }
 
-fn encode_cursor(order: &OrderView) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{}", order.placed_at.timestamp_micros(), order.order_id))
-}
-
-fn decode_cursor(cursor: &str) -> Result<OrderCursor, Error> {
-    let invalid = || coded(codes::INVALID_INPUT, "after is not a cursor from this connection");
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-    let text = String::from_utf8(bytes).map_err(|_| invalid())?;
-    let (micros, order_id) = text.split_once(':').ok_or_else(invalid)?;
-    Ok(OrderCursor { placed_at_micros: micros.parse().map_err(|_| invalid())?, order_id: order_id.to_string() })
-}
-
 #[derive(Default)]
 pub struct OrderMutation;
 
 #[Object]
 impl OrderMutation {
-    /// Places an order. Answers once the write side decided, or PENDING
-    /// after the configured wait.
+    /// Places an order (PENDING); the saga then reserves stock, authorizes
+    /// payment and confirms it, or rejects it. Answers once the order is
+    /// placed, or PENDING after the configured wait.
     async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> Result<PlaceOrderPayload, Error> {
         let customer_id = parse_id("customerId", &input.customer_id)?;
         let command = PlaceOrder {
@@ -281,50 +324,34 @@ impl OrderMutation {
                     sku: line.sku,
                     // Negative quantities become 0, which the rules reject.
                     quantity: u32::try_from(line.quantity).unwrap_or(0),
-                    unit_price_cents: line.unit_price_cents,
+                    expected_unit_price_cents: line.unit_price_cents,
                 })
                 .collect(),
         };
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
-        let command_id = command_id("placeOrder", ANONYMOUS, input.idempotency_key.as_deref())?;
+        let command_id = command_id("placeOrder", input.idempotency_key.as_deref())?;
         // Derived from the command id, so a retried placeOrder names the same order.
-        let order_id = derived_id("order", &command_id.to_string());
-        let envelope = CommandEnvelope::new(
-            command_id,
-            contract::AGGREGATE,
-            order_id.to_string(),
-            Metadata::origin(command_id, ANONYMOUS),
-            &OrderCommand::PlaceOrder(command),
-        );
-        let (status, error) = status_and_error(&dispatch(ctx, envelope).await?);
-        Ok(PlaceOrderPayload {
-            command_id: ID(command_id.to_string()),
-            status,
-            error,
-            order_id: ID(order_id.to_string()),
-        })
+        let order_id = derived_id("order", &command_id.to_string()).to_string();
+        let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::PlaceOrder(command)).await?;
+        Ok(PlaceOrderPayload::new(sent, order_id))
     }
 
-    /// Cancels an order; cancelling twice is rejected with ORDER_ALREADY_CANCELLED.
+    /// Cancels an order: a pending one is compensated, a confirmed one refunded.
     async fn cancel_order(&self, ctx: &Context<'_>, input: CancelOrderInput) -> Result<CancelOrderPayload, Error> {
-        let order_id = parse_id("orderId", &input.order_id)?;
+        let order_id = parse_id("orderId", &input.order_id)?.to_string();
         let command = CancelOrder { reason: input.reason };
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
-        let command_id = command_id("cancelOrder", ANONYMOUS, input.idempotency_key.as_deref())?;
-        let envelope = CommandEnvelope::new(
-            command_id,
-            contract::AGGREGATE,
-            order_id.to_string(),
-            Metadata::origin(command_id, ANONYMOUS),
-            &OrderCommand::CancelOrder(command),
-        );
-        let (status, error) = status_and_error(&dispatch(ctx, envelope).await?);
-        Ok(CancelOrderPayload {
-            command_id: ID(command_id.to_string()),
-            status,
-            error,
-            order_id: ID(order_id.to_string()),
-        })
+        let command_id = command_id("cancelOrder", input.idempotency_key.as_deref())?;
+        let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::CancelOrder(command)).await?;
+        Ok(CancelOrderPayload::new(sent, order_id))
+    }
+
+    /// Ships a confirmed order: its payment is captured and its stock leaves the shelf.
+    async fn ship_order(&self, ctx: &Context<'_>, input: ShipOrderInput) -> Result<ShipOrderPayload, Error> {
+        let order_id = parse_id("orderId", &input.order_id)?.to_string();
+        let command_id = command_id("shipOrder", input.idempotency_key.as_deref())?;
+        let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::ShipOrder(ShipOrder {})).await?;
+        Ok(ShipOrderPayload::new(sent, order_id))
     }
 }
 
@@ -334,12 +361,8 @@ pub struct OrderSubscription;
 #[Subscription]
 impl OrderSubscription {
     /// The order's current view at once (as soon as it exists), then the
-    /// view after each change.
-    async fn order_updated(
-        &self,
-        ctx: &Context<'_>,
-        id: ID,
-    ) -> Result<BoxStream<'static, Result<Order, Error>>, Error> {
+    /// view after each change (status, stock, payment, timeline).
+    async fn order_updated(&self, ctx: &Context<'_>, id: ID) -> Result<BoxStream<'static, Result<Order, Error>>, Error> {
         let id = parse_id("id", &id)?.to_string();
         let services = ctx.data::<Services>()?.clone();
         // Watch before the first read, so no change falls between the two.
@@ -352,11 +375,11 @@ impl OrderSubscription {
                 let id = id.clone();
                 async move { repository.get(&id).await }
             })
-            .scan(0u64, |last_version, read| {
+            .scan(None::<OrderView>, |last, read| {
                 let item = match read {
-                    // Only newer versions: notifications may repeat or arrive late.
-                    Ok(Some(order)) if order.version > *last_version => {
-                        *last_version = order.version;
+                    // Only rows that changed: notifications may repeat or arrive late.
+                    Ok(Some(order)) if last.as_ref() != Some(&order) && is_newer(last.as_ref(), &order) => {
+                        *last = Some(order.clone());
                         Some(Ok(Order(order)))
                     }
                     Ok(_) => None,
@@ -368,4 +391,9 @@ impl OrderSubscription {
             .take_until(shutdown.cancelled_owned());
         Ok(updates.boxed())
     }
+}
+
+/// A row read later is never older: same or higher order version.
+fn is_newer(last: Option<&OrderView>, order: &OrderView) -> bool {
+    last.is_none_or(|last| order.version >= last.version)
 }

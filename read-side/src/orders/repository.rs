@@ -1,32 +1,56 @@
 //! Queries on the `orders` view, for the gateway.
 
 use chrono::{DateTime, Utc};
-use schema::order::OrderLine;
+use serde::{Deserialize, Serialize};
 use schema::sql::from_micros;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::views::ViewStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
-    Placed,
+    Pending,
+    Confirmed,
+    Rejected,
     Cancelled,
+    Shipped,
 }
 
 impl OrderStatus {
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Placed => "PLACED",
+            Self::Pending => "PENDING",
+            Self::Confirmed => "CONFIRMED",
+            Self::Rejected => "REJECTED",
             Self::Cancelled => "CANCELLED",
+            Self::Shipped => "SHIPPED",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
         match text {
-            "PLACED" => Some(Self::Placed),
+            "PENDING" => Some(Self::Pending),
+            "CONFIRMED" => Some(Self::Confirmed),
+            "REJECTED" => Some(Self::Rejected),
             "CANCELLED" => Some(Self::Cancelled),
+            "SHIPPED" => Some(Self::Shipped),
             _ => None,
         }
     }
+
+    /// Whether the order's transaction has ended (no more status changes but shipping).
+    pub fn is_final(self) -> bool {
+        !matches!(self, Self::Pending)
+    }
+}
+
+/// A line as the view shows it: the price appears once the stock is reserved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewLine {
+    pub sku: String,
+    pub quantity: u32,
+    pub unit_price_cents: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -34,13 +58,33 @@ pub struct OrderView {
     pub order_id: String,
     pub customer_id: String,
     pub status: OrderStatus,
-    pub items: Vec<OrderLine>,
+    pub items: Vec<ViewLine>,
     pub total_cents: i64,
     pub cancel_reason: Option<String>,
+    /// NONE, AUTHORIZED, DECLINED, CAPTURED, REFUNDED or VOIDED.
+    pub payment_status: String,
+    /// NONE, PARTIAL, RESERVED, RELEASED or COMMITTED.
+    pub stock_status: String,
+    pub rejection_code: Option<String>,
+    pub rejection_reason: Option<String>,
     /// The order stream's version this row reflects.
     pub version: u64,
     pub placed_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// One entry of an order's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub order_id: String,
+    pub event_id: String,
+    pub at: DateTime<Utc>,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub causation_id: String,
+    pub actor: String,
+    pub summary: String,
 }
 
 /// A position in the newest-first order list.
@@ -58,21 +102,21 @@ pub struct OrderFilter {
 
 #[derive(Clone)]
 pub struct OrderRepository {
-    pool: AnyPool,
+    views: ViewStore,
 }
 
-const COLUMNS: &str =
-    "order_id, customer_id, status, items, total_cents, cancel_reason, version, placed_at, updated_at";
+const COLUMNS: &str = "order_id, customer_id, status, items, total_cents, cancel_reason, payment_status, stock_status, \
+     rejection_code, rejection_reason, version, placed_at, updated_at";
 
 impl OrderRepository {
-    pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+    pub fn new(views: ViewStore) -> Self {
+        Self { views }
     }
 
     pub async fn get(&self, order_id: &str) -> Result<Option<OrderView>, sqlx::Error> {
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1")))
             .bind(order_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.views.counted())
             .await?;
         row.as_ref().map(order_from_row).transpose()
     }
@@ -117,19 +161,46 @@ impl OrderRepository {
         if let Some(cursor) = after {
             query = query.bind(cursor.placed_at_micros).bind(cursor.order_id.clone());
         }
-        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await?;
+        let rows = query.bind(i64::from(limit)).fetch_all(self.views.counted()).await?;
         rows.iter().map(order_from_row).collect()
     }
 
-    /// Whether the view database answers: for `/readyz`.
-    pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+    /// The timelines of several orders, oldest entry first, in one statement.
+    pub async fn timelines(&self, order_ids: &[String]) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+        if order_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT order_id, event_id, occurred_at, event_type, aggregate_type, aggregate_id, causation_id, actor, \
+             summary FROM order_timeline WHERE order_id IN ({}) ORDER BY order_id, occurred_at, event_id",
+            ViewStore::placeholders(1, order_ids.len())
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in order_ids {
+            query = query.bind(id.clone());
+        }
+        let rows = query.fetch_all(self.views.counted()).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TimelineEntry {
+                    order_id: row.try_get("order_id")?,
+                    event_id: row.try_get("event_id")?,
+                    at: from_micros(row.try_get("occurred_at")?),
+                    event_type: row.try_get("event_type")?,
+                    aggregate_type: row.try_get("aggregate_type")?,
+                    aggregate_id: row.try_get("aggregate_id")?,
+                    causation_id: row.try_get("causation_id")?,
+                    actor: row.try_get("actor")?,
+                    summary: row.try_get("summary")?,
+                })
+            })
+            .collect()
     }
 
     /// Every row, in id order: for comparing a live view with a rebuilt one.
     pub async fn all(&self) -> Result<Vec<OrderView>, sqlx::Error> {
         let rows = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders ORDER BY order_id")))
-            .fetch_all(&self.pool)
+            .fetch_all(self.views.counted())
             .await?;
         rows.iter().map(order_from_row).collect()
     }
@@ -146,15 +217,12 @@ fn order_from_row(row: &AnyRow) -> Result<OrderView, sqlx::Error> {
         items: serde_json::from_str(&items).map_err(|error| sqlx::Error::Decode(Box::new(error)))?,
         total_cents: row.try_get("total_cents")?,
         cancel_reason: row.try_get("cancel_reason")?,
+        payment_status: row.try_get("payment_status")?,
+        stock_status: row.try_get("stock_status")?,
+        rejection_code: row.try_get("rejection_code")?,
+        rejection_reason: row.try_get("rejection_reason")?,
         version: row.try_get::<i64, _>("version")? as u64,
         placed_at: from_micros(row.try_get("placed_at")?),
         updated_at: from_micros(row.try_get("updated_at")?),
     })
-}
-
-#[async_trait::async_trait]
-impl schema::ports::Readiness for OrderRepository {
-    async fn check(&self) -> Result<(), schema::ports::PortError> {
-        self.ping().await.map_err(|error| schema::ports::PortError::Unavailable(format!("database ({error})")))
-    }
 }

@@ -1,4 +1,4 @@
-//! Server-mode command bus: commands go to the JetStream work queue,
+//! The server-mode command bus, shared by the gateway and the sagas: commands go to the JetStream work queue,
 //! deduplicated by command id; the answer comes back on `outcome.<id>`, or
 //! from the outcomes bucket when JetStream dropped a duplicate (a retry
 //! whose first attempt was already decided).
@@ -9,8 +9,8 @@ use async_nats::jetstream::{self, kv};
 use async_nats::{HeaderMap, header::NATS_MESSAGE_ID};
 use async_trait::async_trait;
 use futures::StreamExt;
-use schema::ports::{CommandBus, Dispatched, PortError, Readiness};
-use schema::{CommandEnvelope, CommandOutcome, Namespace};
+use crate::ports::{CommandBus, Dispatched, PortError, Readiness};
+use crate::{CommandEnvelope, CommandOutcome, Namespace};
 use uuid::Uuid;
 
 pub struct NatsCommandBus {

@@ -1,0 +1,126 @@
+//! Customers: `registerCustomer`, and `customer(id)` with its orders.
+
+use async_graphql::connection::{Connection, EmptyFields};
+use async_graphql::{Context, Error, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use read_side::customers::CustomerView;
+use read_side::orders::OrderFilter;
+use schema::customer::{self as contract, CustomerCommand, RegisterCustomer};
+use schema::envelope::derived_id;
+
+use super::Services;
+use super::commands::{CommandError, CommandStatus, command_id, send};
+use super::errors::{coded, internal, parse_id};
+use super::orders::{Order, order_connection};
+use super::pagination::connection_complexity;
+
+/// A registered customer, as the `customers` view has it.
+pub struct Customer(pub CustomerView);
+
+#[Object]
+impl Customer {
+    async fn id(&self) -> ID {
+        ID(self.0.customer_id.clone())
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+    /// The most one order may cost; the payment provider declines above it.
+    async fn credit_limit_cents(&self) -> i64 {
+        self.0.credit_limit_cents
+    }
+    /// Orders placed, whatever became of them.
+    async fn order_count(&self) -> i64 {
+        self.0.order_count
+    }
+    /// Confirmed totals, less what cancellations refunded.
+    async fn lifetime_spend_cents(&self) -> i64 {
+        self.0.lifetime_spend_cents
+    }
+    /// Orders not yet rejected, cancelled or shipped.
+    async fn open_orders(&self) -> i64 {
+        self.0.open_orders
+    }
+    async fn registered_at(&self) -> DateTime<Utc> {
+        self.0.registered_at
+    }
+    /// The customer's orders, newest first.
+    #[graphql(complexity = "connection_complexity(first, child_complexity)")]
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
+        let filter = OrderFilter { status: None, customer_id: Some(self.0.customer_id.clone()) };
+        order_connection(ctx.data::<Services>()?, filter, first, after).await
+    }
+}
+
+#[derive(InputObject)]
+pub struct RegisterCustomerInput {
+    name: String,
+    email: String,
+    credit_limit_cents: i64,
+    idempotency_key: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct RegisterCustomerPayload {
+    command_id: ID,
+    status: CommandStatus,
+    error: Option<CommandError>,
+    customer_id: ID,
+}
+
+#[derive(Default)]
+pub struct CustomerQuery;
+
+#[Object]
+impl CustomerQuery {
+    /// A registered customer, or null.
+    async fn customer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Customer>, Error> {
+        let id = parse_id("id", &id)?;
+        let services = ctx.data::<Services>()?;
+        Ok(services.customers.get(&id.to_string()).await.map_err(internal)?.map(Customer))
+    }
+}
+
+#[derive(Default)]
+pub struct CustomerMutation;
+
+#[Object]
+impl CustomerMutation {
+    /// Registers a customer with a credit limit.
+    async fn register_customer(
+        &self,
+        ctx: &Context<'_>,
+        input: RegisterCustomerInput,
+    ) -> Result<RegisterCustomerPayload, Error> {
+        let command = RegisterCustomer {
+            name: input.name,
+            email: input.email,
+            credit_limit_cents: input.credit_limit_cents,
+        };
+        command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        let command_id = command_id("registerCustomer", input.idempotency_key.as_deref())?;
+        let customer_id = derived_id("customer", &command_id.to_string()).to_string();
+        let sent = send(
+            ctx,
+            command_id,
+            contract::AGGREGATE,
+            &customer_id,
+            &CustomerCommand::RegisterCustomer(command),
+        )
+        .await?;
+        Ok(RegisterCustomerPayload {
+            command_id: ID(command_id.to_string()),
+            status: sent.status,
+            error: sent.error,
+            customer_id: ID(customer_id),
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! The catalog: `addProduct`, `restockProduct`, `product(sku)`, `products`.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{Context, Error, ID, InputObject, Object, SimpleObject};
+use read_side::products::ProductView;
+use schema::product::{self as contract, AddProduct, ProductCommand, RestockProduct, validate_sku};
+
+use super::Services;
+use super::commands::{CommandError, CommandStatus, command_id, send};
+use super::errors::{coded, internal};
+use super::pagination::{connection_complexity, decode_cursor, encode_cursor, page_size};
+
+pub struct Product(pub ProductView);
+
+#[Object]
+impl Product {
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn price_cents(&self) -> i64 {
+        self.0.price_cents
+    }
+    /// Units on the shelf, reserved or not.
+    async fn on_hand(&self) -> i64 {
+        self.0.on_hand
+    }
+    /// Units held for orders not yet shipped.
+    async fn reserved(&self) -> i64 {
+        self.0.reserved
+    }
+    /// Units an order can still reserve: `onHand - reserved`, never below zero.
+    async fn available(&self) -> i64 {
+        self.0.available()
+    }
+    /// The product stream's version this view reflects.
+    async fn version(&self) -> i64 {
+        self.0.version as i64
+    }
+}
+
+#[derive(InputObject)]
+pub struct AddProductInput {
+    sku: String,
+    name: String,
+    price_cents: i64,
+    initial_stock: i64,
+    idempotency_key: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct RestockProductInput {
+    sku: String,
+    quantity: i64,
+    idempotency_key: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct ProductPayload {
+    command_id: ID,
+    status: CommandStatus,
+    error: Option<CommandError>,
+    sku: String,
+}
+
+#[derive(Default)]
+pub struct ProductQuery;
+
+#[Object]
+impl ProductQuery {
+    /// A product in the catalog, or null.
+    async fn product(&self, ctx: &Context<'_>, sku: String) -> Result<Option<Product>, Error> {
+        validate_sku(&sku).map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        let services = ctx.data::<Services>()?;
+        Ok(services.products.get(&sku).await.map_err(internal)?.map(Product))
+    }
+
+    /// The catalog in sku order, as a Relay connection.
+    #[graphql(complexity = "connection_complexity(first, child_complexity)")]
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Product, EmptyFields, EmptyFields>, Error> {
+        let first = page_size(first)?;
+        let after = after.as_deref().map(decode_cursor).transpose()?;
+        let services = ctx.data::<Services>()?;
+        let mut rows = services.products.list(after.as_deref(), first + 1).await.map_err(internal)?;
+        let has_next = rows.len() > first as usize;
+        rows.truncate(first as usize);
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(rows.into_iter().map(|row| Edge::new(encode_cursor(&row.sku), Product(row))));
+        Ok(connection)
+    }
+}
+
+#[derive(Default)]
+pub struct ProductMutation;
+
+#[Object]
+impl ProductMutation {
+    /// Adds a product to the catalog with its price and initial stock.
+    async fn add_product(&self, ctx: &Context<'_>, input: AddProductInput) -> Result<ProductPayload, Error> {
+        validate_sku(&input.sku).map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        let command =
+            AddProduct { name: input.name, price_cents: input.price_cents, initial_stock: input.initial_stock };
+        command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        let command_id = command_id("addProduct", input.idempotency_key.as_deref())?;
+        let sent =
+            send(ctx, command_id, contract::AGGREGATE, &input.sku, &ProductCommand::AddProduct(command)).await?;
+        Ok(ProductPayload { command_id: ID(command_id.to_string()), status: sent.status, error: sent.error, sku: input.sku })
+    }
+
+    /// Puts more units on the shelf.
+    async fn restock_product(&self, ctx: &Context<'_>, input: RestockProductInput) -> Result<ProductPayload, Error> {
+        validate_sku(&input.sku).map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        let command = RestockProduct { quantity: input.quantity };
+        command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        let command_id = command_id("restockProduct", input.idempotency_key.as_deref())?;
+        let sent =
+            send(ctx, command_id, contract::AGGREGATE, &input.sku, &ProductCommand::RestockProduct(command)).await?;
+        Ok(ProductPayload { command_id: ID(command_id.to_string()), status: sent.status, error: sent.error, sku: input.sku })
+    }
+}
