@@ -8,11 +8,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use async_nats::jetstream;
 use gateway::{Gateway, Services};
-use schema::nats_bus::{NatsCommandBus, NatsReadiness};
 use read_side::nats::{JetStreamEventFeed, NatsNotifier};
 use read_side::{Projector, ViewStore, projections};
 use schema::Namespace;
 use schema::nats::{StreamSettings, ensure_commands_stream, ensure_events_stream, ensure_outcomes_bucket};
+use schema::nats_bus::{NatsCommandBus, NatsReadiness};
 use schema::ports::{EventFeed, EventLog, Notifier, Readiness};
 use sqlx::AnyPool;
 use tokio::task::JoinSet;
@@ -135,13 +135,14 @@ pub async fn start_read_side(
     Ok(())
 }
 
-/// Binds the gateway; returns its address. It serves until `shutdown`.
+/// Binds the gateway; returns its address and its view store (whose
+/// statement count tests read). It serves until `shutdown`.
 pub async fn start_gateway(
     infra: &Infra,
     common: &Common,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<SocketAddr> {
+) -> anyhow::Result<(SocketAddr, ViewStore)> {
     read_side::migrate(&infra.pool).await.context("view migration failed")?;
     let js = jetstream::new(infra.client.clone());
     ensure_commands_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the commands stream")?;
@@ -156,13 +157,13 @@ pub async fn start_gateway(
         shutdown.clone(),
     );
     let readiness: Vec<(&'static str, Arc<dyn Readiness>)> =
-        vec![("nats", Arc::new(NatsReadiness(infra.client.clone()))), ("database", Arc::new(views))];
+        vec![("nats", Arc::new(NatsReadiness(infra.client.clone()))), ("database", Arc::new(views.clone()))];
     let gateway = Gateway::build(common.listen, services, readiness)
         .await
         .with_context(|| format!("cannot listen on {}", common.listen))?;
     let address = gateway.local_addr()?;
     tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-    Ok(address)
+    Ok((address, views))
 }
 
 /// Waits for every task; the first failure stops the others.
@@ -182,7 +183,7 @@ pub async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: Cancell
 pub async fn run_gateway(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "gateway").await?;
     let mut tasks = JoinSet::new();
-    let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
+    let (address, _) = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "gateway serving GraphQL at http://{address}/graphql");
     finish(infra, tasks, shutdown).await
 }
@@ -213,7 +214,7 @@ pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationTok
     let mut tasks = JoinSet::new();
     start_write_side(&infra, common, write_side::AGGREGATES, 32, &mut tasks, &shutdown).await?;
     start_read_side(&infra, &mut tasks, &shutdown).await?;
-    let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
+    let (address, _) = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql");
     finish(infra, tasks, shutdown).await
 }

@@ -4,12 +4,12 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use schema::EventEnvelope;
 use schema::customer::{self, CustomerEvent};
 use schema::envelope::Message;
 use schema::order::{self, OrderEvent};
 use schema::ports::ViewChange;
 use schema::sql::{from_micros, to_micros};
-use schema::EventEnvelope;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
@@ -55,7 +55,8 @@ impl Projection for CustomersProjection {
             ensure_row(conn, &event.aggregate_id, at).await?;
             sqlx::query(
                 "UPDATE customers SET registered = 1, name = $2, email = $3, credit_limit_cents = $4, \
-                 registered_at = $5, updated_at = $5 WHERE customer_id = $1",
+                 registered_at = $5, \
+                 updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE customer_id = $1",
             )
             .bind(&event.aggregate_id)
             .bind(&registered.name)
@@ -127,7 +128,8 @@ async fn bump(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE customers SET order_count = order_count + $2, open_orders = open_orders + $3, \
-         lifetime_spend_cents = lifetime_spend_cents + $4, updated_at = $5 WHERE customer_id = $1",
+         lifetime_spend_cents = lifetime_spend_cents + $4, \
+         updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE customer_id = $1",
     )
     .bind(customer_id)
     .bind(orders)
@@ -173,11 +175,10 @@ async fn close(
     refund: bool,
     at: i64,
 ) -> Result<(), ProjectionError> {
-    let state: Option<(i64, i64)> =
-        sqlx::query_as("SELECT open, spent_cents FROM customer_orders WHERE order_id = $1")
-            .bind(order_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let state: Option<(i64, i64)> = sqlx::query_as("SELECT open, spent_cents FROM customer_orders WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut *conn)
+        .await?;
     let Some((open, spent)) = state else {
         return Err(ProjectionError::Gap { stream: format!("order-{order_id}"), version: 1 });
     };
@@ -214,6 +215,16 @@ impl CustomerRepository {
             query = query.bind(id.clone());
         }
         query.fetch_all(self.views.counted()).await?.iter().map(customer_from_row).collect()
+    }
+
+    /// Every registered customer, in id order: for comparing a live view with a rebuilt one.
+    pub async fn all(&self) -> Result<Vec<CustomerView>, sqlx::Error> {
+        sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM customers WHERE registered = 1 ORDER BY customer_id")))
+            .fetch_all(self.views.counted())
+            .await?
+            .iter()
+            .map(customer_from_row)
+            .collect()
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<CustomerView>, sqlx::Error> {

@@ -4,11 +4,11 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use schema::EventEnvelope;
 use schema::envelope::Message;
 use schema::ports::ViewChange;
 use schema::product::{self, ProductEvent};
 use schema::sql::{from_micros, to_micros};
-use schema::EventEnvelope;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
@@ -110,8 +110,7 @@ impl ProductRepository {
         if skus.is_empty() {
             return Ok(Vec::new());
         }
-        let sql =
-            format!("SELECT {COLUMNS} FROM products WHERE sku IN ({})", ViewStore::placeholders(1, skus.len()));
+        let sql = format!("SELECT {COLUMNS} FROM products WHERE sku IN ({})", ViewStore::placeholders(1, skus.len()));
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for sku in skus {
             query = query.bind(sku.clone());

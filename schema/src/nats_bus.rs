@@ -5,12 +5,12 @@
 
 use std::time::Duration;
 
+use crate::ports::{CommandBus, Dispatched, PortError, Readiness};
+use crate::{CommandEnvelope, CommandOutcome, Namespace};
 use async_nats::jetstream::{self, kv};
 use async_nats::{HeaderMap, header::NATS_MESSAGE_ID};
 use async_trait::async_trait;
 use futures::StreamExt;
-use crate::ports::{CommandBus, Dispatched, PortError, Readiness};
-use crate::{CommandEnvelope, CommandOutcome, Namespace};
 use uuid::Uuid;
 
 pub struct NatsCommandBus {

@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use conveyor::config::{Common, Server};
+use conveyor::config::{Common, Domain, Server};
 use conveyor::embedded::Embedded;
 use conveyor::server::{Infra, start_gateway, start_read_side, start_write_side, supervise};
 use futures::{SinkExt, StreamExt};
+use read_side::ViewStore;
 use read_side::orders::OrderRepository;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use schema::ports::EventLog;
 use write_side::SqlEventStore;
 
 /// How long any bounded wait in the suite may take before it fails the test.
@@ -142,6 +144,7 @@ impl Isolation {
             namespace: self.namespace.clone(),
             mutation_wait: Duration::from_secs(10),
             data_dir: self.data_dir.clone().unwrap_or_default(),
+            domain: Domain::default(),
         }
     }
 
@@ -156,17 +159,24 @@ impl Isolation {
 
     /// The event store and the orders view this isolation's system uses.
     pub async fn stores(&self) -> (SqlEventStore, OrderRepository) {
+        let (store, views) = self.pools().await;
+        (SqlEventStore::new(store), OrderRepository::new(ViewStore::new(views)))
+    }
+
+    /// The event store's pool and the views' pool.
+    pub async fn pools(&self) -> (sqlx::AnyPool, sqlx::AnyPool) {
         match self.backend {
             Backend::Server => {
                 let pool = schema::sql::connect(&self.server().database, 4).await.expect("test database");
-                (SqlEventStore::new(pool.clone()), OrderRepository::new(pool))
+                (pool.clone(), pool)
             }
             Backend::Embedded => {
                 let dir = self.data_dir.as_ref().expect("embedded has a data dir");
+                std::fs::create_dir_all(dir).expect("data dir");
                 let url = |file: &str| format!("sqlite://{}?mode=rwc", dir.join(file).display());
                 let events = schema::sql::connect(&url("events.sqlite"), 1).await.expect("event store");
                 let views = schema::sql::connect(&url("views.sqlite"), 1).await.expect("views");
-                (SqlEventStore::new(events), OrderRepository::new(views))
+                (events, views)
             }
         }
     }
@@ -192,6 +202,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub store: SqlEventStore,
     pub orders: OrderRepository,
+    /// The gateway's view store: counts the SQL statements queries run.
+    pub gateway_views: ViewStore,
     shutdown: CancellationToken,
     running: Option<JoinHandle<anyhow::Result<()>>>,
     // Dropped last: the system must stop before its database goes.
@@ -205,27 +217,43 @@ impl TestApp {
 
     /// Boots the system in an existing isolation (e.g. to restart it).
     pub async fn spawn_in(isolation: Isolation) -> Self {
+        Self::spawn_with(isolation, Domain::default()).await
+    }
+
+    /// Boots the system with its business settings (payment provider, saga timeouts).
+    pub async fn spawn_with(isolation: Isolation, domain: Domain) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             conveyor::telemetry::init();
         }
         let shutdown = CancellationToken::new();
-        let common = isolation.common();
-        let (address, running) = match isolation.backend {
+        let common = Common { domain, ..isolation.common() };
+        let (address, gateway_views, running) = match isolation.backend {
             Backend::Embedded => {
                 let embedded = Embedded::start(&common, shutdown.clone()).await.expect("embedded mode starts");
-                (embedded.address, tokio::spawn(embedded.run_until_stopped()))
+                (embedded.address, embedded.views.clone(), tokio::spawn(embedded.run_until_stopped()))
             }
             Backend::Server => {
                 let infra = Infra::connect(&common, &isolation.server(), "test").await.expect("infrastructure");
                 let mut tasks = tokio::task::JoinSet::new();
-                start_write_side(&infra, write_side::AGGREGATES, 32, &mut tasks, &shutdown).await.expect("write side");
+                start_write_side(&infra, &common, write_side::AGGREGATES, 32, &mut tasks, &shutdown)
+                    .await
+                    .expect("write side");
                 start_read_side(&infra, &mut tasks, &shutdown).await.expect("read side");
-                let address = start_gateway(&infra, &common, &mut tasks, &shutdown).await.expect("gateway");
-                (address, tokio::spawn(supervise(tasks, shutdown.clone())))
+                let (address, views) = start_gateway(&infra, &common, &mut tasks, &shutdown).await.expect("gateway");
+                (address, views, tokio::spawn(supervise(tasks, shutdown.clone())))
             }
         };
         let (store, orders) = isolation.stores().await;
-        Self { address, http: reqwest::Client::new(), store, orders, shutdown, running: Some(running), isolation }
+        Self {
+            address,
+            http: reqwest::Client::new(),
+            store,
+            orders,
+            gateway_views,
+            shutdown,
+            running: Some(running),
+            isolation,
+        }
     }
 
     /// Stops the system, returning its isolation for a restart.
@@ -271,11 +299,59 @@ impl TestApp {
     pub async fn order(&self, id: &str) -> Value {
         let response = self
             .graphql(
-                "query($id: ID!) { order(id: $id) { id customerId status totalCents version cancelReason placedAt updatedAt items { sku quantity unitPriceCents } } }",
+                "query($id: ID!) { order(id: $id) { id customerId status paymentStatus stockStatus rejectionCode \
+                 rejectionReason totalCents version cancelReason placedAt updatedAt \
+                 items { sku quantity unitPriceCents } } }",
                 json!({ "id": id }),
             )
             .await;
         response["data"]["order"].clone()
+    }
+
+    /// Registers a customer; returns its id.
+    pub async fn register_customer(&self, credit_limit_cents: i64) -> String {
+        let response = self
+            .graphql(
+                "mutation($input: RegisterCustomerInput!) { registerCustomer(input: $input) { status customerId error { code } } }",
+                json!({ "input": { "name": "Test Customer", "email": "test@example.com", "creditLimitCents": credit_limit_cents } }),
+            )
+            .await;
+        let payload = &response["data"]["registerCustomer"];
+        assert_eq!(payload["status"], "ACCEPTED", "{response}");
+        payload["customerId"].as_str().expect("customer id").to_string()
+    }
+
+    pub async fn add_product(&self, sku: &str, price_cents: i64, stock: i64) {
+        let response = self
+            .graphql(
+                "mutation($input: AddProductInput!) { addProduct(input: $input) { status error { code } } }",
+                json!({ "input": { "sku": sku, "name": format!("Product {sku}"), "priceCents": price_cents, "initialStock": stock } }),
+            )
+            .await;
+        assert_eq!(response["data"]["addProduct"]["status"], "ACCEPTED", "{response}");
+    }
+
+    /// A customer with a generous limit, and the catalog [`items`] orders from.
+    pub async fn shop(&self) -> String {
+        self.add_product("book-1", 1250, 1000).await;
+        self.add_product("pen-9", 300, 1000).await;
+        self.register_customer(10_000_000).await
+    }
+
+    pub async fn product(&self, sku: &str) -> Value {
+        let response = self
+            .graphql(
+                "query($sku: String!) { product(sku: $sku) { sku priceCents onHand reserved available version } }",
+                json!({ "sku": sku }),
+            )
+            .await;
+        response["data"]["product"].clone()
+    }
+
+    /// Counts events of one type in one aggregate's stream.
+    pub async fn count_events(&self, aggregate: &str, id: &str, type_name: &str) -> usize {
+        let events = EventLog::read_stream(&self.store, aggregate, id, 1, u64::MAX).await.expect("read stream");
+        events.iter().filter(|event| event.type_name == type_name).count()
     }
 
     /// Polls `order(id)` until `done` holds, failing with the last answer after [`WAIT`].
@@ -314,8 +390,14 @@ pub async fn graphql_at(http: &reqwest::Client, address: SocketAddr, query: &str
         .expect("a JSON body")
 }
 
+/// An id no customer has: orders for it are rejected by the saga.
 pub fn customer() -> String {
     Uuid::now_v7().to_string()
+}
+
+/// Whether an order's transaction has ended.
+pub fn is_final(order: &Value) -> bool {
+    !order.is_null() && order["status"] != "PENDING"
 }
 
 pub fn items() -> Value {
@@ -365,6 +447,19 @@ impl Subscription {
         }
     }
 
+    /// The next `next` payload whose data satisfies `done`, within [`WAIT`].
+    pub async fn next_data_until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let data = tokio::time::timeout_at(deadline, self.next_data())
+                .await
+                .unwrap_or_else(|_| panic!("the subscription never delivered {what}"));
+            if done(&data) {
+                return data;
+            }
+        }
+    }
+
     /// The next `next` payload's data, skipping pings.
     pub async fn next_data(&mut self) -> Value {
         loop {
@@ -378,4 +473,57 @@ impl Subscription {
             }
         }
     }
+}
+
+/// Every view, read in a comparable form.
+#[derive(Debug, PartialEq)]
+pub struct ViewSnapshot {
+    orders: Vec<read_side::orders::OrderView>,
+    timelines: Vec<read_side::orders::TimelineEntry>,
+    customers: Vec<read_side::customers::CustomerView>,
+    products: Vec<read_side::products::ProductView>,
+}
+
+pub async fn snapshot(views: &ViewStore) -> ViewSnapshot {
+    let orders = OrderRepository::new(views.clone()).all().await.expect("orders");
+    let ids: Vec<String> = orders.iter().map(|order| order.order_id.clone()).collect();
+    let mut timelines = Vec::new();
+    for chunk in ids.chunks(200) {
+        timelines.extend(OrderRepository::new(views.clone()).timelines(chunk).await.expect("timelines"));
+    }
+    ViewSnapshot {
+        orders,
+        timelines,
+        customers: read_side::customers::CustomerRepository::new(views.clone()).all().await.expect("customers"),
+        products: read_side::products::ProductRepository::new(views.clone())
+            .list(None, 100_000)
+            .await
+            .expect("products"),
+    }
+}
+
+/// Rebuilds every view from the event store alone, into a fresh SQLite
+/// database, and asserts the live views hold exactly the same rows.
+pub async fn assert_views_match_a_replay(store: &SqlEventStore, live: &ViewStore) {
+    let dir = std::env::temp_dir().join(format!("conveyor-replay-{}", Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&dir).expect("replay dir");
+    let pool = schema::sql::connect(&format!("sqlite://{}?mode=rwc", dir.join("views.sqlite").display()), 1)
+        .await
+        .expect("replay views");
+    read_side::migrate(&pool).await.expect("migrate");
+    let log: std::sync::Arc<dyn EventLog> = std::sync::Arc::new(store.clone());
+    for projection in read_side::projections() {
+        let projector = read_side::Projector::new(
+            pool.clone(),
+            projection,
+            log.clone(),
+            std::sync::Arc::new(read_side::embedded::BroadcastNotifier::new(4)),
+        );
+        projector.catch_up().await.expect("replay");
+    }
+    let replayed = snapshot(&ViewStore::new(pool.clone())).await;
+    let live = snapshot(live).await;
+    pool.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(live, replayed, "the live views equal a replay of the event store");
 }

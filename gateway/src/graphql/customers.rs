@@ -100,22 +100,14 @@ impl CustomerMutation {
         ctx: &Context<'_>,
         input: RegisterCustomerInput,
     ) -> Result<RegisterCustomerPayload, Error> {
-        let command = RegisterCustomer {
-            name: input.name,
-            email: input.email,
-            credit_limit_cents: input.credit_limit_cents,
-        };
+        let command =
+            RegisterCustomer { name: input.name, email: input.email, credit_limit_cents: input.credit_limit_cents };
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
         let command_id = command_id("registerCustomer", input.idempotency_key.as_deref())?;
         let customer_id = derived_id("customer", &command_id.to_string()).to_string();
-        let sent = send(
-            ctx,
-            command_id,
-            contract::AGGREGATE,
-            &customer_id,
-            &CustomerCommand::RegisterCustomer(command),
-        )
-        .await?;
+        let sent =
+            send(ctx, command_id, contract::AGGREGATE, &customer_id, &CustomerCommand::RegisterCustomer(command))
+                .await?;
         Ok(RegisterCustomerPayload {
             command_id: ID(command_id.to_string()),
             status: sent.status,

@@ -350,7 +350,8 @@ impl OrderMutation {
     async fn ship_order(&self, ctx: &Context<'_>, input: ShipOrderInput) -> Result<ShipOrderPayload, Error> {
         let order_id = parse_id("orderId", &input.order_id)?.to_string();
         let command_id = command_id("shipOrder", input.idempotency_key.as_deref())?;
-        let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::ShipOrder(ShipOrder {})).await?;
+        let sent =
+            send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::ShipOrder(ShipOrder {})).await?;
         Ok(ShipOrderPayload::new(sent, order_id))
     }
 }
@@ -362,7 +363,11 @@ pub struct OrderSubscription;
 impl OrderSubscription {
     /// The order's current view at once (as soon as it exists), then the
     /// view after each change (status, stock, payment, timeline).
-    async fn order_updated(&self, ctx: &Context<'_>, id: ID) -> Result<BoxStream<'static, Result<Order, Error>>, Error> {
+    async fn order_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> Result<BoxStream<'static, Result<Order, Error>>, Error> {
         let id = parse_id("id", &id)?.to_string();
         let services = ctx.data::<Services>()?.clone();
         // Watch before the first read, so no change falls between the two.

@@ -109,9 +109,13 @@ impl ProductMutation {
             AddProduct { name: input.name, price_cents: input.price_cents, initial_stock: input.initial_stock };
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
         let command_id = command_id("addProduct", input.idempotency_key.as_deref())?;
-        let sent =
-            send(ctx, command_id, contract::AGGREGATE, &input.sku, &ProductCommand::AddProduct(command)).await?;
-        Ok(ProductPayload { command_id: ID(command_id.to_string()), status: sent.status, error: sent.error, sku: input.sku })
+        let sent = send(ctx, command_id, contract::AGGREGATE, &input.sku, &ProductCommand::AddProduct(command)).await?;
+        Ok(ProductPayload {
+            command_id: ID(command_id.to_string()),
+            status: sent.status,
+            error: sent.error,
+            sku: input.sku,
+        })
     }
 
     /// Puts more units on the shelf.
@@ -122,6 +126,11 @@ impl ProductMutation {
         let command_id = command_id("restockProduct", input.idempotency_key.as_deref())?;
         let sent =
             send(ctx, command_id, contract::AGGREGATE, &input.sku, &ProductCommand::RestockProduct(command)).await?;
-        Ok(ProductPayload { command_id: ID(command_id.to_string()), status: sent.status, error: sent.error, sku: input.sku })
+        Ok(ProductPayload {
+            command_id: ID(command_id.to_string()),
+            status: sent.status,
+            error: sent.error,
+            sku: input.sku,
+        })
     }
 }

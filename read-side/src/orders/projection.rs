@@ -7,16 +7,16 @@
 //! it is applied again once the order is there.
 
 use async_trait::async_trait;
+use schema::EventEnvelope;
 use schema::envelope::Message;
 use schema::order::{self, OrderEvent};
 use schema::payment::{self, PaymentEvent};
 use schema::ports::ViewChange;
 use schema::product::{self, ProductEvent};
 use schema::sql::to_micros;
-use schema::EventEnvelope;
 use sqlx::AnyConnection;
 
-use super::{OrderStatus, ViewLine, VIEW};
+use super::{OrderStatus, VIEW, ViewLine};
 use crate::projection::{Projection, ProjectionError};
 
 pub struct OrdersProjection;
@@ -47,31 +47,38 @@ impl Projection for OrdersProjection {
             }
             product::AGGREGATE => match ProductEvent::decode(event).map_err(contract)? {
                 ProductEvent::StockReserved(reserved) => {
-                    let summary = format!("{} × {} reserved at {} cents", reserved.quantity, event.aggregate_id, reserved.unit_price_cents);
-                    set_price(conn, event, &reserved.order_id, reserved.unit_price_cents).await?;
+                    let summary = format!(
+                        "{} × {} reserved at {} cents",
+                        reserved.quantity, event.aggregate_id, reserved.unit_price_cents
+                    );
+                    set_line(conn, event, &reserved.order_id, LineStock::Reserved(reserved.unit_price_cents)).await?;
                     (reserved.order_id, summary)
                 }
                 ProductEvent::StockReleased(released) => {
                     let summary = format!("{} × {} released", released.quantity, event.aggregate_id);
-                    set_column(conn, event, &released.order_id, "stock_status", "RELEASED").await?;
+                    set_line(conn, event, &released.order_id, LineStock::Released).await?;
                     (released.order_id, summary)
                 }
                 ProductEvent::StockCommitted(committed) => {
                     let summary = format!("{} × {} left the shelf", committed.quantity, event.aggregate_id);
-                    set_column(conn, event, &committed.order_id, "stock_status", "COMMITTED").await?;
+                    set_line(conn, event, &committed.order_id, LineStock::Committed).await?;
                     (committed.order_id, summary)
                 }
                 ProductEvent::ProductAdded(_) | ProductEvent::ProductRestocked(_) => return Ok(None),
             },
             payment::AGGREGATE => {
                 let (status, summary) = match PaymentEvent::decode(event).map_err(contract)? {
-                    PaymentEvent::PaymentAuthorized(e) => ("AUTHORIZED", format!("{} cents authorized", e.amount_cents)),
-                    PaymentEvent::PaymentDeclined(e) => ("DECLINED", format!("{} cents declined: {}", e.amount_cents, e.reason)),
+                    PaymentEvent::PaymentAuthorized(e) => {
+                        ("AUTHORIZED", format!("{} cents authorized", e.amount_cents))
+                    }
+                    PaymentEvent::PaymentDeclined(e) => {
+                        ("DECLINED", format!("{} cents declined: {}", e.amount_cents, e.reason))
+                    }
                     PaymentEvent::PaymentCaptured(e) => ("CAPTURED", format!("{} cents captured", e.amount_cents)),
                     PaymentEvent::PaymentRefunded(e) => ("REFUNDED", format!("{} cents refunded", e.amount_cents)),
                     PaymentEvent::PaymentVoided(_) => ("VOIDED", "payment voided".to_string()),
                 };
-                set_column(conn, event, &event.aggregate_id, "payment_status", status).await?;
+                set_payment_status(conn, event, &event.aggregate_id, status).await?;
                 (event.aggregate_id.clone(), summary)
             }
             _ => return Ok(None),
@@ -91,7 +98,7 @@ async fn apply_order_event(
     let version = event.stream_version as i64;
     let id = &event.aggregate_id;
     let update = |status: OrderStatus| {
-        sqlx::query("UPDATE orders SET status = $2, version = $3, updated_at = $4 WHERE order_id = $1")
+        sqlx::query("UPDATE orders SET status = $2, version = $3, updated_at = CASE WHEN updated_at > $4 THEN updated_at ELSE $4 END WHERE order_id = $1")
             .bind(id.clone())
             .bind(status.as_str())
             .bind(version)
@@ -102,7 +109,12 @@ async fn apply_order_event(
             let lines: Vec<ViewLine> = placed
                 .items
                 .iter()
-                .map(|line| ViewLine { sku: line.sku.clone(), quantity: line.quantity, unit_price_cents: None })
+                .map(|line| ViewLine {
+                    sku: line.sku.clone(),
+                    quantity: line.quantity,
+                    unit_price_cents: None,
+                    stock: None,
+                })
                 .collect();
             sqlx::query(
                 "INSERT INTO orders (order_id, customer_id, status, items, total_cents, version, placed_at, updated_at) \
@@ -119,22 +131,14 @@ async fn apply_order_event(
             format!("placed with {} lines", placed.items.len())
         }
         OrderEvent::OrderConfirmed(confirmed) => {
-            let lines: Vec<ViewLine> = confirmed
-                .lines
-                .iter()
-                .map(|line| ViewLine {
-                    sku: line.sku.clone(),
-                    quantity: line.quantity,
-                    unit_price_cents: Some(line.unit_price_cents),
-                })
-                .collect();
+            // The lines' prices come with their reservations (another
+            // stream); the confirmed total agrees with them.
             sqlx::query(
-                "UPDATE orders SET status = $2, items = $3, total_cents = $4, version = $5, updated_at = $6 \
-                 WHERE order_id = $1",
+                "UPDATE orders SET status = $2, total_cents = $3, version = $4, \
+                 updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE order_id = $1",
             )
             .bind(id)
             .bind(OrderStatus::Confirmed.as_str())
-            .bind(serde_json::to_string(&lines).map_err(contract)?)
             .bind(confirmed.total_cents)
             .bind(version)
             .bind(at)
@@ -145,7 +149,7 @@ async fn apply_order_event(
         OrderEvent::OrderRejected(rejected) => {
             sqlx::query(
                 "UPDATE orders SET status = $2, rejection_code = $3, rejection_reason = $4, version = $5, \
-                 updated_at = $6 WHERE order_id = $1",
+                 updated_at = CASE WHEN updated_at > $6 THEN updated_at ELSE $6 END WHERE order_id = $1",
             )
             .bind(id)
             .bind(OrderStatus::Rejected.as_str())
@@ -159,7 +163,8 @@ async fn apply_order_event(
         }
         OrderEvent::OrderCancelled(cancelled) => {
             sqlx::query(
-                "UPDATE orders SET status = $2, cancel_reason = $3, version = $4, updated_at = $5 WHERE order_id = $1",
+                "UPDATE orders SET status = $2, cancel_reason = $3, version = $4, \
+                 updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE order_id = $1",
             )
             .bind(id)
             .bind(OrderStatus::Cancelled.as_str())
@@ -177,12 +182,21 @@ async fn apply_order_event(
     })
 }
 
-/// A reservation's price goes on its line; the stock status follows.
-async fn set_price(
+/// What a product event did to one line of an order.
+enum LineStock {
+    Reserved(i64),
+    Released,
+    Committed,
+}
+
+/// Updates the line of the event's sku; the order's stock status and total
+/// follow from its lines, so the result does not depend on the order in
+/// which different products' events are applied (a rebuild gives the same row).
+async fn set_line(
     conn: &mut AnyConnection,
     event: &EventEnvelope,
     order_id: &str,
-    unit_price_cents: i64,
+    change: LineStock,
 ) -> Result<(), ProjectionError> {
     let items: Option<String> = sqlx::query_scalar("SELECT items FROM orders WHERE order_id = $1")
         .bind(order_id)
@@ -191,35 +205,62 @@ async fn set_price(
     let Some(items) = items else { return Err(not_yet(order_id, event)) };
     let mut lines: Vec<ViewLine> = serde_json::from_str(&items).map_err(contract)?;
     for line in lines.iter_mut().filter(|line| line.sku == event.aggregate_id) {
-        line.unit_price_cents = Some(unit_price_cents);
+        match change {
+            LineStock::Reserved(price) => {
+                line.unit_price_cents = Some(price);
+                line.stock = Some("RESERVED".into());
+            }
+            LineStock::Released => line.stock = Some("RELEASED".into()),
+            LineStock::Committed => line.stock = Some("COMMITTED".into()),
+        }
     }
-    let all_priced = lines.iter().all(|line| line.unit_price_cents.is_some());
     let total: i64 = lines.iter().map(|line| line.unit_price_cents.unwrap_or(0) * i64::from(line.quantity)).sum();
-    sqlx::query("UPDATE orders SET items = $2, total_cents = $3, stock_status = $4, updated_at = $5 WHERE order_id = $1")
-        .bind(order_id)
-        .bind(serde_json::to_string(&lines).map_err(contract)?)
-        .bind(total)
-        .bind(if all_priced { "RESERVED" } else { "PARTIAL" })
-        .bind(to_micros(event.timestamp))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(
+        "UPDATE orders SET items = $2, total_cents = $3, stock_status = $4, \
+         updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(serde_json::to_string(&lines).map_err(contract)?)
+    .bind(total)
+    .bind(stock_status(&lines))
+    .bind(to_micros(event.timestamp))
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 
-/// Sets one status column (a fixed name, never input) of an order's row.
-async fn set_column(
+/// The order's stock status from its lines' states.
+fn stock_status(lines: &[ViewLine]) -> &'static str {
+    let all = |state: &str| lines.iter().all(|line| line.stock.as_deref() == Some(state));
+    if all("COMMITTED") {
+        "COMMITTED"
+    } else if all("RESERVED") {
+        "RESERVED"
+    } else if lines.iter().any(|line| line.stock.as_deref() == Some("RESERVED")) {
+        "PARTIAL"
+    } else if lines.iter().any(|line| line.stock.is_some()) {
+        "RELEASED"
+    } else {
+        "NONE"
+    }
+}
+
+/// Sets the order's payment status.
+async fn set_payment_status(
     conn: &mut AnyConnection,
     event: &EventEnvelope,
     order_id: &str,
-    column: &'static str,
-    value: &str,
+    status: &str,
 ) -> Result<(), ProjectionError> {
-    let sql = match column {
-        "stock_status" => "UPDATE orders SET stock_status = $2, updated_at = $3 WHERE order_id = $1",
-        _ => "UPDATE orders SET payment_status = $2, updated_at = $3 WHERE order_id = $1",
-    };
-    let updated =
-        sqlx::query(sql).bind(order_id).bind(value).bind(to_micros(event.timestamp)).execute(&mut *conn).await?;
+    let updated = sqlx::query(
+        "UPDATE orders SET payment_status = $2, \
+         updated_at = CASE WHEN updated_at > $3 THEN updated_at ELSE $3 END WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(status)
+    .bind(to_micros(event.timestamp))
+    .execute(&mut *conn)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(not_yet(order_id, event));
     }

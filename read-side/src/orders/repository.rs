@@ -1,8 +1,8 @@
 //! Queries on the `orders` view, for the gateway.
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use schema::sql::from_micros;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -51,6 +51,9 @@ pub struct ViewLine {
     pub sku: String,
     pub quantity: u32,
     pub unit_price_cents: Option<i64>,
+    /// RESERVED, RELEASED or COMMITTED once its product said so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -174,7 +174,8 @@ impl SagaRunner {
         let mut after: Option<schema::ports::StreamPosition> = None;
         let mut taken = 0;
         loop {
-            let page = log.read_all(after.as_ref(), 1000).await.map_err(|error| SagaError::Contract(error.to_string()))?;
+            let page =
+                log.read_all(after.as_ref(), 1000).await.map_err(|error| SagaError::Contract(error.to_string()))?;
             let Some(last) = page.last() else { return Ok(taken) };
             after = Some(schema::ports::StreamPosition { stream_id: last.stream_id(), version: last.stream_version });
             for event in page.iter().filter(|event| event.aggregate_type == order::AGGREGATE) {
