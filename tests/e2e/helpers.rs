@@ -13,13 +13,13 @@ use conveyor::server::{Infra, start_gateway, start_read_side, start_write_side, 
 use futures::{SinkExt, StreamExt};
 use read_side::ViewStore;
 use read_side::orders::OrderRepository;
+use schema::ports::EventLog;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use schema::ports::EventLog;
 use write_side::SqlEventStore;
 
 /// How long any bounded wait in the suite may take before it fails the test.
@@ -201,7 +201,6 @@ pub struct TestApp {
     pub address: SocketAddr,
     pub http: reqwest::Client,
     pub store: SqlEventStore,
-    pub orders: OrderRepository,
     /// The gateway's view store: counts the SQL statements queries run.
     pub gateway_views: ViewStore,
     shutdown: CancellationToken,
@@ -243,12 +242,11 @@ impl TestApp {
                 (address, views, tokio::spawn(supervise(tasks, shutdown.clone())))
             }
         };
-        let (store, orders) = isolation.stores().await;
+        let (store, _) = isolation.stores().await;
         Self {
             address,
             http: reqwest::Client::new(),
             store,
-            orders,
             gateway_views,
             shutdown,
             running: Some(running),
@@ -346,6 +344,19 @@ impl TestApp {
             )
             .await;
         response["data"]["product"].clone()
+    }
+
+    /// Polls a product until `done` holds, failing with the last answer after [`WAIT`].
+    pub async fn wait_for_product_sku(&self, sku: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let product = self.product(sku).await;
+            if done(&product) {
+                return product;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "product {sku} never settled; last seen: {product}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Counts events of one type in one aggregate's stream.

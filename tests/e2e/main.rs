@@ -9,3 +9,4 @@ mod http;
 mod orders;
 mod processes;
 mod projection;
+mod saga;

@@ -53,8 +53,7 @@ async fn a_subscriber_sees_the_order_and_then_its_cancellation(backend: Backend)
 
     let cancelled = app.cancel_order(&order_id, "changed my mind", None).await;
     assert_eq!(cancelled["status"], "ACCEPTED", "{cancelled}");
-    let update =
-        subscription.next_data_until("CANCELLED", |data| data["orderUpdated"]["status"] == "CANCELLED").await;
+    let update = subscription.next_data_until("CANCELLED", |data| data["orderUpdated"]["status"] == "CANCELLED").await;
     assert_eq!(update["orderUpdated"]["version"], 3);
     assert_eq!(update["orderUpdated"]["cancelReason"], "changed my mind");
     subscription.next_data_until("the refund", |data| data["orderUpdated"]["paymentStatus"] == "REFUNDED").await;
@@ -180,12 +179,27 @@ async fn invalid_input_is_a_graphql_error_with_a_code_and_appends_nothing(backen
     assert_eq!(unparsable["errors"][0]["extensions"]["code"], "GRAPHQL_PARSE_FAILED", "{unparsable}");
 
     let catalog_and_customers = [
-        ("mutation { addProduct(input: { sku: \"a b\", name: \"x\", priceCents: 1, initialStock: 1 }) { status } }", "INVALID_SKU"),
-        ("mutation { addProduct(input: { sku: \"ok\", name: \"x\", priceCents: -1, initialStock: 1 }) { status } }", "INVALID_PRICE"),
-        ("mutation { addProduct(input: { sku: \"ok\", name: \"\", priceCents: 1, initialStock: 1 }) { status } }", "INVALID_NAME"),
+        (
+            "mutation { addProduct(input: { sku: \"a b\", name: \"x\", priceCents: 1, initialStock: 1 }) { status } }",
+            "INVALID_SKU",
+        ),
+        (
+            "mutation { addProduct(input: { sku: \"ok\", name: \"x\", priceCents: -1, initialStock: 1 }) { status } }",
+            "INVALID_PRICE",
+        ),
+        (
+            "mutation { addProduct(input: { sku: \"ok\", name: \"\", priceCents: 1, initialStock: 1 }) { status } }",
+            "INVALID_NAME",
+        ),
         ("mutation { restockProduct(input: { sku: \"ok\", quantity: 0 }) { status } }", "INVALID_QUANTITY"),
-        ("mutation { registerCustomer(input: { name: \"Ada\", email: \"nope\", creditLimitCents: 1 }) { status } }", "INVALID_EMAIL"),
-        ("mutation { registerCustomer(input: { name: \"Ada\", email: \"a@b.co\", creditLimitCents: -1 }) { status } }", "INVALID_CREDIT_LIMIT"),
+        (
+            "mutation { registerCustomer(input: { name: \"Ada\", email: \"nope\", creditLimitCents: 1 }) { status } }",
+            "INVALID_EMAIL",
+        ),
+        (
+            "mutation { registerCustomer(input: { name: \"Ada\", email: \"a@b.co\", creditLimitCents: -1 }) { status } }",
+            "INVALID_CREDIT_LIMIT",
+        ),
         ("{ product(sku: \"\") { sku } }", "INVALID_SKU"),
     ];
     for (query, code) in catalog_and_customers {

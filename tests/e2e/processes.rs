@@ -159,8 +159,7 @@ async fn the_three_sides_run_as_separate_processes_and_stop_cleanly_on_sigterm()
     let cancel = "mutation($id: ID!) { cancelOrder(input: { orderId: $id, reason: \"processes\" }) { status } }";
     let cancelled = graphql_at(&http, address, cancel, json!({ "id": order_id })).await;
     assert_eq!(cancelled["data"]["cancelOrder"]["status"], "ACCEPTED", "{cancelled}");
-    let update =
-        subscription.next_data_until("CANCELLED", |data| data["orderUpdated"]["status"] == "CANCELLED").await;
+    let update = subscription.next_data_until("CANCELLED", |data| data["orderUpdated"]["status"] == "CANCELLED").await;
     assert_eq!(update["orderUpdated"]["version"], 3);
 
     for process in [&mut gateway, &mut read_side, &mut write_side] {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use read_side::embedded::BroadcastNotifier;
 use read_side::orders::{OrderRepository, OrderStatus, OrdersProjection};
 use read_side::{Projector, ViewStore};
-use read_side::embedded::BroadcastNotifier;
 use schema::order::{CancelOrder, OrderCommand, OrderLine, PlaceOrder};
 use schema::ports::{EventLog, EventPublisher, PortError};
 use schema::{CommandEnvelope, EventEnvelope, Metadata};

@@ -56,7 +56,7 @@ impl Customer {
         after: Option<String>,
     ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
         let filter = OrderFilter { status: None, customer_id: Some(self.0.customer_id.clone()) };
-        order_connection(ctx.data::<Services>()?, filter, first, after).await
+        order_connection(ctx, filter, first, after).await
     }
 }
 

@@ -1,11 +1,19 @@
 //! Dataloaders: nested fields of a list (each order's customer, each line's
 //! product, each order's timeline) load in one statement per field, not one
 //! per row.
+//!
+//! A loader batches the keys requested within a short delay, which depends
+//! on timing; so a list resolver also asks its loaders for the whole page up
+//! front ([`Prefetched`]), for exactly the nested fields the query selects.
+//! The nested resolvers then read from that, and fall back to the loaders
+//! (for a single `order`, or a subscription's update).
 
 use std::collections::HashMap;
 
-use async_graphql::dataloader::Loader;
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{Context, Error};
 use read_side::customers::{CustomerRepository, CustomerView};
+use read_side::orders::OrderView;
 use read_side::orders::{OrderRepository, TimelineEntry};
 use read_side::products::{ProductRepository, ProductView};
 
@@ -46,4 +54,44 @@ impl Loader<String> for TimelineLoader {
         }
         Ok(timelines)
     }
+}
+
+/// Nested data loaded for a whole page of orders; `None` where the query
+/// did not select the field.
+#[derive(Default)]
+pub struct Prefetched {
+    pub customers: Option<HashMap<String, CustomerView>>,
+    pub products: Option<HashMap<String, ProductView>>,
+    pub timelines: Option<HashMap<String, Vec<TimelineEntry>>>,
+}
+
+impl Prefetched {
+    /// One batch per selected nested field of `edges { node { … } }`.
+    pub async fn for_orders(ctx: &Context<'_>, orders: &[OrderView]) -> Result<Self, Error> {
+        let node = ctx.look_ahead().field("edges").field("node");
+        let mut prefetched = Self::default();
+        if node.field("customer").exists() {
+            let ids = unique(orders.iter().map(|order| order.customer_id.clone()));
+            let loader = ctx.data::<DataLoader<CustomerLoader>>()?;
+            prefetched.customers = Some(loader.load_many(ids).await.map_err(Error::new)?);
+        }
+        if node.field("items").field("product").exists() {
+            let skus = unique(orders.iter().flat_map(|order| order.items.iter().map(|line| line.sku.clone())));
+            let loader = ctx.data::<DataLoader<ProductLoader>>()?;
+            prefetched.products = Some(loader.load_many(skus).await.map_err(Error::new)?);
+        }
+        if node.field("timeline").exists() {
+            let ids = unique(orders.iter().map(|order| order.order_id.clone()));
+            let loader = ctx.data::<DataLoader<TimelineLoader>>()?;
+            prefetched.timelines = Some(loader.load_many(ids).await.map_err(Error::new)?);
+        }
+        Ok(prefetched)
+    }
+}
+
+fn unique(keys: impl Iterator<Item = String>) -> Vec<String> {
+    let mut keys: Vec<String> = keys.collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }

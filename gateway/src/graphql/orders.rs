@@ -1,6 +1,8 @@
 //! Orders: the `order`/`orders` queries, the `placeOrder`/`cancelOrder`/
 //! `shipOrder` mutations and the `orderUpdated` subscription.
 
+use std::sync::Arc;
+
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{ComplexObject, Context, Enum, Error, ID, InputObject, Object, SimpleObject, Subscription};
@@ -14,7 +16,7 @@ use super::Services;
 use super::commands::{CommandError, CommandResult, CommandStatus, command_id, outcome_parts, send};
 use super::customers::Customer;
 use super::errors::{coded, internal, parse_id, unavailable};
-use super::loaders::{CustomerLoader, ProductLoader, TimelineLoader};
+use super::loaders::{CustomerLoader, Prefetched, ProductLoader, TimelineLoader};
 use super::pagination::{connection_complexity, decode_cursor, encode_cursor, page_size};
 use super::products::Product;
 
@@ -52,8 +54,15 @@ impl From<OrderStatus> for view::OrderStatus {
     }
 }
 
-/// An order as the read side last projected it.
-pub struct Order(pub OrderView);
+/// An order as the read side last projected it, with its page's
+/// prefetched nested data when it came in a list.
+pub struct Order(pub OrderView, pub Option<Arc<Prefetched>>);
+
+impl Order {
+    pub fn single(view: OrderView) -> Self {
+        Self(view, None)
+    }
+}
 
 #[Object]
 impl Order {
@@ -65,6 +74,9 @@ impl Order {
     }
     /// The customer, if registered.
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>, Error> {
+        if let Some(customers) = self.1.as_ref().and_then(|prefetched| prefetched.customers.as_ref()) {
+            return Ok(customers.get(&self.0.customer_id).cloned().map(Customer));
+        }
         let loader = ctx.data::<DataLoader<CustomerLoader>>()?;
         Ok(loader.load_one(self.0.customer_id.clone()).await.map_err(internal)?.map(Customer))
     }
@@ -88,7 +100,7 @@ impl Order {
         self.0.rejection_code.as_deref()
     }
     async fn items(&self) -> Vec<OrderLine> {
-        self.0.items.iter().cloned().map(OrderLine).collect()
+        self.0.items.iter().cloned().map(|line| OrderLine(line, self.1.clone())).collect()
     }
     /// The catalog total of the reserved lines (final once CONFIRMED).
     async fn total_cents(&self) -> i64 {
@@ -110,13 +122,17 @@ impl Order {
     }
     /// Every event of the order and of the steps taken for it, oldest first.
     async fn timeline(&self, ctx: &Context<'_>) -> Result<Vec<TimelineItem>, Error> {
+        if let Some(timelines) = self.1.as_ref().and_then(|prefetched| prefetched.timelines.as_ref()) {
+            let entries = timelines.get(&self.0.order_id).cloned().unwrap_or_default();
+            return Ok(entries.into_iter().map(TimelineItem).collect());
+        }
         let loader = ctx.data::<DataLoader<TimelineLoader>>()?;
         let entries = loader.load_one(self.0.order_id.clone()).await.map_err(internal)?.unwrap_or_default();
         Ok(entries.into_iter().map(TimelineItem).collect())
     }
 }
 
-pub struct OrderLine(ViewLine);
+pub struct OrderLine(ViewLine, Option<Arc<Prefetched>>);
 
 #[Object]
 impl OrderLine {
@@ -131,6 +147,9 @@ impl OrderLine {
         self.0.unit_price_cents
     }
     async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>, Error> {
+        if let Some(products) = self.1.as_ref().and_then(|prefetched| prefetched.products.as_ref()) {
+            return Ok(products.get(&self.0.sku).cloned().map(Product));
+        }
         let loader = ctx.data::<DataLoader<ProductLoader>>()?;
         Ok(loader.load_one(self.0.sku.clone()).await.map_err(internal)?.map(Product))
     }
@@ -216,7 +235,7 @@ macro_rules! order_payload {
             /// The order's view as the read side has it now.
             async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>, Error> {
                 let services = ctx.data::<Services>()?;
-                Ok(services.orders.get(&self.order_id).await.map_err(internal)?.map(Order))
+                Ok(services.orders.get(&self.order_id).await.map_err(internal)?.map(Order::single))
             }
         }
 
@@ -239,20 +258,22 @@ order_payload!(ShipOrderPayload, "`shipOrder`'s answer.");
 
 /// A connection over the `orders` view, newest first.
 pub async fn order_connection(
-    services: &Services,
+    ctx: &Context<'_>,
     filter: OrderFilter,
     first: Option<i32>,
     after: Option<String>,
 ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
+    let services = ctx.data::<Services>()?;
     let first = page_size(first)?;
     let after = after.as_deref().map(decode_order_cursor).transpose()?;
     let mut rows = services.orders.list(&filter, after.as_ref(), first + 1).await.map_err(internal)?;
     let has_next = rows.len() > first as usize;
     rows.truncate(first as usize);
+    let prefetched = Arc::new(Prefetched::for_orders(ctx, &rows).await?);
     let mut connection = Connection::new(after.is_some(), has_next);
     connection.edges.extend(rows.into_iter().map(|row| {
         let cursor = encode_cursor(&format!("{}:{}", row.placed_at.timestamp_micros(), row.order_id));
-        Edge::new(cursor, Order(row))
+        Edge::new(cursor, Order(row, Some(prefetched.clone())))
     }));
     Ok(connection)
 }
@@ -273,7 +294,7 @@ impl OrderQuery {
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>, Error> {
         let id = parse_id("id", &id)?;
         let services = ctx.data::<Services>()?;
-        Ok(services.orders.get(&id.to_string()).await.map_err(internal)?.map(Order))
+        Ok(services.orders.get(&id.to_string()).await.map_err(internal)?.map(Order::single))
     }
 
     /// Orders, newest first, as a Relay connection.
@@ -290,7 +311,7 @@ impl OrderQuery {
             status: status.map(Into::into),
             customer_id: customer_id.map(|id| parse_id("customerId", &id).map(|id| id.to_string())).transpose()?,
         };
-        order_connection(ctx.data::<Services>()?, filter, first, after).await
+        order_connection(ctx, filter, first, after).await
     }
 
     /// The outcome of a command, once decided (null while pending or unknown).
@@ -385,7 +406,7 @@ impl OrderSubscription {
                     // Only rows that changed: notifications may repeat or arrive late.
                     Ok(Some(order)) if last.as_ref() != Some(&order) && is_newer(last.as_ref(), &order) => {
                         *last = Some(order.clone());
-                        Some(Ok(Order(order)))
+                        Some(Ok(Order::single(order)))
                     }
                     Ok(_) => None,
                     Err(error) => Some(Err(internal(error))),
