@@ -78,6 +78,10 @@ pub struct WriteSideArgs {
     /// Commands decided concurrently by this process.
     #[arg(long, env = "CONVEYOR_COMMAND_CONCURRENCY", default_value_t = 32)]
     pub concurrency: usize,
+    /// How long JetStream waits for a command's ack before delivering it again
+    /// (to another copy, when this one died).
+    #[arg(long, env = "CONVEYOR_COMMAND_ACK_WAIT", default_value = "10s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
 }
 
 /// The business transaction's settings, in every mode that runs the write side.

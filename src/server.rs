@@ -68,7 +68,7 @@ pub async fn start_write_side(
     infra: &Infra,
     common: &Common,
     aggregates: &[&'static str],
-    concurrency: usize,
+    consumer: ConsumerSettings,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -84,7 +84,8 @@ pub async fn start_write_side(
     if aggregates.contains(&schema::order::AGGREGATE) {
         let bus = Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes.clone(), infra.ns.clone()));
         let saga = SagaRunner::new(store.clone(), bus, common.domain.saga());
-        let feed: Arc<dyn EventFeed> = Arc::new(JetStreamEventFeed::new(infra.client.clone(), infra.ns.clone()));
+        let feed: Arc<dyn EventFeed> =
+            Arc::new(JetStreamEventFeed::new(infra.client.clone(), infra.ns.clone()).with_ack_wait(consumer.ack_wait));
         let stop = shutdown.clone();
         tasks.spawn(async move {
             saga.run(feed, stop).await;
@@ -100,7 +101,7 @@ pub async fn start_write_side(
     for &aggregate in aggregates {
         let (client, ns, handler, outcomes, stop) =
             (infra.client.clone(), infra.ns.clone(), handler.clone(), outcomes.clone(), shutdown.clone());
-        let settings = ConsumerSettings { concurrency, ..Default::default() };
+        let settings = consumer.clone();
         tasks.spawn(async move {
             run_command_consumer(client, ns, aggregate, handler, outcomes, settings, stop)
                 .await
@@ -196,7 +197,8 @@ pub async fn run_write_side(common: &Common, args: &WriteSideArgs, shutdown: Can
         args.only.iter().map(|aggregate| aggregate.name()).collect()
     };
     let mut tasks = JoinSet::new();
-    start_write_side(&infra, common, &aggregates, args.concurrency, &mut tasks, &shutdown).await?;
+    let consumer = ConsumerSettings { concurrency: args.concurrency, ack_wait: args.ack_wait, ..Default::default() };
+    start_write_side(&infra, common, &aggregates, consumer, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, ?aggregates, "write side running");
     finish(infra, tasks, shutdown).await
 }
@@ -212,7 +214,8 @@ pub async fn run_read_side(common: &Common, server: &Server, shutdown: Cancellat
 pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "all").await?;
     let mut tasks = JoinSet::new();
-    start_write_side(&infra, common, write_side::AGGREGATES, 32, &mut tasks, &shutdown).await?;
+    start_write_side(&infra, common, write_side::AGGREGATES, ConsumerSettings::default(), &mut tasks, &shutdown)
+        .await?;
     start_read_side(&infra, &mut tasks, &shutdown).await?;
     let (address, _) = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql");

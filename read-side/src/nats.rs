@@ -14,11 +14,18 @@ use schema::{EventEnvelope, Namespace};
 pub struct JetStreamEventFeed {
     client: async_nats::Client,
     ns: Namespace,
+    /// How long before an unacknowledged event goes to another consumer:
+    /// the time a crashed process's events wait.
+    ack_wait: Duration,
 }
 
 impl JetStreamEventFeed {
     pub fn new(client: async_nats::Client, ns: Namespace) -> Self {
-        Self { client, ns }
+        Self { client, ns, ack_wait: Duration::from_secs(10) }
+    }
+
+    pub fn with_ack_wait(self, ack_wait: Duration) -> Self {
+        Self { ack_wait, ..self }
     }
 }
 
@@ -39,7 +46,7 @@ impl EventFeed for JetStreamEventFeed {
                     durable_name: Some(name.clone()),
                     filter_subjects: aggregate_types.iter().map(|kind| self.ns.event_filter(kind)).collect(),
                     ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    ack_wait: self.ack_wait,
                     max_ack_pending: 1000,
                     ..Default::default()
                 },

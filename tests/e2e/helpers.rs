@@ -234,7 +234,8 @@ impl TestApp {
             Backend::Server => {
                 let infra = Infra::connect(&common, &isolation.server(), "test").await.expect("infrastructure");
                 let mut tasks = tokio::task::JoinSet::new();
-                start_write_side(&infra, &common, write_side::AGGREGATES, 32, &mut tasks, &shutdown)
+                let consumer = write_side::nats::ConsumerSettings::default();
+                start_write_side(&infra, &common, write_side::AGGREGATES, consumer, &mut tasks, &shutdown)
                     .await
                     .expect("write side");
                 start_read_side(&infra, &mut tasks, &shutdown).await.expect("read side");

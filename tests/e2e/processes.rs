@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use schema::ports::EventLog;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -375,4 +376,80 @@ async fn a_poison_command_is_dead_lettered_with_its_reason_and_the_system_goes_o
     assert_eq!(placed["status"], "ACCEPTED", "the write side is still serving: {placed}");
     let order_id = placed["orderId"].as_str().expect("order id");
     assert_eq!(app.count_events("order", order_id, "OrderPlaced").await, 1);
+}
+
+#[tokio::test]
+async fn sagas_finish_exactly_once_after_the_write_side_is_killed_mid_flight() {
+    let isolation = Isolation::new(Backend::Server).await;
+    let mut env = server_env(&isolation);
+    // Slow payments keep sagas in flight; a short ack wait brings the
+    // commands the dead process held back quickly.
+    env.push(("CONVEYOR_PAYMENT_LATENCY", "150ms".into()));
+    env.push(("CONVEYOR_COMMAND_ACK_WAIT", "2s".into()));
+    env.push(("CONVEYOR_SAGA_STEP_TIMEOUT", "1s".into()));
+    let read_side = Conveyor::start(&["read-side"], &env);
+    let gateway = Conveyor::start(&["gateway"], &env);
+    let mut write_side = Conveyor::start(&["write-side"], &env);
+    write_side.wait_for_line("order saga running");
+    read_side.wait_for_line("projector running");
+    let address = gateway.graphql_address();
+    wait_until_ready(address).await;
+    let http = reqwest::Client::new();
+    let customer = seed_shop(&http, address).await;
+
+    let place = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
+    let placed = futures::future::join_all((0..30).map(|_| {
+        let (http, customer) = (&http, &customer);
+        async move {
+            let input = json!({ "customerId": customer, "items": [{ "sku": "book-1", "quantity": 1 }, { "sku": "pen-9", "quantity": 2 }] });
+            graphql_at(http, address, place, json!({ "input": input })).await
+        }
+    }))
+    .await;
+    let ids: Vec<String> = placed
+        .iter()
+        .map(|answer| {
+            assert_eq!(answer["data"]["placeOrder"]["status"], "ACCEPTED", "{answer}");
+            answer["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string()
+        })
+        .collect();
+    // Kill it while sagas are mid-flight (payments take 150 ms each).
+    write_side.signal("KILL");
+    write_side.wait_exit();
+    let pending = count_pending(&http, address, &ids).await;
+    let restarted = Conveyor::start(&["write-side"], &env);
+    restarted.wait_for_line("order saga running");
+
+    for id in &ids {
+        let order = wait_final(&http, address, id).await;
+        assert_eq!(order["status"], "CONFIRMED", "{order}");
+    }
+    let (store, _) = isolation.stores().await;
+    for id in &ids {
+        let payments = EventLog::read_stream(&store, "payment", id, 1, u64::MAX).await.expect("payments");
+        let authorized = payments.iter().filter(|event| event.type_name == "PaymentAuthorized").count();
+        assert_eq!(authorized, 1, "order {id} authorized {authorized} times");
+    }
+    for sku in ["book-1", "pen-9"] {
+        let events = EventLog::read_stream(&store, "product", sku, 1, u64::MAX).await.expect("product events");
+        let mut reservations = std::collections::HashMap::new();
+        for event in events.iter().filter(|event| event.type_name == "StockReserved") {
+            *reservations.entry(event.payload["order_id"].to_string()).or_insert(0) += 1;
+        }
+        assert_eq!(reservations.len(), ids.len(), "{sku}: one reservation per order");
+        assert!(reservations.values().all(|count| *count == 1), "{sku}: no unit reserved twice");
+    }
+    eprintln!("{pending} of {} orders were still pending when the write side was killed", ids.len());
+}
+
+async fn count_pending(http: &reqwest::Client, address: SocketAddr, ids: &[String]) -> usize {
+    let mut pending = 0;
+    for id in ids {
+        let answer =
+            graphql_at(http, address, "query($id: ID!) { order(id: $id) { status } }", json!({ "id": id })).await;
+        if answer["data"]["order"]["status"] != "CONFIRMED" {
+            pending += 1;
+        }
+    }
+    pending
 }

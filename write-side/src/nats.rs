@@ -63,7 +63,7 @@ pub struct ConsumerSettings {
 
 impl Default for ConsumerSettings {
     fn default() -> Self {
-        Self { concurrency: 32, max_deliver: 20, ack_wait: Duration::from_secs(30) }
+        Self { concurrency: 32, max_deliver: 20, ack_wait: Duration::from_secs(10) }
     }
 }
 
