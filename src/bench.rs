@@ -1,8 +1,10 @@
-//! `conveyor bench`: a load generator for a running gateway. Places N orders
-//! from C concurrent clients and reports mutations per second, mutation
-//! latency, and the time from ACCEPTED to the order being visible in the
-//! view, as a subscriber sees it (each client keeps one graphql-transport-ws
-//! connection and subscribes to each order it placed).
+//! `conveyor bench`: a load generator for a running gateway. Seeds its own
+//! catalog and customer, places N orders from C concurrent clients, and
+//! reports mutations per second, mutation latency, the time from ACCEPTED to
+//! the order being visible in the view, and the time from sending
+//! `placeOrder` to the order being CONFIRMED by the saga, as a subscriber
+//! sees them (each client keeps one graphql-transport-ws connection and
+//! subscribes to each order it placed).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,40 +30,54 @@ pub struct BenchArgs {
 }
 
 const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
-const WATCH: &str = "subscription($id: ID!) { orderUpdated(id: $id) { version } }";
+const WATCH: &str = "subscription($id: ID!) { orderUpdated(id: $id) { status rejectionCode } }";
+const SKUS: usize = 50;
 
 #[derive(Default)]
 struct Samples {
     mutation: Vec<Duration>,
     visible: Vec<Duration>,
+    confirmed: Vec<Duration>,
     not_accepted: usize,
+    not_confirmed: usize,
+    /// When the last order this client placed reached its final status.
+    last_final: Option<Instant>,
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.orders == 0 {
         bail!("--orders and --concurrency must be at least 1");
     }
+    let http = reqwest::Client::new();
+    let seed = Seed::create(&http, &args.url).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let clients = (0..args.concurrency).map(|_| client(args.url.clone(), args.orders, next.clone()));
+    let clients = (0..args.concurrency).map(|_| client(args.url.clone(), args.orders, next.clone(), seed.clone()));
     let mut all = Samples::default();
     for result in futures::future::join_all(clients).await {
         let samples = result?;
         all.mutation.extend(samples.mutation);
         all.visible.extend(samples.visible);
+        all.confirmed.extend(samples.confirmed);
         all.not_accepted += samples.not_accepted;
+        all.not_confirmed += samples.not_confirmed;
+        all.last_final = all.last_final.max(samples.last_final);
     }
     let elapsed = started.elapsed();
+    let settled = all.last_final.map_or(elapsed, |last| last - started);
     println!(
-        "orders {} concurrency {} elapsed {:.2}s -> {:.0} mutations/s ({} not accepted)",
+        "orders {} concurrency {} elapsed {:.2}s -> {:.0} mutations/s, {:.0} confirmed/s ({} not accepted, {} not confirmed)",
         args.orders,
         args.concurrency,
         elapsed.as_secs_f64(),
         args.orders as f64 / elapsed.as_secs_f64(),
-        all.not_accepted
+        all.confirmed.len() as f64 / settled.as_secs_f64(),
+        all.not_accepted,
+        all.not_confirmed,
     );
     println!("placeOrder latency     {}", percentiles(&mut all.mutation));
     println!("accepted -> visible    {}", percentiles(&mut all.visible));
+    println!("placeOrder -> CONFIRMED {}", percentiles(&mut all.confirmed));
     Ok(())
 }
 
@@ -77,7 +93,56 @@ fn percentiles(samples: &mut [Duration]) -> String {
     format!("p50 {:.1} ms  p95 {:.1} ms  p99 {:.1} ms", at(0.50), at(0.95), at(0.99))
 }
 
-async fn client(url: String, orders: usize, next: Arc<AtomicUsize>) -> anyhow::Result<Samples> {
+/// The catalog and customer this run orders from.
+#[derive(Clone)]
+struct Seed {
+    customer_id: String,
+    skus: Vec<String>,
+}
+
+impl Seed {
+    async fn create(http: &reqwest::Client, url: &str) -> anyhow::Result<Self> {
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let mut skus = Vec::new();
+        for n in 0..SKUS {
+            let sku = format!("bench-{}-{n}", &run[20..]);
+            let add = "mutation($input: AddProductInput!) { addProduct(input: $input) { status } }";
+            let input = json!({ "sku": sku, "name": sku, "priceCents": 990, "initialStock": 1_000_000_000 });
+            expect_accepted(post(http, url, add, json!({ "input": input })).await?, "addProduct")?;
+            skus.push(sku);
+        }
+        let register =
+            "mutation($input: RegisterCustomerInput!) { registerCustomer(input: $input) { status customerId } }";
+        let input = json!({ "name": "Bench", "email": "bench@example.com", "creditLimitCents": 1_000_000_000 });
+        let answer = post(http, url, register, json!({ "input": input })).await?;
+        let customer_id = expect_accepted(answer, "registerCustomer")?["customerId"]
+            .as_str()
+            .context("registerCustomer returned no id")?
+            .to_string();
+        Ok(Self { customer_id, skus })
+    }
+}
+
+async fn post(http: &reqwest::Client, url: &str, query: &str, variables: Value) -> anyhow::Result<Value> {
+    Ok(http
+        .post(format!("{url}/graphql"))
+        .json(&json!({ "query": query, "variables": variables }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}/graphql"))?
+        .json()
+        .await?)
+}
+
+fn expect_accepted(answer: Value, field: &str) -> anyhow::Result<Value> {
+    let payload = answer["data"][field].clone();
+    if payload["status"] != "ACCEPTED" {
+        bail!("{field} was not accepted: {answer}");
+    }
+    Ok(payload)
+}
+
+async fn client(url: String, orders: usize, next: Arc<AtomicUsize>, seed: Seed) -> anyhow::Result<Samples> {
     let http = reqwest::Client::new();
     let ws_url = format!("{}/graphql", url.replacen("http", "ws", 1));
     let mut request = ws_url.as_str().into_client_request()?;
@@ -88,22 +153,15 @@ async fn client(url: String, orders: usize, next: Arc<AtomicUsize>) -> anyhow::R
     expect_type(&mut socket, "connection_ack").await?;
 
     let mut samples = Samples::default();
-    let customer = uuid::Uuid::now_v7().to_string();
     loop {
         let n = next.fetch_add(1, Ordering::Relaxed);
         if n >= orders {
             return Ok(samples);
         }
-        let input = json!({ "customerId": customer, "items": [{ "sku": format!("sku-{}", n % 50), "quantity": 1 + n % 3, "unitPriceCents": 990 }] });
+        let input =
+            json!({ "customerId": seed.customer_id, "items": [{ "sku": seed.skus[n % SKUS], "quantity": 1 + n % 3 }] });
         let sent = Instant::now();
-        let answer: Value = http
-            .post(format!("{url}/graphql"))
-            .json(&json!({ "query": PLACE, "variables": { "input": input } }))
-            .send()
-            .await
-            .context("placeOrder request failed")?
-            .json()
-            .await?;
+        let answer = post(&http, &url, PLACE, json!({ "input": input })).await.context("placeOrder failed")?;
         let accepted = Instant::now();
         samples.mutation.push(accepted - sent);
         let payload = &answer["data"]["placeOrder"];
@@ -114,15 +172,29 @@ async fn client(url: String, orders: usize, next: Arc<AtomicUsize>) -> anyhow::R
         let id = n.to_string();
         let subscribe = json!({ "id": id, "type": "subscribe", "payload": { "query": WATCH, "variables": { "id": payload["orderId"] } } });
         socket.send(Message::text(subscribe.to_string())).await?;
+        let mut visible = false;
         loop {
             let message = next_json(&mut socket).await?;
-            if message["type"] == "next" && message["id"] == id.as_str() {
-                samples.visible.push(accepted.elapsed());
-                break;
-            }
             if message["type"] == "error" {
                 bail!("subscription failed: {message}");
             }
+            if message["type"] != "next" || message["id"] != id.as_str() {
+                continue;
+            }
+            if !visible {
+                samples.visible.push(accepted.elapsed());
+                visible = true;
+            }
+            let status = &message["payload"]["data"]["orderUpdated"]["status"];
+            if status == "CONFIRMED" {
+                samples.confirmed.push(sent.elapsed());
+            } else if status == "PENDING" {
+                continue;
+            } else {
+                samples.not_confirmed += 1;
+            }
+            samples.last_final = Some(Instant::now());
+            break;
         }
         socket.send(Message::text(json!({ "id": id, "type": "complete" }).to_string())).await?;
     }

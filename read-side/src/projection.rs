@@ -13,6 +13,9 @@ pub enum ProjectionError {
     /// The event cannot be read by this build: it goes to the dead-letter subject.
     #[error("unreadable event: {0}")]
     Contract(String),
+    /// The event is ahead of the projection: versions after `applied` come first.
+    #[error("the projection has applied only up to version {applied} of this stream")]
+    Behind { applied: u64 },
     /// Earlier events of the stream are missing and could not be fetched yet.
     #[error("stream {stream} has a gap before version {version}")]
     Gap { stream: String, version: u64 },

@@ -42,37 +42,38 @@ impl Projector {
     /// for the caller to dead-letter.
     #[instrument(skip_all, fields(projection = self.projection.name(), event = %event.id, version = event.stream_version))]
     pub async fn handle(&self, event: &EventEnvelope) -> Result<Vec<String>, ProjectionError> {
-        let stream = event.stream_id();
-        let applied = {
-            let mut conn = self.pool.acquire().await?;
-            checkpoint(&mut conn, self.projection.name(), &stream).await?
-        };
-        if event.stream_version <= applied {
-            return Ok(Vec::new());
-        }
-        let mut batch = Vec::new();
-        if event.stream_version > applied + 1 {
-            batch = self
-                .log
-                .read_stream(&event.aggregate_type, &event.aggregate_id, applied + 1, event.stream_version - 1)
-                .await?;
-            let contiguous =
-                batch.iter().zip(applied + 1..).all(|(missing, version)| missing.stream_version == version);
-            if !contiguous || batch.len() as u64 != event.stream_version - applied - 1 {
-                return Err(ProjectionError::Gap { stream, version: event.stream_version });
-            }
-            info!(stream, missing = batch.len(), "repaired a gap from the event store");
-        }
-        batch.push(event.clone());
         let mut skipped = Vec::new();
-        for event in &batch {
-            match self.apply_once(event).await? {
-                Applied::Changed(change) => self.announce(&change).await,
-                Applied::Nothing => {}
-                Applied::Skipped(reason) => skipped.push(format!("event {}: {reason}", event.id)),
+        // The common case is one transaction; only a gap costs more.
+        let applied = match self.apply_once(event).await {
+            Err(ProjectionError::Behind { applied }) => {
+                let stream = event.stream_id();
+                let missing = self
+                    .log
+                    .read_stream(&event.aggregate_type, &event.aggregate_id, applied + 1, event.stream_version - 1)
+                    .await?;
+                let contiguous =
+                    missing.iter().zip(applied + 1..).all(|(missing, version)| missing.stream_version == version);
+                if !contiguous || missing.len() as u64 != event.stream_version - applied - 1 {
+                    return Err(ProjectionError::Gap { stream, version: event.stream_version });
+                }
+                info!(stream, missing = missing.len(), "repaired a gap from the event store");
+                for earlier in &missing {
+                    self.record(earlier, self.apply_once(earlier).await?, &mut skipped).await;
+                }
+                self.apply_once(event).await?
             }
-        }
+            other => other?,
+        };
+        self.record(event, applied, &mut skipped).await;
         Ok(skipped)
+    }
+
+    async fn record(&self, event: &EventEnvelope, applied: Applied, skipped: &mut Vec<String>) {
+        match applied {
+            Applied::Changed(change) => self.announce(&change).await,
+            Applied::Nothing => {}
+            Applied::Skipped(reason) => skipped.push(format!("event {}: {reason}", event.id)),
+        }
     }
 
     /// One transaction: re-check the checkpoint, apply, advance it.
@@ -87,7 +88,7 @@ impl Projector {
                 return Ok(Applied::Nothing);
             }
             if event.stream_version != applied + 1 {
-                return Err(ProjectionError::Gap { stream: stream.clone(), version: event.stream_version });
+                return Err(ProjectionError::Behind { applied });
             }
             let applied = match self.projection.apply(&mut tx, event).await {
                 Ok(Some(change)) => Applied::Changed(change),

@@ -16,7 +16,7 @@ use schema::order::{self, ConfirmOrder, OrderCommand, OrderEvent, PlaceOrder, Re
 use schema::payment::{self, AuthorizePayment, CapturePayment, PaymentCommand, PaymentEvent, RefundPayment};
 use schema::ports::{CommandBus, Dispatched, EventFeed, EventLog};
 use schema::product::{self, CommitStock, ProductCommand, ProductEvent, ReleaseStock, ReserveStock};
-use schema::sql::to_micros;
+use schema::sql::{self, RetryableError, to_micros};
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeStatus, codes};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,16 @@ pub enum SagaError {
     Database(#[from] sqlx::Error),
     #[error("unreadable saga or event: {0}")]
     Contract(String),
+}
+
+impl RetryableError for SagaError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            Self::Store(error) => error.is_retryable(),
+            Self::Database(error) => sql::is_retryable(error),
+            Self::Contract(_) => false,
+        }
+    }
 }
 
 /// The ids every command of one saga carries.
@@ -179,6 +189,16 @@ impl SagaRunner {
             let Some(last) = page.last() else { return Ok(taken) };
             after = Some(schema::ports::StreamPosition { stream_id: last.stream_id(), version: last.stream_version });
             for event in page.iter().filter(|event| event.aggregate_type == order::AGGREGATE) {
+                // Only what may be missing: a start without its saga, or a later event.
+                if event.type_name == "OrderPlaced" && self.load(&event.aggregate_id).await?.is_some() {
+                    continue;
+                }
+                if event.type_name != "OrderPlaced"
+                    && event.type_name != "OrderCancelled"
+                    && event.type_name != "OrderShipped"
+                {
+                    continue;
+                }
                 if self.take(event).await? {
                     taken += 1;
                 }
@@ -187,6 +207,10 @@ impl SagaRunner {
     }
 
     async fn start(&self, event: &EventEnvelope, placed: order::OrderPlaced) -> Result<(), SagaError> {
+        sql::retry("start saga", || self.start_once(event, placed.clone())).await
+    }
+
+    async fn start_once(&self, event: &EventEnvelope, placed: order::OrderPlaced) -> Result<(), SagaError> {
         let now = Utc::now();
         let deadline = now + chrono::Duration::from_std(self.settings.saga_timeout).unwrap_or_default();
         let saga = Fulfillment::start(
@@ -232,13 +256,35 @@ impl SagaRunner {
         let runner = self.clone();
         self.tasks.spawn(async move {
             if let Err(error) = runner.drive(&order_id).await {
-                warn!(%error, order_id, "saga step failed; the sweeper will retry");
+                warn!(%error, order_id, "saga step failed; retrying shortly");
+                runner.retry_soon(&order_id).await;
             }
         });
     }
 
+    /// Lets the sweeper take a saga again after the retry delay, instead of
+    /// after its step's lease.
+    async fn retry_soon(&self, order_id: &str) {
+        let at = Utc::now().timestamp_micros() + self.settings.retry_delay.as_micros() as i64;
+        let result = sql::retry("reschedule saga", || async {
+            sqlx::query("UPDATE sagas SET next_attempt_at = $2 WHERE saga_id = $1 AND active = 1")
+                .bind(order_id)
+                .bind(at)
+                .execute(self.store.pool())
+                .await
+        })
+        .await;
+        if let Err(error) = result {
+            warn!(%error, order_id, "could not reschedule saga; its lease will expire");
+        }
+    }
+
     /// Resumes due sagas: steps that got no answer, and sagas a crash left.
     async fn sweep(&self) -> Result<(), SagaError> {
+        sql::retry("sweep sagas", || self.sweep_once()).await
+    }
+
+    async fn sweep_once(&self) -> Result<(), SagaError> {
         let due: Vec<String> = sqlx::query_scalar(
             "SELECT saga_id FROM sagas WHERE active = 1 AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 200",
         )
@@ -412,6 +458,10 @@ impl SagaRunner {
     }
 
     async fn load(&self, order_id: &str) -> Result<Option<(Fulfillment, Causes, i64)>, SagaError> {
+        sql::retry("load saga", || self.load_once(order_id)).await
+    }
+
+    async fn load_once(&self, order_id: &str) -> Result<Option<(Fulfillment, Causes, i64)>, SagaError> {
         let row = sqlx::query("SELECT state, correlation_id, causation_id, version FROM sagas WHERE saga_id = $1")
             .bind(order_id)
             .fetch_optional(self.store.pool())
@@ -432,6 +482,17 @@ impl SagaRunner {
 
     /// Stores the saga if nobody changed it since `version`; false if someone did.
     async fn save(
+        &self,
+        order_id: &str,
+        saga: &Fulfillment,
+        version: i64,
+        cause: Option<&Causes>,
+        next_attempt_at: i64,
+    ) -> Result<bool, SagaError> {
+        sql::retry("save saga", || self.save_once(order_id, saga, version, cause, next_attempt_at)).await
+    }
+
+    async fn save_once(
         &self,
         order_id: &str,
         saga: &Fulfillment,
