@@ -15,6 +15,7 @@ crate::on_both_backends!(
     invalid_input_is_a_graphql_error_with_a_code_and_appends_nothing,
     orders_are_listed_newest_first_with_cursors_and_filters,
     a_pending_command_can_be_looked_up_by_id,
+    a_redelivered_command_gets_its_stored_outcome_and_appends_nothing,
 );
 
 async fn a_placed_order_is_queryable_with_its_lines_and_total(backend: Backend) {
@@ -280,4 +281,54 @@ async fn a_pending_command_can_be_looked_up_by_id(backend: Backend) {
     let order = app.wait_for_order(order_id, "final", is_final).await;
     assert_eq!(order["status"], "REJECTED");
     assert_eq!(order["rejectionCode"], "CUSTOMER_NOT_FOUND");
+}
+
+/// Beyond JetStream's dedupe window a command is delivered again: the
+/// stored outcome answers it, and nothing is appended.
+async fn a_redelivered_command_gets_its_stored_outcome_and_appends_nothing(backend: Backend) {
+    use schema::order::{OrderCommand, OrderLine, PlaceOrder};
+    use schema::{CommandEnvelope, Metadata};
+
+    let app = TestApp::spawn(backend).await;
+    let id = uuid::Uuid::now_v7();
+    let order_id = uuid::Uuid::now_v7().to_string();
+    let command = OrderCommand::PlaceOrder(PlaceOrder {
+        customer_id: customer(),
+        items: vec![OrderLine { sku: "a".into(), quantity: 1, expected_unit_price_cents: None }],
+    });
+    let envelope = CommandEnvelope::new(id, "order", order_id.clone(), Metadata::origin(id, "test"), &command);
+    let handler = write_side::CommandHandler::new(
+        app.store.clone(),
+        std::sync::Arc::new(read_side::embedded::InProcessEventHub::new(16)),
+        std::sync::Arc::new(write_side::SimulatedProvider::default()),
+    );
+    let first = handler.handle(&envelope).await.expect("decided");
+    let mut again = envelope.clone();
+    again.timestamp = chrono::Utc::now();
+    let second = handler.handle(&again).await.expect("decided again");
+    assert_eq!(first, second, "the stored outcome, word for word");
+    assert_eq!(app.count_events("order", &order_id, "OrderPlaced").await, 1);
+
+    if backend == Backend::Server {
+        // Through JetStream too, with a new message id, as after the window.
+        let namespace = app.isolation.namespace.clone();
+        let client = async_nats::connect(crate::helpers::nats_url()).await.expect("NATS");
+        let mut outcomes = client.subscribe(format!("{namespace}.outcome.{id}")).await.expect("subscribe");
+        let js = async_nats::jetstream::new(client);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", uuid::Uuid::now_v7().to_string().as_str());
+        let payload = serde_json::to_vec(&envelope).expect("json");
+        js.publish_with_headers(format!("{namespace}.cmd.order.PlaceOrder"), headers, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("stored");
+        let answer = tokio::time::timeout(crate::helpers::WAIT, futures::StreamExt::next(&mut outcomes))
+            .await
+            .expect("an outcome in time")
+            .expect("a message");
+        let third: schema::CommandOutcome = serde_json::from_slice(&answer.payload).expect("an outcome");
+        assert_eq!(third, first);
+        assert_eq!(app.count_events("order", &order_id, "OrderPlaced").await, 1);
+    }
 }

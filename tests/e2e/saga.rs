@@ -24,6 +24,7 @@ crate::on_both_backends!(
     a_hundred_concurrent_orders_for_ten_units_confirm_exactly_ten,
     a_step_without_an_answer_is_compensated_after_the_saga_timeout,
     fifty_orders_with_customers_products_and_timelines_take_a_constant_number_of_statements,
+    a_flaky_payment_provider_is_retried_until_every_order_confirms_once,
 );
 
 fn line(sku: &str, quantity: i64) -> Value {
@@ -284,4 +285,29 @@ async fn fifty_orders_with_customers_products_and_timelines_take_a_constant_numb
     }
     assert_eq!(statements[0], statements[1], "5 orders and 50 orders cost the same statements: {statements:?}");
     assert!(statements[1] <= 4, "one for the page, one per batched field: {statements:?}");
+}
+
+async fn a_flaky_payment_provider_is_retried_until_every_order_confirms_once(backend: Backend) {
+    // Most authorizations fail outright; the saga retries (same command id)
+    // until the provider answers, and never authorizes twice.
+    let domain = Domain {
+        payment_failure_rate: 0.6,
+        saga_step_timeout: std::time::Duration::from_millis(500),
+        ..Domain::default()
+    };
+    let app = TestApp::spawn_with(Isolation::new(backend).await, domain).await;
+    app.add_product("lamp", 4500, 100).await;
+    let customer = app.register_customer(1_000_000).await;
+    let orders = join_all((0..5).map(|_| place_and_settle(&app, &customer, json!([line("lamp", 1)])))).await;
+    for order in &orders {
+        assert_eq!(order["status"], "CONFIRMED", "{order}");
+        let id = order["id"].as_str().expect("id");
+        assert_eq!(app.count_events("payment", id, "PaymentAuthorized").await, 1);
+    }
+    let restock = app
+        .graphql("mutation { restockProduct(input: { sku: \"lamp\", quantity: 7 }) { status sku } }", json!({}))
+        .await;
+    assert_eq!(restock["data"]["restockProduct"]["status"], "ACCEPTED", "{restock}");
+    let lamp = app.wait_for_product_sku("lamp", |lamp| lamp["onHand"] == 107).await;
+    assert_eq!(lamp["available"], 102);
 }

@@ -183,6 +183,11 @@ impl SagaRunner {
     pub async fn catch_up(&self, log: &dyn EventLog) -> Result<u64, SagaError> {
         let mut after: Option<schema::ports::StreamPosition> = None;
         let mut taken = 0;
+        let started: std::collections::HashSet<String> =
+            sql::retry("list sagas", || sqlx::query_scalar("SELECT saga_id FROM sagas").fetch_all(self.store.pool()))
+                .await?
+                .into_iter()
+                .collect();
         loop {
             let page =
                 log.read_all(after.as_ref(), 1000).await.map_err(|error| SagaError::Contract(error.to_string()))?;
@@ -190,7 +195,7 @@ impl SagaRunner {
             after = Some(schema::ports::StreamPosition { stream_id: last.stream_id(), version: last.stream_version });
             for event in page.iter().filter(|event| event.aggregate_type == order::AGGREGATE) {
                 // Only what may be missing: a start without its saga, or a later event.
-                if event.type_name == "OrderPlaced" && self.load(&event.aggregate_id).await?.is_some() {
+                if event.type_name == "OrderPlaced" && started.contains(&event.aggregate_id) {
                     continue;
                 }
                 if event.type_name != "OrderPlaced"
