@@ -30,6 +30,8 @@ pub enum Command {
     All(Server),
     /// Load generator: placeOrder mutations against a running gateway.
     Bench(crate::bench::BenchArgs),
+    /// Prints the GraphQL schema (SDL).
+    Schema,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -47,8 +49,33 @@ pub struct Common {
     /// Embedded mode: where the SQLite event store and views live.
     #[arg(long, env = "CONVEYOR_DATA_DIR", default_value = "./conveyor-data", global = true)]
     pub data_dir: PathBuf,
+    /// Origins browsers may call GraphQL from (CORS), comma-separated; `*`
+    /// for any. Default: none (same origin only).
+    #[arg(long = "cors-origin", env = "CONVEYOR_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "CONVEYOR_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+    /// Longest a request may take.
+    #[arg(long, env = "CONVEYOR_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration, global = true)]
+    pub request_timeout: Duration,
+    /// Refuse introspection queries (GraphiQL then cannot show the schema).
+    #[arg(long, env = "CONVEYOR_DISABLE_INTROSPECTION", global = true)]
+    pub disable_introspection: bool,
     #[command(flatten)]
     pub domain: Domain,
+}
+
+impl Common {
+    pub fn http(&self) -> gateway::HttpSettings {
+        gateway::HttpSettings {
+            listen: self.listen,
+            cors_origins: self.cors_origins.clone(),
+            max_body_bytes: self.max_body_bytes,
+            request_timeout: self.request_timeout,
+            introspection: !self.disable_introspection,
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]

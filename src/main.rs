@@ -8,17 +8,17 @@ use conveyor::{bench, embedded, server, shutdown, telemetry};
 async fn main() {
     let cli = Cli::parse();
     telemetry::init();
+    let common = &cli.common;
     let result = match cli.command.unwrap_or(Command::Embedded) {
+        Command::Embedded => embedded::run(common, shutdown::on_signal()).await,
+        Command::Gateway(args) => server::run_gateway(common, &args, shutdown::on_signal()).await,
+        Command::WriteSide(args) => server::run_write_side(common, &args, shutdown::on_signal()).await,
+        Command::ReadSide(args) => server::run_read_side(common, &args, shutdown::on_signal()).await,
+        Command::All(args) => server::run_all(common, &args, shutdown::on_signal()).await,
         Command::Bench(args) => bench::run(args).await,
-        command => {
-            let stop = shutdown::on_signal();
-            match command {
-                Command::Embedded | Command::Bench(_) => embedded::run(&cli.common, stop).await,
-                Command::Gateway(args) => server::run_gateway(&cli.common, &args, stop).await,
-                Command::WriteSide(args) => server::run_write_side(&cli.common, &args, stop).await,
-                Command::ReadSide(args) => server::run_read_side(&cli.common, &args, stop).await,
-                Command::All(args) => server::run_all(&cli.common, &args, stop).await,
-            }
+        Command::Schema => {
+            print!("{}", gateway::sdl());
+            Ok(())
         }
     };
     if let Err(error) = result {

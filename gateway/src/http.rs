@@ -10,17 +10,39 @@ use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use futures::StreamExt;
 use schema::ports::Readiness;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::graphql::{ConveyorSchema, errors::add_missing_codes};
 
 pub const GRAPHQL_PATH: &str = "/graphql";
+
+/// The CORS policy: none (same origin only) when `origins` is empty, any
+/// origin for `*`, else exactly the listed ones. Errs with a bad origin.
+pub fn cors(origins: &[String]) -> Result<CorsLayer, String> {
+    let allow = if origins.is_empty() {
+        return Ok(CorsLayer::new());
+    } else if origins.iter().any(|origin| origin == "*") {
+        AllowOrigin::any()
+    } else {
+        let values: Vec<HeaderValue> = origins
+            .iter()
+            .map(|origin| HeaderValue::from_str(origin).map_err(|_| origin.clone()))
+            .collect::<Result<_, _>>()?;
+        AllowOrigin::list(values)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::ACCEPT])
+        .max_age(std::time::Duration::from_secs(3600)))
+}
 
 #[derive(Clone)]
 pub struct AppState {

@@ -11,13 +11,43 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::StatusCode;
 use schema::ports::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub use graphql::{ConveyorSchema, Services};
+pub use graphql::{ConveyorSchema, Services, sdl};
 pub use http::GRAPHQL_PATH;
+
+/// The HTTP surface's settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Origins browsers may call from (CORS); empty: same origin only; `*`: any.
+    pub cors_origins: Vec<String>,
+    /// Largest request body accepted (413 above).
+    pub max_body_bytes: usize,
+    /// Longest a request may take (408 after).
+    pub request_timeout: Duration,
+    /// Whether `__schema` / `__type` queries are answered (GraphiQL needs them).
+    pub introspection: bool,
+}
+
+impl HttpSettings {
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            cors_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            introspection: true,
+        }
+    }
+}
 
 /// A bound, not yet serving gateway.
 pub struct Gateway {
@@ -30,20 +60,28 @@ pub struct Gateway {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Gateway {
-    /// Binds `listen` (port 0 picks a free port) and builds the routes.
+    /// Binds the listener and builds the routes; an invalid CORS origin is
+    /// an `InvalidInput` error.
     pub async fn build(
-        listen: SocketAddr,
+        settings: &HttpSettings,
         services: Services,
         readiness: Vec<(&'static str, Arc<dyn Readiness>)>,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
+        let cors = http::cors(&settings.cors_origins).map_err(|origin| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad CORS origin `{origin}`"))
+        })?;
+        let listener = TcpListener::bind(settings.listen).await?;
         let shutdown = services.shutdown.clone();
         let state = http::AppState {
-            schema: graphql::build(services),
+            schema: graphql::build(services, settings.introspection),
             readiness: Arc::new(readiness),
             shutdown: shutdown.clone(),
         };
-        let router = http::router(state).layer(TraceLayer::new_for_http());
+        let router = http::router(state)
+            .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
+            .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
+            .layer(cors)
+            .layer(TraceLayer::new_for_http());
         Ok(Self { listener, router, shutdown })
     }
 

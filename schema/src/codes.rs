@@ -59,6 +59,8 @@ pub const INVALID_INPUT: &str = "INVALID_INPUT";
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 /// The GraphQL document does not match the schema (unknown field, wrong type, ...).
 pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+/// An automatic persisted query's hash is unknown: send the query with it.
+pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 /// A dependency (NATS, the database) is unreachable; retrying later may work.
 pub const UNAVAILABLE: &str = "UNAVAILABLE";
 /// Something failed inside Conveyor; the details are in the logs, under the correlation id.
@@ -95,6 +97,7 @@ pub const ALL: &[&str] = &[
     INVALID_INPUT,
     GRAPHQL_PARSE_FAILED,
     GRAPHQL_VALIDATION_FAILED,
+    PERSISTED_QUERY_NOT_FOUND,
     UNAVAILABLE,
     INTERNAL,
 ];

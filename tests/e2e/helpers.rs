@@ -144,6 +144,10 @@ impl Isolation {
             namespace: self.namespace.clone(),
             mutation_wait: Duration::from_secs(10),
             data_dir: self.data_dir.clone().unwrap_or_default(),
+            cors_origins: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            disable_introspection: false,
             domain: Domain::default(),
         }
     }
@@ -221,11 +225,17 @@ impl TestApp {
 
     /// Boots the system with its business settings (payment provider, saga timeouts).
     pub async fn spawn_with(isolation: Isolation, domain: Domain) -> Self {
+        Self::spawn_configured(isolation, |common| common.domain = domain).await
+    }
+
+    /// Boots the system with any settings changed.
+    pub async fn spawn_configured(isolation: Isolation, configure: impl FnOnce(&mut Common)) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             conveyor::telemetry::init();
         }
         let shutdown = CancellationToken::new();
-        let common = Common { domain, ..isolation.common() };
+        let mut common = isolation.common();
+        configure(&mut common);
         let (address, gateway_views, running) = match isolation.backend {
             Backend::Embedded => {
                 let embedded = Embedded::start(&common, shutdown.clone()).await.expect("embedded mode starts");

@@ -2,9 +2,14 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, TestApp};
+use sha2::{Digest, Sha256};
 
-crate::on_both_backends!(graphiql_health_and_get_queries_are_served);
+use crate::helpers::{Backend, Isolation, TestApp};
+
+crate::on_both_backends!(
+    graphiql_health_and_get_queries_are_served,
+    cors_body_limits_persisted_queries_and_introspection_follow_the_settings,
+);
 
 async fn graphiql_health_and_get_queries_are_served(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -36,4 +41,52 @@ async fn graphiql_health_and_get_queries_are_served(backend: Backend) {
         .await
         .expect("json");
     assert_eq!(query["data"]["orders"]["pageInfo"]["hasNextPage"], false, "{query}");
+}
+
+async fn cors_body_limits_persisted_queries_and_introspection_follow_the_settings(backend: Backend) {
+    let app = TestApp::spawn_configured(Isolation::new(backend).await, |common| {
+        common.cors_origins = vec!["https://shop.example".into()];
+        common.max_body_bytes = 4096;
+        common.disable_introspection = true;
+    })
+    .await;
+    let graphql = format!("http://{}/graphql", app.address);
+
+    // CORS: the configured origin may call, another may not.
+    let preflight = |origin: &'static str| {
+        app.http
+            .request(reqwest::Method::OPTIONS, &graphql)
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type")
+            .send()
+    };
+    let allowed = preflight("https://shop.example").await.expect("preflight answers");
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://shop.example");
+    let other = preflight("https://evil.example").await.expect("preflight answers");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    // A body over the limit is refused before it is parsed.
+    let big = json!({ "query": format!("{{ orders(first: 1) {{ edges {{ cursor }} }} }} #{}", "x".repeat(8000)) });
+    let refused = app.http.post(&graphql).json(&big).send().await.expect("answers");
+    assert_eq!(refused.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Automatic persisted queries: the hash alone, then with the query, then alone.
+    let query = "{ orders(first: 1) { pageInfo { hasNextPage } } }";
+    let hash = format!("{:x}", Sha256::digest(query.as_bytes()));
+    let persisted = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+    let (http, endpoint) = (&app.http, graphql.as_str());
+    let post = |body: Value| async move {
+        http.post(endpoint).json(&body).send().await.expect("answers").json::<Value>().await.expect("json")
+    };
+    let unknown = post(json!({ "extensions": persisted })).await;
+    assert_eq!(unknown["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_FOUND", "{unknown}");
+    let registered = post(json!({ "query": query, "extensions": persisted })).await;
+    assert_eq!(registered["data"]["orders"]["pageInfo"]["hasNextPage"], false, "{registered}");
+    let by_hash = post(json!({ "extensions": persisted })).await;
+    assert_eq!(by_hash, registered);
+
+    // Introspection is off.
+    let introspection = post(json!({ "query": "{ __schema { queryType { name } } }" })).await;
+    assert!(introspection["data"]["__schema"].is_null(), "no schema is given away: {introspection}");
 }

@@ -52,6 +52,9 @@ pub fn add_missing_codes(response: &mut Response) {
         }
         let code = if !error.path.is_empty() {
             codes::INTERNAL
+        } else if error.message == "PersistedQueryNotFound" {
+            // Apollo clients look for this code to resend the full query.
+            codes::PERSISTED_QUERY_NOT_FOUND
         } else if error.message.trim_start().starts_with("-->") {
             // async-graphql's parser errors are pest reports: " --> line:col ...".
             codes::GRAPHQL_PARSE_FAILED

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::dataloader::DataLoader;
-use async_graphql::{MergedObject, MergedSubscription, Schema};
+use async_graphql::extensions::apollo_persisted_queries::{ApolloPersistedQueries, LruCacheStorage};
+use async_graphql::{MergedObject, MergedSubscription, Schema, SchemaBuilder};
 use read_side::ViewStore;
 use read_side::customers::CustomerRepository;
 use read_side::orders::OrderRepository;
@@ -76,16 +77,44 @@ impl Services {
     }
 }
 
-pub fn build(services: Services) -> ConveyorSchema {
+/// Queries kept by their hash for automatic persisted queries.
+const PERSISTED_QUERIES: usize = 1024;
+
+fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+    Schema::build(Query::default(), Mutation::default(), Subscription::default())
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+        .extension(ApolloPersistedQueries::new(LruCacheStorage::new(PERSISTED_QUERIES)))
+}
+
+pub fn build(services: Services, introspection: bool) -> ConveyorSchema {
     let spawner = |future| {
         tokio::spawn(future);
     };
-    Schema::build(Query::default(), Mutation::default(), Subscription::default())
+    let builder = builder()
         .data(DataLoader::new(CustomerLoader(services.customers.clone()), spawner))
         .data(DataLoader::new(ProductLoader(services.products.clone()), spawner))
         .data(DataLoader::new(TimelineLoader(services.orders.clone()), spawner))
-        .data(services)
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
-        .finish()
+        .data(services);
+    if introspection { builder.finish() } else { builder.disable_introspection().finish() }
+}
+
+/// The schema in SDL, as exported to `schema/graphql/conveyor.graphql`.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+#[cfg(test)]
+mod tests {
+    /// Fails when the code's schema and the exported file differ;
+    /// `scripts/export-schema` rewrites the file.
+    #[test]
+    fn the_exported_schema_is_the_codes_schema() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../schema/graphql/conveyor.graphql");
+        let exported = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            exported == super::sdl(),
+            "schema/graphql/conveyor.graphql is out of date: run scripts/export-schema and commit it"
+        );
+    }
 }
