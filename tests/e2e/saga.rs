@@ -25,6 +25,7 @@ crate::on_both_backends!(
     a_step_without_an_answer_is_compensated_after_the_saga_timeout,
     fifty_orders_with_customers_products_and_timelines_take_a_constant_number_of_statements,
     a_flaky_payment_provider_is_retried_until_every_order_confirms_once,
+    mutations_that_await_the_view_return_it_with_their_change,
 );
 
 fn line(sku: &str, quantity: i64) -> Value {
@@ -310,4 +311,57 @@ async fn a_flaky_payment_provider_is_retried_until_every_order_confirms_once(bac
     assert_eq!(restock["data"]["restockProduct"]["status"], "ACCEPTED", "{restock}");
     let lamp = app.wait_for_product_sku("lamp", |lamp| lamp["onHand"] == 107).await;
     assert_eq!(lamp["available"], 102);
+}
+
+async fn mutations_that_await_the_view_return_it_with_their_change(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let add = app
+        .graphql(
+            "mutation { addProduct(input: { sku: \"lamp\", name: \"Lamp\", priceCents: 4500, initialStock: 3, consistency: AWAIT_VIEW })
+               { status product { sku onHand available version } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        add["data"]["addProduct"]["product"],
+        json!({ "sku": "lamp", "onHand": 3, "available": 3, "version": 1 }),
+        "{add}"
+    );
+    let restock = app
+        .graphql(
+            "mutation { restockProduct(input: { sku: \"lamp\", quantity: 2, consistency: AWAIT_VIEW }) { product { onHand version } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(restock["data"]["restockProduct"]["product"], json!({ "onHand": 5, "version": 2 }), "{restock}");
+
+    let register = app
+        .graphql(
+            "mutation { registerCustomer(input: { name: \"Ada\", email: \"ada@example.com\", creditLimitCents: 100000, consistency: AWAIT_VIEW })
+               { customerId customer { name creditLimitCents } } }",
+            json!({}),
+        )
+        .await;
+    let payload = &register["data"]["registerCustomer"];
+    assert_eq!(payload["customer"], json!({ "name": "Ada", "creditLimitCents": 100000 }), "{register}");
+    let customer = payload["customerId"].as_str().expect("customer id");
+
+    let place = app
+        .graphql(
+            "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId order { status version } } }",
+            json!({ "input": { "customerId": customer, "items": [line("lamp", 1)], "consistency": "AWAIT_VIEW" } }),
+        )
+        .await;
+    let order = &place["data"]["placeOrder"]["order"];
+    assert!(order["version"].as_i64().is_some_and(|version| version >= 1), "the placed order is in the view: {place}");
+    let id = place["data"]["placeOrder"]["orderId"].as_str().expect("order id");
+    app.wait_for_order(id, "confirmed", |order| order["status"] == "CONFIRMED").await;
+
+    let cancel = app
+        .graphql(
+            "mutation($id: ID!) { cancelOrder(input: { orderId: $id, reason: \"r\", consistency: AWAIT_VIEW }) { status order { status version } } }",
+            json!({ "id": id }),
+        )
+        .await;
+    assert_eq!(cancel["data"]["cancelOrder"]["order"], json!({ "status": "CANCELLED", "version": 3 }), "{cancel}");
 }

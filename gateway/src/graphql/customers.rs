@@ -1,15 +1,15 @@
 //! Customers: `registerCustomer`, and `customer(id)` with its orders.
 
 use async_graphql::connection::{Connection, EmptyFields};
-use async_graphql::{Context, Error, ID, InputObject, Object, SimpleObject};
+use async_graphql::{ComplexObject, Context, Error, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
-use read_side::customers::CustomerView;
+use read_side::customers::{CustomerView, VIEW};
 use read_side::orders::OrderFilter;
 use schema::customer::{self as contract, CustomerCommand, RegisterCustomer};
 use schema::envelope::derived_id;
 
 use super::Services;
-use super::commands::{CommandError, CommandStatus, command_id, send};
+use super::commands::{CommandError, CommandStatus, Consistency, await_view, command_id, send};
 use super::errors::{coded, internal, parse_id};
 use super::orders::{Order, order_connection};
 use super::pagination::connection_complexity;
@@ -66,14 +66,26 @@ pub struct RegisterCustomerInput {
     email: String,
     credit_limit_cents: i64,
     idempotency_key: Option<String>,
+    /// ACCEPTED (default), or AWAIT_VIEW to get the projected `customer` back.
+    consistency: Option<Consistency>,
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct RegisterCustomerPayload {
     command_id: ID,
     status: CommandStatus,
     error: Option<CommandError>,
     customer_id: ID,
+}
+
+#[ComplexObject]
+impl RegisterCustomerPayload {
+    /// The customer's view as the read side has it now.
+    async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>, Error> {
+        let services = ctx.data::<Services>()?;
+        Ok(services.customers.get(&self.customer_id).await.map_err(internal)?.map(Customer))
+    }
 }
 
 #[derive(Default)]
@@ -108,6 +120,15 @@ impl CustomerMutation {
         let sent =
             send(ctx, command_id, contract::AGGREGATE, &customer_id, &CustomerCommand::RegisterCustomer(command))
                 .await?;
+        if sent.awaited_version(input.consistency).is_some() {
+            // Registration is the customer's only command: the row existing is enough.
+            let customers = ctx.data::<Services>()?.customers.clone();
+            await_view(ctx, VIEW, &customer_id, sent.deadline, || {
+                let (customers, id) = (customers.clone(), customer_id.clone());
+                async move { Ok(customers.get(&id).await.map_err(internal)?.is_some()) }
+            })
+            .await?;
+        }
         Ok(RegisterCustomerPayload {
             command_id: ID(command_id.to_string()),
             status: sent.status,

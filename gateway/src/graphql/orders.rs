@@ -13,7 +13,9 @@ use schema::envelope::derived_id;
 use schema::order::{self as contract, CancelOrder, OrderCommand, PlaceOrder, ShipOrder};
 
 use super::Services;
-use super::commands::{CommandError, CommandResult, CommandStatus, command_id, outcome_parts, send};
+use super::commands::{
+    CommandError, CommandResult, CommandStatus, Consistency, await_view, command_id, outcome_parts, send,
+};
 use super::customers::Customer;
 use super::errors::{coded, internal, parse_id, unavailable};
 use super::loaders::{CustomerLoader, Prefetched, ProductLoader, TimelineLoader};
@@ -201,6 +203,8 @@ pub struct PlaceOrderInput {
     items: Vec<OrderLineInput>,
     /// A client-chosen key: the same key means the same command, decided once.
     idempotency_key: Option<String>,
+    /// ACCEPTED (default), or AWAIT_VIEW to get the projected `order` back.
+    consistency: Option<Consistency>,
 }
 
 #[derive(InputObject)]
@@ -208,12 +212,14 @@ pub struct CancelOrderInput {
     order_id: ID,
     reason: String,
     idempotency_key: Option<String>,
+    consistency: Option<Consistency>,
 }
 
 #[derive(InputObject)]
 pub struct ShipOrderInput {
     order_id: ID,
     idempotency_key: Option<String>,
+    consistency: Option<Consistency>,
 }
 
 /// Declares an order mutation's payload: the command's id, status and
@@ -240,16 +246,43 @@ macro_rules! order_payload {
         }
 
         impl $name {
-            fn new(sent: super::commands::Sent, order_id: String) -> Self {
-                Self {
+            /// The payload, once the view shows the command if the caller asked to wait.
+            async fn answer(
+                ctx: &Context<'_>,
+                sent: super::commands::Sent,
+                order_id: String,
+                consistency: Option<Consistency>,
+            ) -> Result<Self, Error> {
+                if let Some(version) = sent.awaited_version(consistency) {
+                    await_order(ctx, &order_id, version, sent.deadline).await?;
+                }
+                Ok(Self {
                     command_id: ID(sent.command_id.to_string()),
                     status: sent.status,
                     error: sent.error,
                     order_id: ID(order_id),
-                }
+                })
             }
         }
     };
+}
+
+/// Waits until the order's view shows stream version `version`.
+async fn await_order(
+    ctx: &Context<'_>,
+    order_id: &str,
+    version: u64,
+    deadline: tokio::time::Instant,
+) -> Result<(), Error> {
+    let orders = ctx.data::<Services>()?.orders.clone();
+    await_view(ctx, view::VIEW, order_id, deadline, || {
+        let orders = orders.clone();
+        async move {
+            let order = orders.get(order_id).await.map_err(internal)?;
+            Ok(order.is_some_and(|order| order.version >= version))
+        }
+    })
+    .await
 }
 
 order_payload!(PlaceOrderPayload, "`placeOrder`'s answer.");
@@ -354,7 +387,7 @@ impl OrderMutation {
         // Derived from the command id, so a retried placeOrder names the same order.
         let order_id = derived_id("order", &command_id.to_string()).to_string();
         let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::PlaceOrder(command)).await?;
-        Ok(PlaceOrderPayload::new(sent, order_id))
+        PlaceOrderPayload::answer(ctx, sent, order_id, input.consistency).await
     }
 
     /// Cancels an order: a pending one is compensated, a confirmed one refunded.
@@ -364,7 +397,7 @@ impl OrderMutation {
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
         let command_id = command_id("cancelOrder", input.idempotency_key.as_deref())?;
         let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::CancelOrder(command)).await?;
-        Ok(CancelOrderPayload::new(sent, order_id))
+        CancelOrderPayload::answer(ctx, sent, order_id, input.consistency).await
     }
 
     /// Ships a confirmed order: its payment is captured and its stock leaves the shelf.
@@ -373,7 +406,7 @@ impl OrderMutation {
         let command_id = command_id("shipOrder", input.idempotency_key.as_deref())?;
         let sent =
             send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::ShipOrder(ShipOrder {})).await?;
-        Ok(ShipOrderPayload::new(sent, order_id))
+        ShipOrderPayload::answer(ctx, sent, order_id, input.consistency).await
     }
 }
 

@@ -1,12 +1,12 @@
 //! The catalog: `addProduct`, `restockProduct`, `product(sku)`, `products`.
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
-use async_graphql::{Context, Error, ID, InputObject, Object, SimpleObject};
-use read_side::products::ProductView;
+use async_graphql::{ComplexObject, Context, Error, ID, InputObject, Object, SimpleObject};
+use read_side::products::{ProductView, VIEW};
 use schema::product::{self as contract, AddProduct, ProductCommand, RestockProduct, validate_sku};
 
 use super::Services;
-use super::commands::{CommandError, CommandStatus, command_id, send};
+use super::commands::{CommandError, CommandStatus, Consistency, Sent, await_view, command_id, send};
 use super::errors::{coded, internal};
 use super::pagination::{connection_complexity, decode_cursor, encode_cursor, page_size};
 
@@ -48,6 +48,8 @@ pub struct AddProductInput {
     price_cents: i64,
     initial_stock: i64,
     idempotency_key: Option<String>,
+    /// ACCEPTED (default), or AWAIT_VIEW to get the projected `product` back.
+    consistency: Option<Consistency>,
 }
 
 #[derive(InputObject)]
@@ -55,14 +57,44 @@ pub struct RestockProductInput {
     sku: String,
     quantity: i64,
     idempotency_key: Option<String>,
+    consistency: Option<Consistency>,
 }
 
 #[derive(SimpleObject)]
+#[graphql(complex)]
 pub struct ProductPayload {
     command_id: ID,
     status: CommandStatus,
     error: Option<CommandError>,
     sku: String,
+}
+
+#[ComplexObject]
+impl ProductPayload {
+    /// The product's view as the read side has it now.
+    async fn product(&self, ctx: &Context<'_>) -> Result<Option<Product>, Error> {
+        let services = ctx.data::<Services>()?;
+        Ok(services.products.get(&self.sku).await.map_err(internal)?.map(Product))
+    }
+}
+
+impl ProductPayload {
+    async fn answer(
+        ctx: &Context<'_>,
+        sent: Sent,
+        sku: String,
+        consistency: Option<Consistency>,
+    ) -> Result<Self, Error> {
+        if let Some(version) = sent.awaited_version(consistency) {
+            let products = ctx.data::<Services>()?.products.clone();
+            await_view(ctx, VIEW, &sku, sent.deadline, || {
+                let (products, sku) = (products.clone(), sku.clone());
+                async move { Ok(products.get(&sku).await.map_err(internal)?.is_some_and(|p| p.version >= version)) }
+            })
+            .await?;
+        }
+        Ok(Self { command_id: ID(sent.command_id.to_string()), status: sent.status, error: sent.error, sku })
+    }
 }
 
 #[derive(Default)]
@@ -110,12 +142,7 @@ impl ProductMutation {
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
         let command_id = command_id("addProduct", input.idempotency_key.as_deref())?;
         let sent = send(ctx, command_id, contract::AGGREGATE, &input.sku, &ProductCommand::AddProduct(command)).await?;
-        Ok(ProductPayload {
-            command_id: ID(command_id.to_string()),
-            status: sent.status,
-            error: sent.error,
-            sku: input.sku,
-        })
+        ProductPayload::answer(ctx, sent, input.sku, input.consistency).await
     }
 
     /// Puts more units on the shelf.
@@ -126,11 +153,6 @@ impl ProductMutation {
         let command_id = command_id("restockProduct", input.idempotency_key.as_deref())?;
         let sent =
             send(ctx, command_id, contract::AGGREGATE, &input.sku, &ProductCommand::RestockProduct(command)).await?;
-        Ok(ProductPayload {
-            command_id: ID(command_id.to_string()),
-            status: sent.status,
-            error: sent.error,
-            sku: input.sku,
-        })
+        ProductPayload::answer(ctx, sent, input.sku, input.consistency).await
     }
 }
