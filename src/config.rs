@@ -32,6 +32,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Prints the GraphQL schema (SDL).
     Schema,
+    /// Prints a token signed with the configured --jwt-secret.
+    Token(TokenArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -62,20 +64,62 @@ pub struct Common {
     /// Refuse introspection queries (GraphiQL then cannot show the schema).
     #[arg(long, env = "CONVEYOR_DISABLE_INTROSPECTION", global = true)]
     pub disable_introspection: bool,
+    /// HS256 secret that signs and verifies tokens. Without it (or a public
+    /// key) Conveyor runs open, and says so at start.
+    #[arg(long, env = "CONVEYOR_JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM file with the RS256 public key that verifies tokens (instead of a secret).
+    #[arg(long, env = "CONVEYOR_JWT_PUBLIC_KEY", global = true)]
+    pub jwt_public_key: Option<PathBuf>,
     #[command(flatten)]
     pub domain: Domain,
 }
 
 impl Common {
-    pub fn http(&self) -> gateway::HttpSettings {
-        gateway::HttpSettings {
+    pub fn http(&self) -> anyhow::Result<gateway::HttpSettings> {
+        Ok(gateway::HttpSettings {
             listen: self.listen,
             cors_origins: self.cors_origins.clone(),
             max_body_bytes: self.max_body_bytes,
             request_timeout: self.request_timeout,
             introspection: !self.disable_introspection,
+            auth: self.authenticator()?,
+        })
+    }
+
+    fn authenticator(&self) -> anyhow::Result<gateway::Authenticator> {
+        use anyhow::Context as _;
+        match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(_), Some(_)) => anyhow::bail!("give --jwt-secret or --jwt-public-key, not both"),
+            (Some(secret), None) if secret.len() < 16 => anyhow::bail!("--jwt-secret must be at least 16 bytes"),
+            (Some(secret), None) => Ok(gateway::Authenticator::hs256(secret.as_bytes())?),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+                gateway::Authenticator::rs256(&pem)
+                    .with_context(|| format!("{} is not an RSA public key", path.display()))
+            }
+            (None, None) => Ok(gateway::Authenticator::open()),
         }
     }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct TokenArgs {
+    #[arg(long, value_enum)]
+    pub role: TokenRole,
+    /// The subject: a customer's id for `customer` (required), a name otherwise.
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TokenRole {
+    Customer,
+    Admin,
+    Service,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -179,7 +223,7 @@ impl Aggregate {
     }
 }
 
-/// `250ms`, `5s`, `2m`, or plain milliseconds.
+/// `250ms`, `5s`, `2m`, `1h`, or plain milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
@@ -188,7 +232,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "" | "ms" => Ok(Duration::from_millis(value)),
         "s" => Ok(Duration::from_secs(value)),
         "m" => Ok(Duration::from_secs(value * 60)),
-        _ => Err(format!("`{text}` has an unknown unit; use ms, s or m")),
+        "h" => Ok(Duration::from_secs(value * 3600)),
+        _ => Err(format!("`{text}` has an unknown unit; use ms, s, m or h")),
     }
 }
 
@@ -201,6 +246,7 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("40"), Ok(Duration::from_millis(40)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());

@@ -90,7 +90,7 @@ impl Embedded {
         });
         let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone());
         let readiness: Vec<(&'static str, Arc<dyn Readiness>)> = vec![("database", Arc::new(views.clone()))];
-        let gateway = Gateway::build(&common.http(), services, readiness)
+        let gateway = Gateway::build(&common.http()?, services, readiness)
             .await
             .with_context(|| format!("cannot listen on {}", common.listen))?;
         let address = gateway.local_addr()?;

@@ -159,7 +159,7 @@ pub async fn start_gateway(
     );
     let readiness: Vec<(&'static str, Arc<dyn Readiness>)> =
         vec![("nats", Arc::new(NatsReadiness(infra.client.clone()))), ("database", Arc::new(views.clone()))];
-    let gateway = Gateway::build(&common.http(), services, readiness)
+    let gateway = Gateway::build(&common.http()?, services, readiness)
         .await
         .with_context(|| format!("cannot listen on {}", common.listen))?;
     let address = gateway.local_addr()?;

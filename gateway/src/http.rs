@@ -10,7 +10,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use futures::StreamExt;
@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use crate::auth::Authenticator;
 use crate::graphql::{ConveyorSchema, errors::add_missing_codes};
 
 pub const GRAPHQL_PATH: &str = "/graphql";
@@ -51,6 +52,7 @@ pub struct AppState {
     pub readiness: Arc<Vec<(&'static str, Arc<dyn Readiness>)>>,
     /// Closes WebSocket connections on shutdown, so draining ends.
     pub shutdown: CancellationToken,
+    pub auth: Authenticator,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -63,12 +65,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn graphql_post(State(state): State<AppState>, request: GraphQLRequest) -> GraphQLResponse {
-    execute(&state, request).await
+async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, request: GraphQLRequest) -> Response {
+    execute(&state, &headers, request).await
 }
 
 /// GET serves both queries (`?query=`) and WebSocket upgrades.
 async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
+    let headers = request.headers().clone();
     let upgrade = request
         .headers()
         .get(header::UPGRADE)
@@ -86,7 +89,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         };
     }
     match GraphQLRequest::from_request(request, &state).await {
-        Ok(graphql) => execute(&state, graphql).await.into_response(),
+        Ok(graphql) => execute(&state, &headers, graphql).await,
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -99,15 +102,38 @@ fn websocket(state: AppState, protocol: GraphQLProtocol, upgrade: WebSocketUpgra
         .on_upgrade(move |socket| async move {
             let (sink, stream) = socket.split();
             let stream = stream.take_until(state.shutdown.cancelled_owned());
-            GraphQLWebSocket::new_with_pair(sink, stream, state.schema, protocol).serve().await;
+            let auth = state.auth.clone();
+            GraphQLWebSocket::new_with_pair(sink, stream, state.schema, protocol)
+                // The token travels in connection_init: {"authorization": "Bearer …"}.
+                .on_connection_init(move |payload| async move {
+                    let caller = auth.caller(payload.get("authorization").and_then(|value| value.as_str()))?;
+                    let mut data = async_graphql::Data::default();
+                    data.insert(caller);
+                    Ok(data)
+                })
+                .serve()
+                .await;
         })
         .into_response()
 }
 
-async fn execute(state: &AppState, request: GraphQLRequest) -> GraphQLResponse {
-    let mut response = state.schema.execute(request.into_inner()).await;
+/// Runs a request as the caller its `Authorization` header names; an
+/// invalid token is a 401 before anything runs.
+async fn execute(state: &AppState, headers: &HeaderMap, request: GraphQLRequest) -> Response {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+    let caller = match state.auth.caller(authorization) {
+        Ok(caller) => caller,
+        Err(error) => {
+            let mut response = async_graphql::Response::from_errors(vec![error.into_server_error(Default::default())]);
+            add_missing_codes(&mut response);
+            let mut http = GraphQLResponse::from(response).into_response();
+            *http.status_mut() = StatusCode::UNAUTHORIZED;
+            return http;
+        }
+    };
+    let mut response = state.schema.execute(request.into_inner().data(caller)).await;
     add_missing_codes(&mut response);
-    response.into()
+    GraphQLResponse::from(response).into_response()
 }
 
 async fn graphiql() -> Html<String> {

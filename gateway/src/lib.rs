@@ -3,6 +3,7 @@
 //! changes. It never imports the write side: commands and outcomes are all
 //! it knows of it.
 
+pub mod auth;
 pub mod graphql;
 mod http;
 
@@ -19,6 +20,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+pub use auth::{Authenticator, Caller, Role};
 pub use graphql::{ConveyorSchema, Services, sdl};
 pub use http::GRAPHQL_PATH;
 
@@ -35,6 +37,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Whether `__schema` / `__type` queries are answered (GraphiQL needs them).
     pub introspection: bool,
+    /// Verifies tokens; open (no key) lets everyone do everything.
+    pub auth: Authenticator,
 }
 
 impl HttpSettings {
@@ -45,6 +49,7 @@ impl HttpSettings {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             introspection: true,
+            auth: Authenticator::open(),
         }
     }
 }
@@ -76,7 +81,15 @@ impl Gateway {
             schema: graphql::build(services, settings.introspection),
             readiness: Arc::new(readiness),
             shutdown: shutdown.clone(),
+            auth: settings.auth.clone(),
         };
+        if settings.auth.is_open() {
+            tracing::warn!(
+                "AUTHENTICATION IS OFF: no --jwt-secret or --jwt-public-key is set, so anyone who can reach {} \
+                 may read and change everything",
+                settings.listen
+            );
+        }
         let router = http::router(state)
             .layer(RequestBodyLimitLayer::new(settings.max_body_bytes))
             .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))

@@ -148,6 +148,8 @@ impl Isolation {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             disable_introspection: false,
+            jwt_secret: None,
+            jwt_public_key: None,
             domain: Domain::default(),
         }
     }
@@ -317,6 +319,37 @@ impl TestApp {
         response["data"]["order"].clone()
     }
 
+    /// POSTs a GraphQL request with an optional bearer token; returns the
+    /// HTTP status and the body.
+    pub async fn graphql_as(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("http://{}/graphql", self.address))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("gateway answers");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("a JSON body"))
+    }
+
+    /// Polls `order(id)` with a token until `done` holds.
+    pub async fn wait_for_order_as(&self, token: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, answer) = self
+                .graphql_as(Some(token), "query($id: ID!) { order(id: $id) { id status } }", json!({ "id": id }))
+                .await;
+            let order = answer["data"]["order"].clone();
+            if done(&order) {
+                return order;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "order {id} never settled: {answer}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Registers a customer; returns its id.
     pub async fn register_customer(&self, credit_limit_cents: i64) -> String {
         let response = self
@@ -433,16 +466,12 @@ pub struct Subscription {
 
 impl Subscription {
     pub async fn start(address: SocketAddr, query: &str, variables: Value) -> Self {
-        let mut request = format!("ws://{address}/graphql").into_client_request().expect("valid URL");
-        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().expect("valid header"));
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket connects");
-        socket
-            .send(Message::text(json!({ "type": "connection_init", "payload": {} }).to_string()))
-            .await
-            .expect("send init");
-        let mut subscription = Self { socket };
-        let ack = subscription.next_message().await;
-        assert_eq!(ack["type"], "connection_ack", "expected connection_ack, got {ack}");
+        Self::start_as(address, None, query, variables).await
+    }
+
+    /// Subscribes with `token` in the connection_init payload.
+    pub async fn start_as(address: SocketAddr, token: Option<&str>, query: &str, variables: Value) -> Self {
+        let mut subscription = Self::connect(address, token).await.unwrap_or_else(|refusal| panic!("{refusal}"));
         subscription
             .socket
             .send(Message::text(
@@ -452,6 +481,27 @@ impl Subscription {
             .await
             .expect("send subscribe");
         subscription
+    }
+
+    /// Opens a connection and initializes it; `Err` with what the server said when it refuses.
+    pub async fn connect(address: SocketAddr, token: Option<&str>) -> Result<Self, String> {
+        let mut request = format!("ws://{address}/graphql").into_client_request().expect("valid URL");
+        request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse().expect("valid header"));
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.expect("WebSocket connects");
+        let payload = token.map_or(json!({}), |token| json!({ "authorization": format!("Bearer {token}") }));
+        socket
+            .send(Message::text(json!({ "type": "connection_init", "payload": payload }).to_string()))
+            .await
+            .expect("send init");
+        let frame = tokio::time::timeout(WAIT, socket.next())
+            .await
+            .expect("an answer to connection_init")
+            .expect("the socket answers")
+            .map_err(|error| error.to_string())?;
+        match frame {
+            Message::Text(text) if text.contains("connection_ack") => Ok(Self { socket }),
+            other => Err(format!("connection refused: {other:?}")),
+        }
     }
 
     async fn next_message(&mut self) -> Value {
@@ -478,6 +528,18 @@ impl Subscription {
                 .unwrap_or_else(|_| panic!("the subscription never delivered {what}"));
             if done(&data) {
                 return data;
+            }
+        }
+    }
+
+    /// The next `next` or `error` message's payload (data and errors).
+    pub async fn next_payload(&mut self) -> Value {
+        loop {
+            let message = self.next_message().await;
+            match message["type"].as_str() {
+                Some("next") => return message["payload"].clone(),
+                Some("error") => return json!({ "errors": message["payload"] }),
+                _ => continue,
             }
         }
     }

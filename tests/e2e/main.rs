@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod auth;
 mod http;
 mod orders;
 mod processes;

@@ -132,6 +132,7 @@ async fn the_three_sides_run_as_separate_processes_and_stop_cleanly_on_sigterm()
     read_side.wait_for_line("projector running");
     let address = gateway.graphql_address();
     wait_until_ready(address).await;
+    assert!(gateway.log_text().contains("AUTHENTICATION IS OFF"), "open mode is announced loudly");
 
     let http = reqwest::Client::new();
     let customer = seed_shop(&http, address).await;
@@ -452,4 +453,31 @@ async fn count_pending(http: &reqwest::Client, address: SocketAddr, ids: &[Strin
         }
     }
     pending
+}
+
+#[test]
+fn conveyor_token_signs_what_the_gateway_verifies() {
+    let secret = "a-test-secret-of-32-bytes-length";
+    let output = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["token", "--role", "customer", "--sub", "c-42", "--jwt-secret", secret])
+        .output()
+        .expect("conveyor token runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    let auth = gateway::Authenticator::hs256(secret.as_bytes()).expect("key");
+    let caller = auth.caller(Some(&format!("Bearer {}", token.trim()))).expect("verifies");
+    assert_eq!(caller, gateway::Caller::Authenticated { role: gateway::Role::Customer, subject: "c-42".into() });
+
+    let no_sub = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["token", "--role", "customer", "--jwt-secret", secret])
+        .output()
+        .expect("conveyor token runs");
+    assert!(!no_sub.status.success());
+    assert!(String::from_utf8_lossy(&no_sub.stderr).contains("--sub"), "a clear line about --sub");
+    let no_secret = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["token", "--role", "admin"])
+        .env_remove("CONVEYOR_JWT_SECRET")
+        .output()
+        .expect("conveyor token runs");
+    assert!(!no_secret.status.success());
 }

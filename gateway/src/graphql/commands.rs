@@ -10,10 +10,9 @@ use uuid::Uuid;
 
 use super::Services;
 use super::errors::{coded, unavailable};
+use crate::auth::Caller;
 
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
-/// Until authentication lands, every caller is the same actor.
-pub const ANONYMOUS: &str = "anonymous";
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 pub enum CommandStatus {
@@ -109,16 +108,22 @@ pub fn outcome_parts(outcome: &CommandOutcome) -> (CommandStatus, Option<Command
     }
 }
 
-/// The command id: derived from the idempotency key (scoped to the actor and
-/// the mutation), or fresh.
-pub fn command_id(mutation: &str, key: Option<&str>) -> Result<Uuid, Error> {
+/// The caller of this request or connection.
+pub fn caller<'a>(ctx: &Context<'a>) -> Result<&'a Caller, Error> {
+    ctx.data::<Caller>()
+}
+
+/// The command id: derived from the idempotency key (scoped to the caller
+/// and the mutation), or fresh.
+pub fn command_id(ctx: &Context<'_>, mutation: &str, key: Option<&str>) -> Result<Uuid, Error> {
+    let actor = caller(ctx)?.actor();
     match key {
         None => Ok(Uuid::now_v7()),
         Some(key) if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_CHARS => Err(coded(
             codes::INVALID_INPUT,
             format!("idempotencyKey must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters"),
         )),
-        Some(key) => Ok(derived_id(mutation, &format!("{ANONYMOUS}:{key}"))),
+        Some(key) => Ok(derived_id(mutation, &format!("{actor}:{key}"))),
     }
 }
 
@@ -132,8 +137,13 @@ pub async fn send<C: Message>(
 ) -> Result<Sent, Error> {
     let services = ctx.data::<Services>()?;
     let deadline = tokio::time::Instant::now() + services.mutation_wait;
-    let envelope =
-        CommandEnvelope::new(command_id, aggregate, aggregate_id, Metadata::origin(command_id, ANONYMOUS), command);
+    let envelope = CommandEnvelope::new(
+        command_id,
+        aggregate,
+        aggregate_id,
+        Metadata::origin(command_id, caller(ctx)?.actor()),
+        command,
+    );
     let dispatched = services.bus.dispatch(envelope, services.mutation_wait).await.map_err(unavailable)?;
     Ok(match dispatched {
         Dispatched::Pending => {

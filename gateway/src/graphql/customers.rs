@@ -9,7 +9,7 @@ use schema::customer::{self as contract, CustomerCommand, RegisterCustomer};
 use schema::envelope::derived_id;
 
 use super::Services;
-use super::commands::{CommandError, CommandStatus, Consistency, await_view, command_id, send};
+use super::commands::{CommandError, CommandStatus, Consistency, await_view, caller, command_id, send};
 use super::errors::{coded, internal, parse_id};
 use super::orders::{Order, order_connection};
 use super::pagination::connection_complexity;
@@ -96,6 +96,7 @@ impl CustomerQuery {
     /// A registered customer, or null.
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Customer>, Error> {
         let id = parse_id("id", &id)?;
+        caller(ctx)?.require_customer(&id.to_string(), "read this customer")?;
         let services = ctx.data::<Services>()?;
         Ok(services.customers.get(&id.to_string()).await.map_err(internal)?.map(Customer))
     }
@@ -112,10 +113,11 @@ impl CustomerMutation {
         ctx: &Context<'_>,
         input: RegisterCustomerInput,
     ) -> Result<RegisterCustomerPayload, Error> {
+        caller(ctx)?.require_admin("register customers")?;
         let command =
             RegisterCustomer { name: input.name, email: input.email, credit_limit_cents: input.credit_limit_cents };
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
-        let command_id = command_id("registerCustomer", input.idempotency_key.as_deref())?;
+        let command_id = command_id(ctx, "registerCustomer", input.idempotency_key.as_deref())?;
         let customer_id = derived_id("customer", &command_id.to_string()).to_string();
         let sent =
             send(ctx, command_id, contract::AGGREGATE, &customer_id, &CustomerCommand::RegisterCustomer(command))

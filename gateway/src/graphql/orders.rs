@@ -14,7 +14,7 @@ use schema::order::{self as contract, CancelOrder, OrderCommand, PlaceOrder, Shi
 
 use super::Services;
 use super::commands::{
-    CommandError, CommandResult, CommandStatus, Consistency, await_view, command_id, outcome_parts, send,
+    CommandError, CommandResult, CommandStatus, Consistency, await_view, caller, command_id, outcome_parts, send,
 };
 use super::customers::Customer;
 use super::errors::{coded, internal, parse_id, unavailable};
@@ -326,8 +326,14 @@ impl OrderQuery {
     /// One order, or null if no such order has been projected.
     async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>, Error> {
         let id = parse_id("id", &id)?;
+        let caller = caller(ctx)?;
+        caller.require_known("read orders")?;
         let services = ctx.data::<Services>()?;
-        Ok(services.orders.get(&id.to_string()).await.map_err(internal)?.map(Order::single))
+        let order = services.orders.get(&id.to_string()).await.map_err(internal)?;
+        if let Some(order) = &order {
+            caller.require_customer(&order.customer_id, "read this order")?;
+        }
+        Ok(order.map(Order::single))
     }
 
     /// Orders, newest first, as a Relay connection.
@@ -340,16 +346,24 @@ impl OrderQuery {
         status: Option<OrderStatus>,
         customer_id: Option<ID>,
     ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
-        let filter = OrderFilter {
+        let mut filter = OrderFilter {
             status: status.map(Into::into),
             customer_id: customer_id.map(|id| parse_id("customerId", &id).map(|id| id.to_string())).transpose()?,
         };
+        // A customer sees only its own orders.
+        if let Some(me) = caller(ctx)?.customer_scope("list orders")? {
+            if filter.customer_id.as_ref().is_some_and(|asked| *asked != me) {
+                return Err(coded(crate::auth::FORBIDDEN, "a customer may list only its own orders"));
+            }
+            filter.customer_id = Some(me);
+        }
         order_connection(ctx, filter, first, after).await
     }
 
     /// The outcome of a command, once decided (null while pending or unknown).
     async fn command_outcome(&self, ctx: &Context<'_>, command_id: ID) -> Result<Option<CommandResult>, Error> {
         let id = parse_id("commandId", &command_id)?;
+        caller(ctx)?.require_known("look up commands")?;
         let services = ctx.data::<Services>()?;
         let outcome = services.bus.outcome(id).await.map_err(unavailable)?;
         Ok(outcome.map(|outcome| {
@@ -369,6 +383,7 @@ impl OrderMutation {
     /// placed, or PENDING after the configured wait.
     async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> Result<PlaceOrderPayload, Error> {
         let customer_id = parse_id("customerId", &input.customer_id)?;
+        caller(ctx)?.require_customer(&customer_id.to_string(), "place orders for this customer")?;
         let command = PlaceOrder {
             customer_id: customer_id.to_string(),
             items: input
@@ -383,7 +398,7 @@ impl OrderMutation {
                 .collect(),
         };
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
-        let command_id = command_id("placeOrder", input.idempotency_key.as_deref())?;
+        let command_id = command_id(ctx, "placeOrder", input.idempotency_key.as_deref())?;
         // Derived from the command id, so a retried placeOrder names the same order.
         let order_id = derived_id("order", &command_id.to_string()).to_string();
         let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::PlaceOrder(command)).await?;
@@ -393,9 +408,10 @@ impl OrderMutation {
     /// Cancels an order: a pending one is compensated, a confirmed one refunded.
     async fn cancel_order(&self, ctx: &Context<'_>, input: CancelOrderInput) -> Result<CancelOrderPayload, Error> {
         let order_id = parse_id("orderId", &input.order_id)?.to_string();
+        require_own_order(ctx, &order_id, "cancel this order").await?;
         let command = CancelOrder { reason: input.reason };
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
-        let command_id = command_id("cancelOrder", input.idempotency_key.as_deref())?;
+        let command_id = command_id(ctx, "cancelOrder", input.idempotency_key.as_deref())?;
         let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::CancelOrder(command)).await?;
         CancelOrderPayload::answer(ctx, sent, order_id, input.consistency).await
     }
@@ -403,7 +419,8 @@ impl OrderMutation {
     /// Ships a confirmed order: its payment is captured and its stock leaves the shelf.
     async fn ship_order(&self, ctx: &Context<'_>, input: ShipOrderInput) -> Result<ShipOrderPayload, Error> {
         let order_id = parse_id("orderId", &input.order_id)?.to_string();
-        let command_id = command_id("shipOrder", input.idempotency_key.as_deref())?;
+        caller(ctx)?.require_staff("ship orders")?;
+        let command_id = command_id(ctx, "shipOrder", input.idempotency_key.as_deref())?;
         let sent =
             send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::ShipOrder(ShipOrder {})).await?;
         ShipOrderPayload::answer(ctx, sent, order_id, input.consistency).await
@@ -423,6 +440,8 @@ impl OrderSubscription {
         id: ID,
     ) -> Result<BoxStream<'static, Result<Order, Error>>, Error> {
         let id = parse_id("id", &id)?.to_string();
+        let caller = caller(ctx)?.clone();
+        caller.require_known("follow orders")?;
         let services = ctx.data::<Services>()?.clone();
         // Watch before the first read, so no change falls between the two.
         let changes = services.notifier.watch(view::VIEW, &id).await.map_err(unavailable)?;
@@ -434,14 +453,25 @@ impl OrderSubscription {
                 let id = id.clone();
                 async move { repository.get(&id).await }
             })
-            .scan(None::<OrderView>, |last, read| {
+            .scan((None::<OrderView>, false), move |(last, ended), read| {
+                if *ended {
+                    return futures::future::ready(None);
+                }
                 let item = match read {
-                    // Only rows that changed: notifications may repeat or arrive late.
-                    Ok(Some(order)) if last.as_ref() != Some(&order) && is_newer(last.as_ref(), &order) => {
-                        *last = Some(order.clone());
-                        Some(Ok(Order::single(order)))
-                    }
-                    Ok(_) => None,
+                    Ok(Some(order)) => match caller.require_customer(&order.customer_id, "follow this order") {
+                        // Not the caller's: say so, then end.
+                        Err(error) => {
+                            *ended = true;
+                            Some(Err(error))
+                        }
+                        // Only rows that changed: notifications may repeat or arrive late.
+                        Ok(()) if last.as_ref() != Some(&order) && is_newer(last.as_ref(), &order) => {
+                            *last = Some(order.clone());
+                            Some(Ok(Order::single(order)))
+                        }
+                        Ok(()) => None,
+                    },
+                    Ok(None) => None,
                     Err(error) => Some(Err(internal(error))),
                 };
                 futures::future::ready(Some(item))
@@ -450,6 +480,17 @@ impl OrderSubscription {
             .take_until(shutdown.cancelled_owned());
         Ok(updates.boxed())
     }
+}
+
+/// Customers may act only on their own orders; staff and open mode on any.
+async fn require_own_order(ctx: &Context<'_>, order_id: &str, what: &str) -> Result<(), Error> {
+    let caller = caller(ctx)?;
+    if caller.customer_scope(what)?.is_some() {
+        let order = ctx.data::<Services>()?.orders.get(order_id).await.map_err(internal)?;
+        // An order not (yet) in the view is not known to be the caller's.
+        caller.require_customer(order.as_ref().map_or("", |order| order.customer_id.as_str()), what)?;
+    }
+    Ok(())
 }
 
 /// A row read later is never older: same or higher order version.

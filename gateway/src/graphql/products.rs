@@ -6,7 +6,7 @@ use read_side::products::{ProductView, VIEW};
 use schema::product::{self as contract, AddProduct, ProductCommand, RestockProduct, validate_sku};
 
 use super::Services;
-use super::commands::{CommandError, CommandStatus, Consistency, Sent, await_view, command_id, send};
+use super::commands::{CommandError, CommandStatus, Consistency, Sent, await_view, caller, command_id, send};
 use super::errors::{coded, internal};
 use super::pagination::{connection_complexity, decode_cursor, encode_cursor, page_size};
 
@@ -136,21 +136,23 @@ pub struct ProductMutation;
 impl ProductMutation {
     /// Adds a product to the catalog with its price and initial stock.
     async fn add_product(&self, ctx: &Context<'_>, input: AddProductInput) -> Result<ProductPayload, Error> {
+        caller(ctx)?.require_admin("change the catalog")?;
         validate_sku(&input.sku).map_err(|rejection| coded(&rejection.code, rejection.message))?;
         let command =
             AddProduct { name: input.name, price_cents: input.price_cents, initial_stock: input.initial_stock };
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
-        let command_id = command_id("addProduct", input.idempotency_key.as_deref())?;
+        let command_id = command_id(ctx, "addProduct", input.idempotency_key.as_deref())?;
         let sent = send(ctx, command_id, contract::AGGREGATE, &input.sku, &ProductCommand::AddProduct(command)).await?;
         ProductPayload::answer(ctx, sent, input.sku, input.consistency).await
     }
 
     /// Puts more units on the shelf.
     async fn restock_product(&self, ctx: &Context<'_>, input: RestockProductInput) -> Result<ProductPayload, Error> {
+        caller(ctx)?.require_admin("change the catalog")?;
         validate_sku(&input.sku).map_err(|rejection| coded(&rejection.code, rejection.message))?;
         let command = RestockProduct { quantity: input.quantity };
         command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
-        let command_id = command_id("restockProduct", input.idempotency_key.as_deref())?;
+        let command_id = command_id(ctx, "restockProduct", input.idempotency_key.as_deref())?;
         let sent =
             send(ctx, command_id, contract::AGGREGATE, &input.sku, &ProductCommand::RestockProduct(command)).await?;
         ProductPayload::answer(ctx, sent, input.sku, input.consistency).await

@@ -1,0 +1,132 @@
+//! Authentication and access rules, for queries, mutations and
+//! subscriptions, on both backends.
+
+use std::time::Duration;
+
+use gateway::Role;
+use gateway::auth::issue;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, Isolation, Subscription, TestApp, is_final};
+
+crate::on_both_backends!(every_access_rule_holds_for_queries_mutations_and_subscriptions);
+
+const SECRET: &str = "a-test-secret-of-32-bytes-length";
+
+fn token(role: Role, subject: &str) -> String {
+    issue(SECRET.as_bytes(), role, subject, Duration::from_secs(600)).expect("signs")
+}
+
+fn code(answer: &Value) -> &str {
+    answer["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
+}
+
+const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
+
+async fn every_access_rule_holds_for_queries_mutations_and_subscriptions(backend: Backend) {
+    let app = TestApp::spawn_configured(Isolation::new(backend).await, |common| {
+        common.jwt_secret = Some(SECRET.into());
+    })
+    .await;
+    let admin = token(Role::Admin, "ops");
+    let service = token(Role::Service, "shipping");
+
+    // Admin writes the catalog and registers customers; nobody else may.
+    let add = "mutation { addProduct(input: { sku: \"lamp\", name: \"Lamp\", priceCents: 100, initialStock: 50 }) { status } }";
+    let (_, anonymous_add) = app.graphql_as(None, add, json!({})).await;
+    assert_eq!(code(&anonymous_add), "UNAUTHENTICATED", "{anonymous_add}");
+    let (_, service_add) = app.graphql_as(Some(&service), add, json!({})).await;
+    assert_eq!(code(&service_add), "FORBIDDEN", "{service_add}");
+    let (_, added) = app.graphql_as(Some(&admin), add, json!({})).await;
+    assert_eq!(added["data"]["addProduct"]["status"], "ACCEPTED", "{added}");
+    let register = "mutation($name: String!) { registerCustomer(input: { name: $name, email: \"x@example.com\", creditLimitCents: 100000 }) { customerId } }";
+    let mut customers = Vec::new();
+    for name in ["Alice", "Bob"] {
+        let (_, registered) = app.graphql_as(Some(&admin), register, json!({ "name": name })).await;
+        customers.push(registered["data"]["registerCustomer"]["customerId"].as_str().expect("id").to_string());
+    }
+    let (alice, bob) = (&customers[0], &customers[1]);
+    let alice_token = token(Role::Customer, alice);
+    let bob_token = token(Role::Customer, bob);
+    let (_, customer_registers) = app.graphql_as(Some(&alice_token), register, json!({ "name": "Eve" })).await;
+    assert_eq!(code(&customer_registers), "FORBIDDEN", "{customer_registers}");
+    let (_, restock) = app
+        .graphql_as(
+            Some(&alice_token),
+            "mutation { restockProduct(input: { sku: \"lamp\", quantity: 1 }) { status } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(code(&restock), "FORBIDDEN", "{restock}");
+
+    // The catalog is public.
+    let (status, catalog) = app.graphql_as(None, "{ products(first: 5) { edges { node { sku } } } }", json!({})).await;
+    assert_eq!((status, catalog["data"]["products"]["edges"][0]["node"]["sku"].clone()), (200, json!("lamp")));
+
+    // A bad token is refused before anything runs.
+    let (status, forged) =
+        app.graphql_as(Some("not.a.token"), "{ products(first: 1) { edges { cursor } } }", json!({})).await;
+    assert_eq!((status, code(&forged)), (401, "UNAUTHENTICATED"), "{forged}");
+
+    // Customers place orders for themselves only.
+    let input =
+        |customer: &str| json!({ "input": { "customerId": customer, "items": [{ "sku": "lamp", "quantity": 1 }] } });
+    let (_, anonymous_place) = app.graphql_as(None, PLACE, input(alice)).await;
+    assert_eq!(code(&anonymous_place), "UNAUTHENTICATED");
+    let (_, for_bob) = app.graphql_as(Some(&alice_token), PLACE, input(bob)).await;
+    assert_eq!(code(&for_bob), "FORBIDDEN", "{for_bob}");
+    let (_, placed) = app.graphql_as(Some(&alice_token), PLACE, input(alice)).await;
+    let alice_order = placed["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string();
+    let (_, placed) = app.graphql_as(Some(&bob_token), PLACE, input(bob)).await;
+    let bob_order = placed["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string();
+    for order in [&alice_order, &bob_order] {
+        app.wait_for_order_as(&admin, order, is_final).await;
+    }
+
+    // Customers read their own orders and themselves only.
+    let read = "query($id: ID!) { order(id: $id) { id customer { name } } }";
+    let (_, own) = app.graphql_as(Some(&alice_token), read, json!({ "id": alice_order })).await;
+    assert_eq!(own["data"]["order"]["customer"]["name"], "Alice", "{own}");
+    let (_, others) = app.graphql_as(Some(&alice_token), read, json!({ "id": bob_order })).await;
+    assert_eq!(code(&others), "FORBIDDEN", "{others}");
+    let (_, anonymous_read) = app.graphql_as(None, read, json!({ "id": alice_order })).await;
+    assert_eq!(code(&anonymous_read), "UNAUTHENTICATED");
+    let list = "query($customer: ID) { orders(first: 10, customerId: $customer) { edges { node { id } } } }";
+    let (_, mine) = app.graphql_as(Some(&alice_token), list, json!({})).await;
+    assert_eq!(mine["data"]["orders"]["edges"], json!([{ "node": { "id": alice_order } }]), "{mine}");
+    let (_, bobs) = app.graphql_as(Some(&alice_token), list, json!({ "customer": bob })).await;
+    assert_eq!(code(&bobs), "FORBIDDEN");
+    let (_, everything) = app.graphql_as(Some(&service), list, json!({})).await;
+    assert_eq!(everything["data"]["orders"]["edges"].as_array().map(Vec::len), Some(2), "{everything}");
+    let me = "query($id: ID!) { customer(id: $id) { name } }";
+    let (_, myself) = app.graphql_as(Some(&alice_token), me, json!({ "id": alice })).await;
+    assert_eq!(myself["data"]["customer"]["name"], "Alice");
+    let (_, someone) = app.graphql_as(Some(&alice_token), me, json!({ "id": bob })).await;
+    assert_eq!(code(&someone), "FORBIDDEN");
+
+    // Customers cancel their own orders; shipping is for service and admin.
+    let cancel = "mutation($id: ID!) { cancelOrder(input: { orderId: $id, reason: \"r\" }) { status error { code } } }";
+    let (_, cancel_bobs) = app.graphql_as(Some(&alice_token), cancel, json!({ "id": bob_order })).await;
+    assert_eq!(code(&cancel_bobs), "FORBIDDEN", "{cancel_bobs}");
+    let ship = "mutation($id: ID!) { shipOrder(input: { orderId: $id }) { status error { code } } }";
+    let (_, customer_ships) = app.graphql_as(Some(&bob_token), ship, json!({ "id": bob_order })).await;
+    assert_eq!(code(&customer_ships), "FORBIDDEN");
+    let (_, shipped) = app.graphql_as(Some(&service), ship, json!({ "id": bob_order })).await;
+    assert_eq!(shipped["data"]["shipOrder"]["status"], "ACCEPTED", "{shipped}");
+
+    // Subscriptions: the token travels in connection_init.
+    let follow = "subscription($id: ID!) { orderUpdated(id: $id) { id status } }";
+    let mut own = Subscription::start_as(app.address, Some(&alice_token), follow, json!({ "id": alice_order })).await;
+    assert_eq!(own.next_data().await["orderUpdated"]["id"], alice_order.as_str());
+    let (_, cancelled) = app.graphql_as(Some(&alice_token), cancel, json!({ "id": alice_order })).await;
+    assert_eq!(cancelled["data"]["cancelOrder"]["status"], "ACCEPTED", "{cancelled}");
+    own.next_data_until("CANCELLED", |data| data["orderUpdated"]["status"] == "CANCELLED").await;
+
+    let mut others = Subscription::start_as(app.address, Some(&alice_token), follow, json!({ "id": bob_order })).await;
+    let refused = others.next_payload().await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+    let mut anonymous = Subscription::start_as(app.address, None, follow, json!({ "id": alice_order })).await;
+    let refused = anonymous.next_payload().await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{refused}");
+    assert!(Subscription::connect(app.address, Some("forged")).await.is_err(), "a bad token cannot connect");
+}
