@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLWebSocket};
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -21,6 +21,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Authenticator;
 use crate::graphql::{ConveyorSchema, errors::add_missing_codes};
+use crate::over_http;
 
 pub const GRAPHQL_PATH: &str = "/graphql";
 
@@ -66,7 +67,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, request: GraphQLRequest) -> Response {
-    execute(&state, &headers, request).await
+    execute(&state, &headers, request.into_inner()).await
 }
 
 /// GET serves both queries (`?query=`) and WebSocket upgrades.
@@ -88,8 +89,12 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
             Err(rejection) => rejection.into_response(),
         };
     }
-    match GraphQLRequest::from_request(request, &state).await {
-        Ok(graphql) => execute(&state, &headers, graphql).await,
+    match <GraphQLRequest as FromRequest<AppState>>::from_request(request, &state).await {
+        // GET may only query: a mutation must not run on a safe method.
+        Ok(graphql) if over_http::is_mutation(&graphql.0) => {
+            (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], "mutations need POST").into_response()
+        }
+        Ok(graphql) => execute(&state, &headers, graphql.into_inner()).await,
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -117,23 +122,28 @@ fn websocket(state: AppState, protocol: GraphQLProtocol, upgrade: WebSocketUpgra
         .into_response()
 }
 
-/// Runs a request as the caller its `Authorization` header names; an
-/// invalid token is a 401 before anything runs.
-async fn execute(state: &AppState, headers: &HeaderMap, request: GraphQLRequest) -> Response {
+/// Runs a request as the caller its `Authorization` header names (an
+/// invalid token is a 401 before anything runs) and answers in the media
+/// type the client accepts.
+async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
+    let Some(media) = over_http::negotiate(headers) else {
+        return (StatusCode::NOT_ACCEPTABLE, "accept application/graphql-response+json or application/json")
+            .into_response();
+    };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
     let caller = match state.auth.caller(authorization) {
         Ok(caller) => caller,
         Err(error) => {
             let mut response = async_graphql::Response::from_errors(vec![error.into_server_error(Default::default())]);
             add_missing_codes(&mut response);
-            let mut http = GraphQLResponse::from(response).into_response();
+            let mut http = over_http::respond(media, &response);
             *http.status_mut() = StatusCode::UNAUTHORIZED;
             return http;
         }
     };
-    let mut response = state.schema.execute(request.into_inner().data(caller)).await;
+    let mut response = state.schema.execute(request.data(caller)).await;
     add_missing_codes(&mut response);
-    GraphQLResponse::from(response).into_response()
+    over_http::respond(media, &response)
 }
 
 async fn graphiql() -> Html<String> {

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod graphql;
 mod http;
+mod over_http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,6 +9,7 @@ use crate::helpers::{Backend, Isolation, TestApp};
 crate::on_both_backends!(
     graphiql_health_and_get_queries_are_served,
     cors_body_limits_persisted_queries_and_introspection_follow_the_settings,
+    graphql_over_http_negotiates_media_types_status_codes_and_methods,
 );
 
 async fn graphiql_health_and_get_queries_are_served(backend: Backend) {
@@ -89,4 +90,43 @@ async fn cors_body_limits_persisted_queries_and_introspection_follow_the_setting
     // Introspection is off.
     let introspection = post(json!({ "query": "{ __schema { queryType { name } } }" })).await;
     assert!(introspection["data"]["__schema"].is_null(), "no schema is given away: {introspection}");
+}
+
+async fn graphql_over_http_negotiates_media_types_status_codes_and_methods(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let graphql = format!("http://{}/graphql", app.address);
+    let post = |accept: Option<&'static str>, query: &'static str| {
+        let mut request = app.http.post(&graphql).json(&json!({ "query": query }));
+        if let Some(accept) = accept {
+            request = request.header("Accept", accept);
+        }
+        request.send()
+    };
+    let content_type = |response: &reqwest::Response| {
+        response.headers().get("content-type").and_then(|value| value.to_str().ok()).unwrap_or("").to_string()
+    };
+    let good = "{ products(first: 1) { edges { cursor } } }";
+    let invalid = "{ products(first: 1) { nope } }";
+
+    let modern = post(Some("application/graphql-response+json"), good).await.expect("answers");
+    assert_eq!((modern.status().as_u16(), content_type(&modern)), (200, "application/graphql-response+json".into()));
+    let modern_error = post(Some("application/graphql-response+json"), invalid).await.expect("answers");
+    assert_eq!(modern_error.status().as_u16(), 400, "a validation error is a bad request");
+    let body: Value = modern_error.json().await.expect("json");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED");
+
+    let legacy_error = post(Some("application/json"), invalid).await.expect("answers");
+    assert_eq!((legacy_error.status().as_u16(), content_type(&legacy_error)), (200, "application/json".into()));
+    let html_only = post(Some("text/html"), good).await.expect("answers");
+    assert_eq!(html_only.status().as_u16(), 406);
+
+    let mutation_over_get = app
+        .http
+        .get(&graphql)
+        .query(&[("query", "mutation { restockProduct(input: { sku: \"x\", quantity: 1 }) { status } }")])
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(mutation_over_get.status().as_u16(), 405);
+    assert_eq!(mutation_over_get.headers()["allow"], "POST");
 }

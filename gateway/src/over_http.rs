@@ -1,0 +1,125 @@
+//! GraphQL over HTTP, as its specification says: which media type answers
+//! (from `Accept`), which status code goes with it, and no mutations over GET.
+//!
+//! * `application/graphql-response+json` (when the client accepts it): a
+//!   request that fails before execution (parse or validation error, so no
+//!   `data`) is `400`; anything executed is `200`.
+//! * `application/json` (when accepted, or with no `Accept` at all, as legacy
+//!   clients send): always `200`, errors in the body.
+//! * An `Accept` that allows neither: `406`.
+
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+pub const JSON: &str = "application/json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaType {
+    GraphQLResponseJson,
+    Json,
+}
+
+/// The media type to answer in, or `None` when `Accept` allows neither.
+pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|value| value.to_str().ok()) else {
+        return Some(MediaType::Json);
+    };
+    let mut best: Option<(f32, MediaType)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let quality = parts
+            .filter_map(|parameter| parameter.strip_prefix("q="))
+            .find_map(|q| q.parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let candidate = match media.as_str() {
+            GRAPHQL_RESPONSE_JSON | "application/*" | "*/*" => MediaType::GraphQLResponseJson,
+            JSON => MediaType::Json,
+            _ => continue,
+        };
+        if quality > 0.0 && best.is_none_or(|(q, _)| quality > q) {
+            best = Some((quality, candidate));
+        }
+    }
+    best.map(|(_, media)| media)
+}
+
+/// Whether the operation a request would run is a mutation (for GET, which
+/// may only query). A document that does not parse is not one: the parse
+/// error is reported as usual.
+pub fn is_mutation(request: &async_graphql::Request) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return false };
+    let operation = match (&document.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(operation), _) => Some(&operation.node),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name).map(|op| &op.node),
+        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
+            operations.values().next().map(|op| &op.node)
+        }
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    operation.is_some_and(|operation| operation.ty == OperationType::Mutation)
+}
+
+/// The HTTP response for an executed (or refused) GraphQL request.
+pub fn respond(media: MediaType, response: &async_graphql::Response) -> Response {
+    let body = match serde_json::to_vec(response) {
+        Ok(body) => body,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    // Errors with nothing executed have no `data`: a request error.
+    let request_error = !response.errors.is_empty() && response.data == async_graphql::Value::Null;
+    let (status, content_type) = match media {
+        MediaType::GraphQLResponseJson if request_error => (StatusCode::BAD_REQUEST, GRAPHQL_RESPONSE_JSON),
+        MediaType::GraphQLResponseJson => (StatusCode::OK, GRAPHQL_RESPONSE_JSON),
+        MediaType::Json => (StatusCode::OK, JSON),
+    };
+    let mut http = (status, body).into_response();
+    http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    http
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).expect("header"));
+        headers
+    }
+
+    #[test]
+    fn accept_chooses_the_media_type() {
+        assert_eq!(negotiate(&HeaderMap::new()), Some(MediaType::Json));
+        assert_eq!(negotiate(&accept("application/json")), Some(MediaType::Json));
+        assert_eq!(negotiate(&accept(GRAPHQL_RESPONSE_JSON)), Some(MediaType::GraphQLResponseJson));
+        assert_eq!(
+            negotiate(&accept("application/json;q=0.9, application/graphql-response+json")),
+            Some(MediaType::GraphQLResponseJson)
+        );
+        assert_eq!(
+            negotiate(&accept("application/graphql-response+json;q=0.5, application/json")),
+            Some(MediaType::Json)
+        );
+        assert_eq!(negotiate(&accept("*/*")), Some(MediaType::GraphQLResponseJson));
+        assert_eq!(negotiate(&accept("text/html")), None);
+    }
+
+    #[test]
+    fn mutations_are_told_apart_from_queries() {
+        let request = |query: &str, name: Option<&str>| {
+            let request = async_graphql::Request::new(query);
+            match name {
+                Some(name) => request.operation_name(name),
+                None => request,
+            }
+        };
+        assert!(is_mutation(&request("mutation { a }", None)));
+        assert!(!is_mutation(&request("{ a }", None)));
+        assert!(is_mutation(&request("query Q { a } mutation M { b }", Some("M"))));
+        assert!(!is_mutation(&request("query Q { a } mutation M { b }", Some("Q"))));
+        assert!(!is_mutation(&request("{ a", None)));
+    }
+}
