@@ -66,8 +66,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn graphql_post(State(state): State<AppState>, headers: HeaderMap, request: GraphQLRequest) -> Response {
-    execute(&state, &headers, request.into_inner()).await
+async fn graphql_post(State(state): State<AppState>, request: Request) -> Response {
+    let headers = request.headers().clone();
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if !json {
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "POST needs Content-Type: application/json").into_response();
+    }
+    match <GraphQLRequest as FromRequest<AppState>>::from_request(request, &state).await {
+        Ok(graphql) => execute(&state, &headers, graphql.into_inner()).await,
+        Err(rejection) => rejection.into_response(),
+    }
 }
 
 /// GET serves both queries (`?query=`) and WebSocket upgrades.

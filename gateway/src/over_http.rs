@@ -35,8 +35,9 @@ pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
             .find_map(|q| q.parse::<f32>().ok())
             .unwrap_or(1.0);
         let candidate = match media.as_str() {
-            GRAPHQL_RESPONSE_JSON | "application/*" | "*/*" => MediaType::GraphQLResponseJson,
-            JSON => MediaType::Json,
+            GRAPHQL_RESPONSE_JSON => MediaType::GraphQLResponseJson,
+            // A client that takes anything gets what every client reads.
+            JSON | "application/*" | "*/*" => MediaType::Json,
             _ => continue,
         };
         if quality > 0.0 && best.is_none_or(|(q, _)| quality > q) {
@@ -64,12 +65,17 @@ pub fn is_mutation(request: &async_graphql::Request) -> bool {
 
 /// The HTTP response for an executed (or refused) GraphQL request.
 pub fn respond(media: MediaType, response: &async_graphql::Response) -> Response {
-    let body = match serde_json::to_vec(response) {
-        Ok(body) => body,
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
-    };
     // Errors with nothing executed have no `data`: a request error.
     let request_error = !response.errors.is_empty() && response.data == async_graphql::Value::Null;
+    let mut json = match serde_json::to_value(response) {
+        Ok(json) => json,
+        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    };
+    if request_error && let Some(body) = json.as_object_mut() {
+        // Nothing was executed, so there is no `data` entry at all.
+        body.remove("data");
+    }
+    let body = json.to_string();
     let (status, content_type) = match media {
         MediaType::GraphQLResponseJson if request_error => (StatusCode::BAD_REQUEST, GRAPHQL_RESPONSE_JSON),
         MediaType::GraphQLResponseJson => (StatusCode::OK, GRAPHQL_RESPONSE_JSON),
@@ -103,7 +109,7 @@ mod tests {
             negotiate(&accept("application/graphql-response+json;q=0.5, application/json")),
             Some(MediaType::Json)
         );
-        assert_eq!(negotiate(&accept("*/*")), Some(MediaType::GraphQLResponseJson));
+        assert_eq!(negotiate(&accept("*/*")), Some(MediaType::Json));
         assert_eq!(negotiate(&accept("text/html")), None);
     }
 
