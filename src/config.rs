@@ -71,6 +71,12 @@ pub struct Common {
     /// PEM file with the RS256 public key that verifies tokens (instead of a secret).
     #[arg(long, env = "CONVEYOR_JWT_PUBLIC_KEY", global = true)]
     pub jwt_public_key: Option<PathBuf>,
+    /// WebSocket: how long a client may take to send connection_init (then 4408).
+    #[arg(long, env = "CONVEYOR_WS_INIT_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
+    pub ws_init_timeout: Duration,
+    /// WebSocket: how often the server pings an idle connection.
+    #[arg(long, env = "CONVEYOR_WS_PING_INTERVAL", default_value = "15s", value_parser = parse_duration, global = true)]
+    pub ws_ping_interval: Duration,
     #[command(flatten)]
     pub domain: Domain,
 }
@@ -84,6 +90,7 @@ impl Common {
             request_timeout: self.request_timeout,
             introspection: !self.disable_introspection,
             auth: self.authenticator()?,
+            websocket: gateway::WsSettings { init_timeout: self.ws_init_timeout, ping_interval: self.ws_ping_interval },
         })
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLWebSocket};
+use async_graphql_axum::GraphQLRequest;
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
@@ -13,7 +13,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use futures::StreamExt;
 use schema::ports::Readiness;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -21,7 +20,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Authenticator;
 use crate::graphql::{ConveyorSchema, errors::add_missing_codes};
-use crate::over_http;
+use crate::{over_http, ws};
 
 pub const GRAPHQL_PATH: &str = "/graphql";
 
@@ -54,6 +53,7 @@ pub struct AppState {
     /// Closes WebSocket connections on shutdown, so draining ends.
     pub shutdown: CancellationToken,
     pub auth: Authenticator,
+    pub websocket: crate::ws::WsSettings,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -91,12 +91,8 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         .is_some_and(|value| value.eq_ignore_ascii_case("websocket"));
     if upgrade {
         let (mut parts, _body) = request.into_parts();
-        let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &state).await {
-            Ok(protocol) => protocol,
-            Err(rejection) => return rejection.into_response(),
-        };
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(upgrade) => websocket(state, protocol, upgrade),
+            Ok(upgrade) => websocket(state, upgrade),
             Err(rejection) => rejection.into_response(),
         };
     }
@@ -110,26 +106,11 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     }
 }
 
-/// Serves graphql-transport-ws (and the legacy graphql-ws). On shutdown the
-/// client's half ends, which completes the subscriptions and closes the socket.
-fn websocket(state: AppState, protocol: GraphQLProtocol, upgrade: WebSocketUpgrade) -> Response {
+/// Serves graphql-transport-ws (and the legacy graphql-ws); see [`ws`].
+fn websocket(state: AppState, upgrade: WebSocketUpgrade) -> Response {
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            let (sink, stream) = socket.split();
-            let stream = stream.take_until(state.shutdown.cancelled_owned());
-            let auth = state.auth.clone();
-            GraphQLWebSocket::new_with_pair(sink, stream, state.schema, protocol)
-                // The token travels in connection_init: {"authorization": "Bearer …"}.
-                .on_connection_init(move |payload| async move {
-                    let caller = auth.caller(payload.get("authorization").and_then(|value| value.as_str()))?;
-                    let mut data = async_graphql::Data::default();
-                    data.insert(caller);
-                    Ok(data)
-                })
-                .serve()
-                .await;
-        })
+        .on_upgrade(move |socket| ws::serve(socket, state.schema, state.auth, state.websocket, state.shutdown))
         .into_response()
 }
 

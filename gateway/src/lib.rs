@@ -7,6 +7,7 @@ pub mod auth;
 pub mod graphql;
 mod http;
 mod over_http;
+mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tower_http::trace::TraceLayer;
 pub use auth::{Authenticator, Caller, Role};
 pub use graphql::{ConveyorSchema, Services, sdl};
 pub use http::GRAPHQL_PATH;
+pub use ws::WsSettings;
 
 /// The HTTP surface's settings.
 #[derive(Debug, Clone)]
@@ -40,6 +42,7 @@ pub struct HttpSettings {
     pub introspection: bool,
     /// Verifies tokens; open (no key) lets everyone do everything.
     pub auth: Authenticator,
+    pub websocket: WsSettings,
 }
 
 impl HttpSettings {
@@ -51,6 +54,7 @@ impl HttpSettings {
             request_timeout: Duration::from_secs(30),
             introspection: true,
             auth: Authenticator::open(),
+            websocket: WsSettings::default(),
         }
     }
 }
@@ -83,6 +87,7 @@ impl Gateway {
             readiness: Arc::new(readiness),
             shutdown: shutdown.clone(),
             auth: settings.auth.clone(),
+            websocket: settings.websocket,
         };
         if settings.auth.is_open() {
             tracing::warn!(

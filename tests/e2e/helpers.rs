@@ -150,6 +150,8 @@ impl Isolation {
             disable_introspection: false,
             jwt_secret: None,
             jwt_public_key: None,
+            ws_init_timeout: Duration::from_secs(10),
+            ws_ping_interval: Duration::from_secs(15),
             domain: Domain::default(),
         }
     }

@@ -11,3 +11,4 @@ mod orders;
 mod processes;
 mod projection;
 mod saga;
+mod websocket;
