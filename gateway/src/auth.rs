@@ -190,6 +190,22 @@ mod tests {
     }
 
     #[test]
+    fn rs256_tokens_verify_with_the_public_key_only() {
+        // A key pair made for this test alone (openssl genpkey -algorithm RSA).
+        let private = include_bytes!("testdata/rsa-private.pem");
+        let public = include_bytes!("testdata/rsa-public.pem");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let claims = Claims { sub: "svc".into(), role: Role::Service, iat: now, exp: now + 60 };
+        let key = EncodingKey::from_rsa_pem(private).expect("private key");
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).expect("signs");
+        let auth = Authenticator::rs256(public).expect("public key");
+        let caller = auth.caller(Some(&format!("Bearer {token}"))).expect("verifies");
+        assert_eq!(caller, Caller::Authenticated { role: Role::Service, subject: "svc".into() });
+        let hs = issue(b"a-secret-of-enough-length", Role::Admin, "x", Duration::from_secs(60)).expect("signs");
+        assert!(auth.caller(Some(&format!("Bearer {hs}"))).is_err(), "an HS256 token is not accepted by an RS256 key");
+    }
+
+    #[test]
     fn expired_tokens_are_refused() {
         let auth = Authenticator::hs256(b"s3cret").expect("key");
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

@@ -54,6 +54,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub auth: Authenticator,
     pub websocket: crate::ws::WsSettings,
+    /// Answers schema-only queries without limits; `None` when introspection is off.
+    pub introspection: Option<ConveyorSchema>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -133,7 +135,11 @@ async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::
             return http;
         }
     };
-    let mut response = state.schema.execute(request.data(caller)).await;
+    let schema = match &state.introspection {
+        Some(introspection) if over_http::is_introspection(&request) => introspection,
+        _ => &state.schema,
+    };
+    let mut response = schema.execute(request.data(caller)).await;
     add_missing_codes(&mut response);
     over_http::respond(media, &response)
 }

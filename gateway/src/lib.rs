@@ -88,6 +88,7 @@ impl Gateway {
             shutdown: shutdown.clone(),
             auth: settings.auth.clone(),
             websocket: settings.websocket,
+            introspection: settings.introspection.then(graphql::introspection_only),
         };
         if settings.auth.is_open() {
             tracing::warn!(

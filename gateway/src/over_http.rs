@@ -8,7 +8,7 @@
 //!   clients send): always `200`, errors in the body.
 //! * An `Accept` that allows neither: `406`.
 
-use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType, Selection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -51,6 +51,24 @@ pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
 /// may only query). A document that does not parse is not one: the parse
 /// error is reported as usual.
 pub fn is_mutation(request: &async_graphql::Request) -> bool {
+    with_operation(request, |operation| operation.ty == OperationType::Mutation)
+}
+
+/// Whether the operation only asks for the schema (`__schema`, `__type`,
+/// `__typename` at the top): such queries are exempt from the depth and
+/// complexity limits, so GraphiQL and code generators can load the schema.
+pub fn is_introspection(request: &async_graphql::Request) -> bool {
+    with_operation(request, |operation| {
+        operation.ty == OperationType::Query
+            && !operation.selection_set.node.items.is_empty()
+            && operation.selection_set.node.items.iter().all(|item| match &item.node {
+                Selection::Field(field) => field.node.name.node.starts_with("__"),
+                Selection::FragmentSpread(_) | Selection::InlineFragment(_) => false,
+            })
+    })
+}
+
+fn with_operation(request: &async_graphql::Request, test: impl Fn(&OperationDefinition) -> bool) -> bool {
     let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return false };
     let operation = match (&document.operations, request.operation_name.as_deref()) {
         (DocumentOperations::Single(operation), _) => Some(&operation.node),
@@ -60,7 +78,7 @@ pub fn is_mutation(request: &async_graphql::Request) -> bool {
         }
         (DocumentOperations::Multiple(_), None) => None,
     };
-    operation.is_some_and(|operation| operation.ty == OperationType::Mutation)
+    operation.is_some_and(test)
 }
 
 /// The HTTP response for an executed (or refused) GraphQL request.
@@ -127,5 +145,10 @@ mod tests {
         assert!(is_mutation(&request("query Q { a } mutation M { b }", Some("M"))));
         assert!(!is_mutation(&request("query Q { a } mutation M { b }", Some("Q"))));
         assert!(!is_mutation(&request("{ a", None)));
+        assert!(is_introspection(&request("query I { __schema { types { name } } }", None)));
+        assert!(is_introspection(&request("{ __type(name: \"Order\") { name } __typename }", None)));
+        assert!(!is_introspection(&request("{ __typename orders { edges { cursor } } }", None)));
+        assert!(!is_introspection(&request("{ ...F } fragment F on Query { __typename }", None)));
+        assert!(!is_introspection(&request("mutation { __typename }", None)));
     }
 }

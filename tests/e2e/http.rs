@@ -10,6 +10,7 @@ crate::on_both_backends!(
     graphiql_health_and_get_queries_are_served,
     cors_body_limits_persisted_queries_and_introspection_follow_the_settings,
     graphql_over_http_negotiates_media_types_status_codes_and_methods,
+    the_standard_introspection_query_passes_the_limits_and_internal_errors_hide_their_cause,
 );
 
 async fn graphiql_health_and_get_queries_are_served(backend: Backend) {
@@ -129,4 +130,29 @@ async fn graphql_over_http_negotiates_media_types_status_codes_and_methods(backe
         .expect("answers");
     assert_eq!(mutation_over_get.status().as_u16(), 405);
     assert_eq!(mutation_over_get.headers()["allow"], "POST");
+}
+
+async fn the_standard_introspection_query_passes_the_limits_and_internal_errors_hide_their_cause(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // graphql-js's getIntrospectionQuery(), which GraphiQL sends: deeper than
+    // the depth limit, yet answered.
+    let introspection = app.graphql(include_str!("introspection.graphql"), json!({})).await;
+    assert!(introspection["errors"].is_null(), "{introspection}");
+    let types = introspection["data"]["__schema"]["types"].as_array().map(Vec::len).unwrap_or(0);
+    assert!(types > 20, "the whole schema: {types} types");
+    // The limits still hold for everything else.
+    let deep = "{ orders { edges { node { customer { orders { edges { node { customer { orders { edges { node { id } } } } } } } } } } } }";
+    let refused = app.graphql(deep, json!({})).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED", "{refused}");
+
+    // An internal failure: the client gets INTERNAL and a correlation id, not the cause.
+    let (_, views) = app.isolation.pools().await;
+    sqlx::query("DROP TABLE products").execute(&views).await.expect("drop the products view");
+    let broken = app.graphql("{ products(first: 1) { edges { cursor } } }", json!({})).await;
+    let error = &broken["errors"][0];
+    assert_eq!(error["extensions"]["code"], "INTERNAL", "{broken}");
+    let correlation = error["extensions"]["correlationId"].as_str().expect("a correlation id");
+    assert!(uuid::Uuid::parse_str(correlation).is_ok());
+    let message = error["message"].as_str().unwrap_or("");
+    assert!(message.contains(correlation) && !message.to_lowercase().contains("products"), "{message}");
 }

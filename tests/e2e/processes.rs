@@ -481,3 +481,24 @@ fn conveyor_token_signs_what_the_gateway_verifies() {
         .expect("conveyor token runs");
     assert!(!no_secret.status.success());
 }
+
+#[tokio::test]
+async fn a_request_past_the_timeout_is_answered_408() {
+    // A gateway alone: the command it publishes has no write side to decide
+    // it, so the mutation would wait its full 10 s bound; the request timeout
+    // (300 ms) answers first.
+    let isolation = Isolation::new(Backend::Server).await;
+    let mut env = server_env(&isolation);
+    env.push(("CONVEYOR_REQUEST_TIMEOUT", "300ms".into()));
+    env.push(("CONVEYOR_MUTATION_WAIT", "10s".into()));
+    let gateway = Conveyor::start(&["gateway"], &env);
+    let address = gateway.graphql_address();
+    wait_until_ready(address).await;
+    let http = reqwest::Client::new();
+    let place = json!({
+        "query": "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status } }",
+        "variables": { "input": { "customerId": customer(), "items": items() } },
+    });
+    let response = http.post(format!("http://{address}/graphql")).json(&place).send().await.expect("answers");
+    assert_eq!(response.status().as_u16(), 408);
+}

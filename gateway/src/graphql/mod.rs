@@ -87,6 +87,13 @@ fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
         .extension(ApolloPersistedQueries::new(LruCacheStorage::new(PERSISTED_QUERIES)))
 }
 
+/// A schema that answers introspection only, without the depth and
+/// complexity limits (which the standard introspection query exceeds): for
+/// GraphiQL and code generators. Data fields are refused.
+pub fn introspection_only() -> ConveyorSchema {
+    Schema::build(Query::default(), Mutation::default(), Subscription::default()).introspection_only().finish()
+}
+
 pub fn build(services: Services, introspection: bool) -> ConveyorSchema {
     let spawner = |future| {
         tokio::spawn(future);
