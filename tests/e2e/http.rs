@@ -144,6 +144,16 @@ async fn the_standard_introspection_query_passes_the_limits_and_internal_errors_
     let deep = "{ orders { edges { node { customer { orders { edges { node { customer { orders { edges { node { id } } } } } } } } } } } }";
     let refused = app.graphql(deep, json!({})).await;
     assert_eq!(refused["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED", "{refused}");
+    // A connection costs its page size times its children: 100 orders of 100 orders is too much.
+    let costly =
+        "{ orders(first: 100) { edges { node { customer { orders(first: 100) { edges { node { id } } } } } } } }";
+    let refused = app.graphql(costly, json!({})).await;
+    assert_eq!(refused["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED", "{refused}");
+    assert!(refused["errors"][0]["message"].as_str().is_some_and(|m| m.contains("complex")), "{refused}");
+    let affordable =
+        "{ orders(first: 5) { edges { node { customer { orders(first: 5) { edges { node { id } } } } } } } }";
+    let answered = app.graphql(affordable, json!({})).await;
+    assert!(answered["errors"].is_null(), "{answered}");
 
     // An internal failure: the client gets INTERNAL and a correlation id, not the cause.
     let (_, views) = app.isolation.pools().await;

@@ -292,7 +292,7 @@ async fn a_flaky_payment_provider_is_retried_until_every_order_confirms_once(bac
     // Most authorizations fail outright; the saga retries (same command id)
     // until the provider answers, and never authorizes twice.
     let domain = Domain {
-        payment_failure_rate: 0.6,
+        payment_failure_rate: 0.5,
         saga_step_timeout: std::time::Duration::from_millis(500),
         ..Domain::default()
     };

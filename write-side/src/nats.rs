@@ -145,7 +145,12 @@ impl Context {
             }
             Err(error) => {
                 warn!(%error, command_id = %command.id, delivered, "command failed; redelivering");
-                let delay = Duration::from_millis(100 * (1u64 << delivered.clamp(0, 6)));
+                // A payment provider's failure is per request: try again soon.
+                // A store failure may be an outage: back off, up to 6.4 s.
+                let delay = match error {
+                    HandleError::Unavailable(_) => Duration::from_millis(250),
+                    _ => Duration::from_millis(100 * (1u64 << delivered.clamp(0, 6))),
+                };
                 settle(&message, AckKind::Nak(Some(delay))).await;
             }
         }
