@@ -32,14 +32,14 @@ async fn every_access_rule_holds_for_queries_mutations_and_subscriptions(backend
     let service = token(Role::Service, "shipping");
 
     // Admin writes the catalog and registers customers; nobody else may.
-    let add = "mutation { addProduct(input: { sku: \"lamp\", name: \"Lamp\", priceCents: 100, initialStock: 50 }) { status } }";
+    let add = "mutation { addProduct(input: { sku: \"lamp\", name: \"Lamp\", priceCents: 100, initialStock: 50, consistency: AWAIT_VIEW }) { status } }";
     let (_, anonymous_add) = app.graphql_as(None, add, json!({})).await;
     assert_eq!(code(&anonymous_add), "UNAUTHENTICATED", "{anonymous_add}");
     let (_, service_add) = app.graphql_as(Some(&service), add, json!({})).await;
     assert_eq!(code(&service_add), "FORBIDDEN", "{service_add}");
     let (_, added) = app.graphql_as(Some(&admin), add, json!({})).await;
     assert_eq!(added["data"]["addProduct"]["status"], "ACCEPTED", "{added}");
-    let register = "mutation($name: String!) { registerCustomer(input: { name: $name, email: \"x@example.com\", creditLimitCents: 100000 }) { customerId } }";
+    let register = "mutation($name: String!) { registerCustomer(input: { name: $name, email: \"x@example.com\", creditLimitCents: 100000, consistency: AWAIT_VIEW }) { customerId } }";
     let mut customers = Vec::new();
     for name in ["Alice", "Bob"] {
         let (_, registered) = app.graphql_as(Some(&admin), register, json!({ "name": name })).await;

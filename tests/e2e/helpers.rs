@@ -357,7 +357,7 @@ impl TestApp {
         let response = self
             .graphql(
                 "mutation($input: RegisterCustomerInput!) { registerCustomer(input: $input) { status customerId error { code } } }",
-                json!({ "input": { "name": "Test Customer", "email": "test@example.com", "creditLimitCents": credit_limit_cents } }),
+                json!({ "input": { "name": "Test Customer", "email": "test@example.com", "creditLimitCents": credit_limit_cents, "consistency": "AWAIT_VIEW" } }),
             )
             .await;
         let payload = &response["data"]["registerCustomer"];
@@ -369,7 +369,7 @@ impl TestApp {
         let response = self
             .graphql(
                 "mutation($input: AddProductInput!) { addProduct(input: $input) { status error { code } } }",
-                json!({ "input": { "sku": sku, "name": format!("Product {sku}"), "priceCents": price_cents, "initialStock": stock } }),
+                json!({ "input": { "sku": sku, "name": format!("Product {sku}"), "priceCents": price_cents, "initialStock": stock, "consistency": "AWAIT_VIEW" } }),
             )
             .await;
         assert_eq!(response["data"]["addProduct"]["status"], "ACCEPTED", "{response}");
@@ -401,6 +401,21 @@ impl TestApp {
                 return product;
             }
             assert!(tokio::time::Instant::now() < deadline, "product {sku} never settled; last seen: {product}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Polls `customer(id)` until `done` holds (the customers view is
+    /// projected apart from the orders view, so it may lag behind it).
+    pub async fn wait_for_customer(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let query = "query($id: ID!) { customer(id: $id) { name orderCount lifetimeSpendCents openOrders } }";
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let customer = self.graphql(query, json!({ "id": id })).await["data"]["customer"].clone();
+            if done(&customer) {
+                return customer;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "customer {id} never settled; last seen: {customer}");
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -588,8 +603,9 @@ pub async fn snapshot(views: &ViewStore) -> ViewSnapshot {
     }
 }
 
-/// Rebuilds every view from the event store alone, into a fresh SQLite
-/// database, and asserts the live views hold exactly the same rows.
+/// Rebuilds every view from the event store alone (which must have stopped
+/// changing), into a fresh SQLite database, and asserts the live views come
+/// to hold exactly the same rows.
 pub async fn assert_views_match_a_replay(store: &SqlEventStore, live: &ViewStore) {
     let dir = std::env::temp_dir().join(format!("conveyor-replay-{}", Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("replay dir");
@@ -608,8 +624,16 @@ pub async fn assert_views_match_a_replay(store: &SqlEventStore, live: &ViewStore
         projector.catch_up().await.expect("replay");
     }
     let replayed = snapshot(&ViewStore::new(pool.clone())).await;
-    let live = snapshot(live).await;
     pool.close().await;
     let _ = std::fs::remove_dir_all(&dir);
-    assert_eq!(live, replayed, "the live views equal a replay of the event store");
+    // Each view has its own projector: give the live ones time to converge.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let current = snapshot(live).await;
+        if current == replayed || tokio::time::Instant::now() >= deadline {
+            assert_eq!(current, replayed, "the live views equal a replay of the event store");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -52,11 +52,10 @@ async fn an_order_is_confirmed_with_catalog_prices_reserved_stock_and_an_authori
     assert_eq!(order["totalCents"], 4500 + 4 * 250, "prices come from the catalog");
     assert_eq!(order["items"][1]["unitPriceCents"], 250);
 
-    let lamp = app.product("lamp").await;
-    assert_eq!(
-        (lamp["onHand"].clone(), lamp["reserved"].clone(), lamp["available"].clone()),
-        (json!(10), json!(1), json!(9))
-    );
+    // Views are projected apart: wait for the products and customers views too.
+    let lamp = app.wait_for_product_sku("lamp", |lamp| lamp["reserved"] == 1).await;
+    assert_eq!((lamp["onHand"].clone(), lamp["available"].clone()), (json!(10), json!(9)));
+    app.wait_for_customer(&customer, |customer| customer["lifetimeSpendCents"] == 5500).await;
 
     let id = order["id"].as_str().expect("id");
     let details = app
@@ -93,9 +92,8 @@ async fn a_declined_payment_releases_the_stock(backend: Backend) {
     let id = order["id"].as_str().expect("id");
     let order = app.wait_for_order(id, "released", |order| order["stockStatus"] == "RELEASED").await;
     assert!(order["rejectionReason"].as_str().is_some_and(|reason| !reason.is_empty()));
-    let lamp = app.product("lamp").await;
+    let lamp = app.wait_for_product_sku("lamp", |lamp| lamp["reserved"] == 0).await;
     assert_eq!(lamp["available"], 10, "the reservation was released: {lamp}");
-    assert_eq!(lamp["reserved"], 0);
 }
 
 async fn an_out_of_stock_order_is_rejected_and_never_charged(backend: Backend) {
@@ -111,8 +109,9 @@ async fn an_out_of_stock_order_is_rejected_and_never_charged(backend: Backend) {
     app.wait_for_order(id, "released", |order| order["stockStatus"] == "RELEASED").await;
     let payments = app.store.read_stream("payment", id, 1, u64::MAX).await.expect("payment stream");
     assert!(payments.is_empty(), "no payment was attempted: {payments:?}");
-    assert_eq!(app.product("bulb").await["available"], 100, "the bulbs reserved first went back");
-    assert_eq!(app.product("lamp").await["available"], 1);
+    let bulb = app.wait_for_product_sku("bulb", |bulb| bulb["reserved"] == 0).await;
+    assert_eq!(bulb["available"], 100, "the bulbs reserved first went back");
+    assert_eq!(app.wait_for_product_sku("lamp", |lamp| lamp["reserved"] == 0).await["available"], 1);
 }
 
 async fn unknown_customers_skus_and_changed_prices_reject_the_order(backend: Backend) {
@@ -151,16 +150,14 @@ async fn cancelling_a_confirmed_order_refunds_and_releases(backend: Backend) {
         })
         .await;
     assert_eq!(order["status"], "CANCELLED");
-    assert_eq!(app.product("lamp").await["available"], 10);
+    assert_eq!(app.wait_for_product_sku("lamp", |lamp| lamp["reserved"] == 0).await["available"], 10);
     let refunds = app.count_events("payment", id, "PaymentRefunded").await;
     assert_eq!(refunds, 1);
-    let customer_view = app
-        .graphql(
-            "query($id: ID!) { customer(id: $id) { lifetimeSpendCents openOrders orderCount } }",
-            json!({ "id": customer }),
-        )
-        .await;
-    assert_eq!(customer_view["data"]["customer"], json!({ "lifetimeSpendCents": 0, "openOrders": 0, "orderCount": 1 }));
+    let customer_view = app.wait_for_customer(&customer, |customer| customer["openOrders"] == 0).await;
+    assert_eq!(
+        (customer_view["lifetimeSpendCents"].clone(), customer_view["orderCount"].clone()),
+        (json!(0), json!(1))
+    );
 }
 
 async fn shipping_captures_the_payment_and_takes_the_stock(backend: Backend) {

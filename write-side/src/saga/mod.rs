@@ -5,20 +5,18 @@
 //! resumes sagas whose step got no answer, or whose process died.
 
 mod fulfillment;
+mod steps;
+mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use schema::envelope::{Message, derived_id};
-use schema::order::{self, ConfirmOrder, OrderCommand, OrderEvent, PlaceOrder, RejectOrder};
-use schema::payment::{self, AuthorizePayment, CapturePayment, PaymentCommand, PaymentEvent, RefundPayment};
-use schema::ports::{CommandBus, Dispatched, EventFeed, EventLog};
-use schema::product::{self, CommitStock, ProductCommand, ProductEvent, ReleaseStock, ReserveStock};
-use schema::sql::{self, RetryableError, to_micros};
-use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeStatus, codes};
-use sqlx::Row;
+use schema::EventEnvelope;
+use schema::order::{self, OrderEvent};
+use schema::ports::{CommandBus, EventFeed, EventLog};
+use schema::sql::{self, RetryableError};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, instrument, warn};
@@ -26,7 +24,6 @@ use uuid::Uuid;
 
 pub use fulfillment::{Fulfillment, Phase, Step, StepResult};
 
-use crate::customer::Customer;
 use crate::event_store::{SqlEventStore, StoreError};
 use crate::stream_locks::StreamLocks;
 
@@ -211,34 +208,6 @@ impl SagaRunner {
         }
     }
 
-    async fn start(&self, event: &EventEnvelope, placed: order::OrderPlaced) -> Result<(), SagaError> {
-        sql::retry("start saga", || self.start_once(event, placed.clone())).await
-    }
-
-    async fn start_once(&self, event: &EventEnvelope, placed: order::OrderPlaced) -> Result<(), SagaError> {
-        let now = Utc::now();
-        let deadline = now + chrono::Duration::from_std(self.settings.saga_timeout).unwrap_or_default();
-        let saga = Fulfillment::start(
-            event.aggregate_id.clone(),
-            placed.customer_id,
-            PlaceOrder::lines_by_sku(&placed.items),
-            to_micros(deadline),
-        );
-        sqlx::query(
-            "INSERT INTO sagas (saga_id, kind, state, correlation_id, causation_id, version, active, next_attempt_at, \
-             updated_at) VALUES ($1, $2, $3, $4, $5, 1, 1, $6, $6) ON CONFLICT (saga_id) DO NOTHING",
-        )
-        .bind(&event.aggregate_id)
-        .bind(KIND)
-        .bind(encode(&saga)?)
-        .bind(event.metadata.correlation_id.to_string())
-        .bind(event.id.to_string())
-        .bind(to_micros(now))
-        .execute(self.store.pool())
-        .await?;
-        Ok(())
-    }
-
     /// Applies an order event to a stored saga (optimistically, retried).
     async fn update(&self, order_id: &str, cause: Uuid, change: fn(&mut Fulfillment)) -> Result<(), SagaError> {
         let _turn = self.locks.lock(order_id.to_string()).await;
@@ -267,41 +236,6 @@ impl SagaRunner {
         });
     }
 
-    /// Lets the sweeper take a saga again after the retry delay, instead of
-    /// after its step's lease.
-    async fn retry_soon(&self, order_id: &str) {
-        let at = Utc::now().timestamp_micros() + self.settings.retry_delay.as_micros() as i64;
-        let result = sql::retry("reschedule saga", || async {
-            sqlx::query("UPDATE sagas SET next_attempt_at = $2 WHERE saga_id = $1 AND active = 1")
-                .bind(order_id)
-                .bind(at)
-                .execute(self.store.pool())
-                .await
-        })
-        .await;
-        if let Err(error) = result {
-            warn!(%error, order_id, "could not reschedule saga; its lease will expire");
-        }
-    }
-
-    /// Resumes due sagas: steps that got no answer, and sagas a crash left.
-    async fn sweep(&self) -> Result<(), SagaError> {
-        sql::retry("sweep sagas", || self.sweep_once()).await
-    }
-
-    async fn sweep_once(&self) -> Result<(), SagaError> {
-        let due: Vec<String> = sqlx::query_scalar(
-            "SELECT saga_id FROM sagas WHERE active = 1 AND next_attempt_at <= $1 ORDER BY next_attempt_at LIMIT 200",
-        )
-        .bind(Utc::now().timestamp_micros())
-        .fetch_all(self.store.pool())
-        .await?;
-        for order_id in due {
-            self.spawn_drive(order_id);
-        }
-        Ok(())
-    }
-
     /// Takes steps until the saga waits for an event, waits for an answer, or ends.
     #[instrument(skip(self))]
     pub async fn drive(&self, order_id: &str) -> Result<(), SagaError> {
@@ -328,205 +262,4 @@ impl SagaRunner {
             }
         }
     }
-
-    async fn execute(&self, saga: &Fulfillment, causes: &Causes, step: &Step) -> Result<StepResult, SagaError> {
-        let order_id = saga.order_id.clone();
-        let (aggregate, aggregate_id, command): (&str, String, Result<(String, serde_json::Value), SagaError>) =
-            match step {
-                Step::CheckCustomer => {
-                    let (customer, _) = self.store.load::<Customer>(&saga.customer_id).await?;
-                    return Ok(match customer.credit_limit_cents {
-                        Some(_) => StepResult::Done { unit_price_cents: None, approved: None },
-                        None => StepResult::Refused {
-                            code: codes::CUSTOMER_NOT_FOUND.into(),
-                            message: format!("no customer {}", saga.customer_id),
-                        },
-                    });
-                }
-                Step::Reserve { sku, quantity, expected_unit_price_cents } => (
-                    product::AGGREGATE,
-                    sku.clone(),
-                    parts(&ProductCommand::ReserveStock(ReserveStock {
-                        order_id: order_id.clone(),
-                        quantity: *quantity,
-                        expected_unit_price_cents: *expected_unit_price_cents,
-                    })),
-                ),
-                Step::Release { sku } => (
-                    product::AGGREGATE,
-                    sku.clone(),
-                    parts(&ProductCommand::ReleaseStock(ReleaseStock { order_id: order_id.clone() })),
-                ),
-                Step::Commit { sku } => (
-                    product::AGGREGATE,
-                    sku.clone(),
-                    parts(&ProductCommand::CommitStock(CommitStock { order_id: order_id.clone() })),
-                ),
-                Step::Authorize { amount_cents } => (
-                    payment::AGGREGATE,
-                    order_id.clone(),
-                    parts(&PaymentCommand::AuthorizePayment(AuthorizePayment {
-                        order_id: order_id.clone(),
-                        customer_id: saga.customer_id.clone(),
-                        amount_cents: *amount_cents,
-                    })),
-                ),
-                Step::Refund => (
-                    payment::AGGREGATE,
-                    order_id.clone(),
-                    parts(&PaymentCommand::RefundPayment(RefundPayment { order_id: order_id.clone() })),
-                ),
-                Step::Capture => {
-                    (payment::AGGREGATE, order_id.clone(), parts(&PaymentCommand::CapturePayment(CapturePayment {})))
-                }
-                Step::Confirm { lines, total_cents } => (
-                    order::AGGREGATE,
-                    order_id.clone(),
-                    parts(&OrderCommand::ConfirmOrder(ConfirmOrder {
-                        lines: lines.clone(),
-                        total_cents: *total_cents,
-                    })),
-                ),
-                Step::Reject { code, message } => (
-                    order::AGGREGATE,
-                    order_id.clone(),
-                    parts(&OrderCommand::RejectOrder(RejectOrder { code: code.clone(), message: message.clone() })),
-                ),
-            };
-        let (type_name, payload) = command?;
-        let id = derived_id("saga", &format!("{order_id}:{}", step.key()));
-        let envelope = CommandEnvelope {
-            id,
-            schema_version: 1,
-            type_name,
-            aggregate_type: aggregate.into(),
-            aggregate_id,
-            metadata: Metadata {
-                correlation_id: causes.correlation_id,
-                causation_id: causes.causation_id,
-                actor: ACTOR.into(),
-            },
-            timestamp: Utc::now(),
-            payload,
-        };
-        let outcome = match self.bus.dispatch(envelope, self.settings.step_timeout).await {
-            Ok(Dispatched::Decided(outcome)) => outcome,
-            Ok(Dispatched::Pending) => return Ok(StepResult::NoAnswer),
-            Err(error) => {
-                warn!(%error, order_id, step = %step.key(), "saga step not delivered; will retry");
-                return Ok(StepResult::NoAnswer);
-            }
-        };
-        if outcome.status == OutcomeStatus::Rejected {
-            let rejection = outcome.rejection.unwrap_or_else(|| schema::Rejection::new(codes::INTERNAL, "rejected"));
-            return Ok(StepResult::Refused { code: rejection.code, message: rejection.message });
-        }
-        Ok(match step {
-            Step::Reserve { sku, .. } => StepResult::Done {
-                unit_price_cents: Some(self.reserved_price(sku, &order_id, &outcome).await?),
-                approved: None,
-            },
-            Step::Authorize { .. } => {
-                StepResult::Done { unit_price_cents: None, approved: Some(self.payment_approved(&order_id).await?) }
-            }
-            _ => StepResult::Done { unit_price_cents: None, approved: None },
-        })
-    }
-
-    /// The catalog price the order's stock was reserved at.
-    async fn reserved_price(&self, sku: &str, order_id: &str, outcome: &CommandOutcome) -> Result<i64, SagaError> {
-        let events = self
-            .store
-            .read_stream(product::AGGREGATE, sku, 1, outcome.stream_version)
-            .await
-            .map_err(|error| SagaError::Contract(error.to_string()))?;
-        events
-            .iter()
-            .rev()
-            .find_map(|event| match ProductEvent::decode(event) {
-                Ok(ProductEvent::StockReserved(reserved)) if reserved.order_id == order_id => {
-                    Some(reserved.unit_price_cents)
-                }
-                _ => None,
-            })
-            .ok_or_else(|| SagaError::Contract(format!("no reservation of {sku} for order {order_id}")))
-    }
-
-    /// Whether the payment was authorized (rather than declined).
-    async fn payment_approved(&self, order_id: &str) -> Result<bool, SagaError> {
-        let events = self
-            .store
-            .read_stream(payment::AGGREGATE, order_id, 1, u64::MAX)
-            .await
-            .map_err(|error| SagaError::Contract(error.to_string()))?;
-        Ok(events.iter().any(|event| matches!(PaymentEvent::decode(event), Ok(PaymentEvent::PaymentAuthorized(_)))))
-    }
-
-    async fn load(&self, order_id: &str) -> Result<Option<(Fulfillment, Causes, i64)>, SagaError> {
-        sql::retry("load saga", || self.load_once(order_id)).await
-    }
-
-    async fn load_once(&self, order_id: &str) -> Result<Option<(Fulfillment, Causes, i64)>, SagaError> {
-        let row = sqlx::query("SELECT state, correlation_id, causation_id, version FROM sagas WHERE saga_id = $1")
-            .bind(order_id)
-            .fetch_optional(self.store.pool())
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        let state: String = row.try_get("state")?;
-        let saga = serde_json::from_str(&state).map_err(|error| SagaError::Contract(error.to_string()))?;
-        let id = |column: &str| -> Result<Uuid, SagaError> {
-            let text: String = row.try_get(column)?;
-            Uuid::parse_str(&text).map_err(|error| SagaError::Contract(error.to_string()))
-        };
-        Ok(Some((
-            saga,
-            Causes { correlation_id: id("correlation_id")?, causation_id: id("causation_id")? },
-            row.try_get("version")?,
-        )))
-    }
-
-    /// Stores the saga if nobody changed it since `version`; false if someone did.
-    async fn save(
-        &self,
-        order_id: &str,
-        saga: &Fulfillment,
-        version: i64,
-        cause: Option<&Causes>,
-        next_attempt_at: i64,
-    ) -> Result<bool, SagaError> {
-        sql::retry("save saga", || self.save_once(order_id, saga, version, cause, next_attempt_at)).await
-    }
-
-    async fn save_once(
-        &self,
-        order_id: &str,
-        saga: &Fulfillment,
-        version: i64,
-        cause: Option<&Causes>,
-        next_attempt_at: i64,
-    ) -> Result<bool, SagaError> {
-        let active = i64::from(matches!(saga.phase, Phase::Running | Phase::Unwinding));
-        let updated = sqlx::query(
-            "UPDATE sagas SET state = $3, version = $2 + 1, active = $4, next_attempt_at = $5, updated_at = $6, \
-             causation_id = COALESCE($7, causation_id) WHERE saga_id = $1 AND version = $2",
-        )
-        .bind(order_id)
-        .bind(version)
-        .bind(encode(saga)?)
-        .bind(active)
-        .bind(next_attempt_at)
-        .bind(Utc::now().timestamp_micros())
-        .bind(cause.map(|cause| cause.causation_id.to_string()))
-        .execute(self.store.pool())
-        .await?;
-        Ok(updated.rows_affected() == 1)
-    }
-}
-
-fn encode(saga: &Fulfillment) -> Result<String, SagaError> {
-    serde_json::to_string(saga).map_err(|error| SagaError::Contract(error.to_string()))
-}
-
-fn parts<C: Message>(command: &C) -> Result<(String, serde_json::Value), SagaError> {
-    Ok(command.to_parts())
 }

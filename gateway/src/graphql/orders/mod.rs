@@ -1,0 +1,107 @@
+//! Orders: the `order`/`orders` queries (here), the `placeOrder`/
+//! `cancelOrder`/`shipOrder` mutations, the `orderUpdated` subscription,
+//! and the types they share.
+
+mod mutations;
+mod subscription;
+mod types;
+
+use std::sync::Arc;
+
+use async_graphql::connection::{Connection, Edge, EmptyFields};
+use async_graphql::{Context, Error, ID, Object};
+use read_side::orders::{OrderCursor, OrderFilter};
+
+use crate::graphql::Services;
+use crate::graphql::commands::{CommandResult, caller, outcome_parts};
+use crate::graphql::errors::{coded, internal, parse_id, unavailable};
+use crate::graphql::loaders::Prefetched;
+use crate::graphql::pagination::{connection_complexity, decode_cursor, encode_cursor, page_size};
+
+pub use mutations::OrderMutation;
+pub use subscription::OrderSubscription;
+pub use types::{Order, OrderStatus};
+
+/// A connection over the `orders` view, newest first.
+pub async fn order_connection(
+    ctx: &Context<'_>,
+    filter: OrderFilter,
+    first: Option<i32>,
+    after: Option<String>,
+) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
+    let services = ctx.data::<Services>()?;
+    let first = page_size(first)?;
+    let after = after.as_deref().map(decode_order_cursor).transpose()?;
+    let mut rows = services.orders.list(&filter, after.as_ref(), first + 1).await.map_err(internal)?;
+    let has_next = rows.len() > first as usize;
+    rows.truncate(first as usize);
+    let prefetched = Arc::new(Prefetched::for_orders(ctx, &rows).await?);
+    let mut connection = Connection::new(after.is_some(), has_next);
+    connection.edges.extend(rows.into_iter().map(|row| {
+        let cursor = encode_cursor(&format!("{}:{}", row.placed_at.timestamp_micros(), row.order_id));
+        Edge::new(cursor, Order(row, Some(prefetched.clone())))
+    }));
+    Ok(connection)
+}
+
+fn decode_order_cursor(cursor: &str) -> Result<OrderCursor, Error> {
+    let invalid = || coded(schema::codes::INVALID_INPUT, "after is not a cursor from this connection");
+    let text = decode_cursor(cursor)?;
+    let (micros, order_id) = text.split_once(':').ok_or_else(invalid)?;
+    Ok(OrderCursor { placed_at_micros: micros.parse().map_err(|_| invalid())?, order_id: order_id.to_string() })
+}
+
+#[derive(Default)]
+pub struct OrderQuery;
+
+#[Object]
+impl OrderQuery {
+    /// One order, or null if no such order has been projected.
+    async fn order(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Order>, Error> {
+        let id = parse_id("id", &id)?;
+        let caller = caller(ctx)?;
+        caller.require_known("read orders")?;
+        let services = ctx.data::<Services>()?;
+        let order = services.orders.get(&id.to_string()).await.map_err(internal)?;
+        if let Some(order) = &order {
+            caller.require_customer(&order.customer_id, "read this order")?;
+        }
+        Ok(order.map(Order::single))
+    }
+
+    /// Orders, newest first, as a Relay connection.
+    #[graphql(complexity = "connection_complexity(first, child_complexity)")]
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+        status: Option<OrderStatus>,
+        customer_id: Option<ID>,
+    ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
+        let mut filter = OrderFilter {
+            status: status.map(Into::into),
+            customer_id: customer_id.map(|id| parse_id("customerId", &id).map(|id| id.to_string())).transpose()?,
+        };
+        // A customer sees only its own orders.
+        if let Some(me) = caller(ctx)?.customer_scope("list orders")? {
+            if filter.customer_id.as_ref().is_some_and(|asked| *asked != me) {
+                return Err(coded(crate::auth::FORBIDDEN, "a customer may list only its own orders"));
+            }
+            filter.customer_id = Some(me);
+        }
+        order_connection(ctx, filter, first, after).await
+    }
+
+    /// The outcome of a command, once decided (null while pending or unknown).
+    async fn command_outcome(&self, ctx: &Context<'_>, command_id: ID) -> Result<Option<CommandResult>, Error> {
+        let id = parse_id("commandId", &command_id)?;
+        caller(ctx)?.require_known("look up commands")?;
+        let services = ctx.data::<Services>()?;
+        let outcome = services.bus.outcome(id).await.map_err(unavailable)?;
+        Ok(outcome.map(|outcome| {
+            let (status, error) = outcome_parts(&outcome);
+            CommandResult { command_id: ID(id.to_string()), status, error }
+        }))
+    }
+}

@@ -1,0 +1,178 @@
+//! `placeOrder`, `cancelOrder`, `shipOrder`: inputs, payloads, access.
+
+use async_graphql::{ComplexObject, Context, Error, ID, InputObject, Object, SimpleObject};
+use read_side::orders::{self as view};
+use schema::envelope::derived_id;
+use schema::order::{self as contract, CancelOrder, OrderCommand, PlaceOrder, ShipOrder};
+
+use crate::graphql::Services;
+use crate::graphql::commands::{CommandError, CommandStatus, Consistency, await_view, caller, command_id, send};
+use crate::graphql::errors::{coded, internal, parse_id};
+
+use super::types::Order;
+
+#[derive(InputObject)]
+pub struct OrderLineInput {
+    sku: String,
+    quantity: i32,
+    /// The price the customer saw: if the catalog's differs, the order is
+    /// rejected with PRICE_MISMATCH. Prices always come from the catalog.
+    unit_price_cents: Option<i64>,
+}
+
+#[derive(InputObject)]
+pub struct PlaceOrderInput {
+    customer_id: ID,
+    items: Vec<OrderLineInput>,
+    /// A client-chosen key: the same key means the same command, decided once.
+    idempotency_key: Option<String>,
+    /// ACCEPTED (default), or AWAIT_VIEW to get the projected `order` back.
+    consistency: Option<Consistency>,
+}
+
+#[derive(InputObject)]
+pub struct CancelOrderInput {
+    order_id: ID,
+    reason: String,
+    idempotency_key: Option<String>,
+    consistency: Option<Consistency>,
+}
+
+#[derive(InputObject)]
+pub struct ShipOrderInput {
+    order_id: ID,
+    idempotency_key: Option<String>,
+    consistency: Option<Consistency>,
+}
+
+/// Declares an order mutation's payload: the command's id, status and
+/// error, the order's id, and the order's view as the read side has it now.
+macro_rules! order_payload {
+    ($name:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[derive(SimpleObject)]
+        #[graphql(complex)]
+        pub struct $name {
+            command_id: ID,
+            status: CommandStatus,
+            error: Option<CommandError>,
+            order_id: ID,
+        }
+
+        #[ComplexObject]
+        impl $name {
+            /// The order's view as the read side has it now.
+            async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>, Error> {
+                let services = ctx.data::<Services>()?;
+                Ok(services.orders.get(&self.order_id).await.map_err(internal)?.map(Order::single))
+            }
+        }
+
+        impl $name {
+            /// The payload, once the view shows the command if the caller asked to wait.
+            async fn answer(
+                ctx: &Context<'_>,
+                sent: crate::graphql::commands::Sent,
+                order_id: String,
+                consistency: Option<Consistency>,
+            ) -> Result<Self, Error> {
+                if let Some(version) = sent.awaited_version(consistency) {
+                    await_order(ctx, &order_id, version, sent.deadline).await?;
+                }
+                Ok(Self {
+                    command_id: ID(sent.command_id.to_string()),
+                    status: sent.status,
+                    error: sent.error,
+                    order_id: ID(order_id),
+                })
+            }
+        }
+    };
+}
+
+/// Waits until the order's view shows stream version `version`.
+async fn await_order(
+    ctx: &Context<'_>,
+    order_id: &str,
+    version: u64,
+    deadline: tokio::time::Instant,
+) -> Result<(), Error> {
+    let orders = ctx.data::<Services>()?.orders.clone();
+    await_view(ctx, view::VIEW, order_id, deadline, || {
+        let orders = orders.clone();
+        async move {
+            let order = orders.get(order_id).await.map_err(internal)?;
+            Ok(order.is_some_and(|order| order.version >= version))
+        }
+    })
+    .await
+}
+
+order_payload!(PlaceOrderPayload, "`placeOrder`'s answer.");
+order_payload!(CancelOrderPayload, "`cancelOrder`'s answer.");
+order_payload!(ShipOrderPayload, "`shipOrder`'s answer.");
+
+#[derive(Default)]
+pub struct OrderMutation;
+
+#[Object]
+impl OrderMutation {
+    /// Places an order (PENDING); the saga then reserves stock, authorizes
+    /// payment and confirms it, or rejects it. Answers once the order is
+    /// placed, or PENDING after the configured wait.
+    async fn place_order(&self, ctx: &Context<'_>, input: PlaceOrderInput) -> Result<PlaceOrderPayload, Error> {
+        let customer_id = parse_id("customerId", &input.customer_id)?;
+        caller(ctx)?.require_customer(&customer_id.to_string(), "place orders for this customer")?;
+        let command = PlaceOrder {
+            customer_id: customer_id.to_string(),
+            items: input
+                .items
+                .into_iter()
+                .map(|line| contract::OrderLine {
+                    sku: line.sku,
+                    // Negative quantities become 0, which the rules reject.
+                    quantity: u32::try_from(line.quantity).unwrap_or(0),
+                    expected_unit_price_cents: line.unit_price_cents,
+                })
+                .collect(),
+        };
+        command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        let command_id = command_id(ctx, "placeOrder", input.idempotency_key.as_deref())?;
+        // Derived from the command id, so a retried placeOrder names the same order.
+        let order_id = derived_id("order", &command_id.to_string()).to_string();
+        let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::PlaceOrder(command)).await?;
+        PlaceOrderPayload::answer(ctx, sent, order_id, input.consistency).await
+    }
+
+    /// Cancels an order: a pending one is compensated, a confirmed one refunded.
+    async fn cancel_order(&self, ctx: &Context<'_>, input: CancelOrderInput) -> Result<CancelOrderPayload, Error> {
+        let order_id = parse_id("orderId", &input.order_id)?.to_string();
+        require_own_order(ctx, &order_id, "cancel this order").await?;
+        let command = CancelOrder { reason: input.reason };
+        command.validate().map_err(|rejection| coded(&rejection.code, rejection.message))?;
+        let command_id = command_id(ctx, "cancelOrder", input.idempotency_key.as_deref())?;
+        let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::CancelOrder(command)).await?;
+        CancelOrderPayload::answer(ctx, sent, order_id, input.consistency).await
+    }
+
+    /// Ships a confirmed order: its payment is captured and its stock leaves the shelf.
+    async fn ship_order(&self, ctx: &Context<'_>, input: ShipOrderInput) -> Result<ShipOrderPayload, Error> {
+        let order_id = parse_id("orderId", &input.order_id)?.to_string();
+        caller(ctx)?.require_staff("ship orders")?;
+        let command_id = command_id(ctx, "shipOrder", input.idempotency_key.as_deref())?;
+        let sent =
+            send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::ShipOrder(ShipOrder {})).await?;
+        ShipOrderPayload::answer(ctx, sent, order_id, input.consistency).await
+    }
+}
+
+/// Customers may act only on their own orders; staff and open mode on any.
+async fn require_own_order(ctx: &Context<'_>, order_id: &str, what: &str) -> Result<(), Error> {
+    let caller = caller(ctx)?;
+    if caller.customer_scope(what)?.is_some() {
+        let order = ctx.data::<Services>()?.orders.get(order_id).await.map_err(internal)?;
+        // An order not (yet) in the view is not known to be the caller's.
+        caller.require_customer(order.as_ref().map_or("", |order| order.customer_id.as_str()), what)?;
+    }
+    Ok(())
+}
