@@ -27,6 +27,10 @@ pub struct BenchArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// A token for a gateway that requires one: an admin token, since the
+    /// bench adds its own products and customer (`conveyor token --role admin`).
+    #[arg(long, env = "CONVEYOR_BENCH_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
@@ -48,11 +52,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.orders == 0 {
         bail!("--orders and --concurrency must be at least 1");
     }
-    let http = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &args.token {
+        headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse()?);
+    }
+    let http = reqwest::Client::builder().default_headers(headers).build()?;
     let seed = Seed::create(&http, &args.url).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let clients = (0..args.concurrency).map(|_| client(args.url.clone(), args.orders, next.clone(), seed.clone()));
+    let clients = (0..args.concurrency)
+        .map(|_| client(http.clone(), args.url.clone(), args.token.clone(), args.orders, next.clone(), seed.clone()));
     let mut all = Samples::default();
     for result in futures::future::join_all(clients).await {
         let samples = result?;
@@ -142,14 +151,21 @@ fn expect_accepted(answer: Value, field: &str) -> anyhow::Result<Value> {
     Ok(payload)
 }
 
-async fn client(url: String, orders: usize, next: Arc<AtomicUsize>, seed: Seed) -> anyhow::Result<Samples> {
-    let http = reqwest::Client::new();
+async fn client(
+    http: reqwest::Client,
+    url: String,
+    token: Option<String>,
+    orders: usize,
+    next: Arc<AtomicUsize>,
+    seed: Seed,
+) -> anyhow::Result<Samples> {
     let ws_url = format!("{}/graphql", url.replacen("http", "ws", 1));
     let mut request = ws_url.as_str().into_client_request()?;
     request.headers_mut().insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
     let (mut socket, _) =
         tokio_tungstenite::connect_async(request).await.with_context(|| format!("cannot open {ws_url}"))?;
-    socket.send(Message::text(json!({ "type": "connection_init" }).to_string())).await?;
+    let payload = token.map_or(json!({}), |token| json!({ "authorization": format!("Bearer {token}") }));
+    socket.send(Message::text(json!({ "type": "connection_init", "payload": payload }).to_string())).await?;
     expect_type(&mut socket, "connection_ack").await?;
 
     let mut samples = Samples::default();
