@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
-use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::GraphQLRequest;
 use axum::Json;
 use axum::Router;
@@ -62,6 +61,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/graphiql", get(graphiql))
+        .route("/assets/{*path}", get(asset))
         .route("/", get(|| async { Redirect::temporary("/graphiql") }))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
@@ -144,8 +144,33 @@ async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::
     over_http::respond(media, &response)
 }
 
-async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint(GRAPHQL_PATH).subscription_endpoint(GRAPHQL_PATH).finish())
+/// `web/`, embedded in the binary at build time.
+#[derive(rust_embed::RustEmbed)]
+#[folder = "../web/"]
+#[include = "graphiql.html"]
+#[include = "vendor/*"]
+struct Web;
+
+/// GraphiQL, with every asset served by this process (no CDN).
+async fn graphiql() -> Response {
+    match Web::get("graphiql.html") {
+        Some(page) => Html(page.data.into_owned()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn asset(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
+    match Web::get(&path) {
+        Some(file) => {
+            let mime = file.metadata.mimetype().to_string();
+            (
+                [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "public, max-age=3600".to_string())],
+                file.data.into_owned(),
+            )
+                .into_response()
+        }
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

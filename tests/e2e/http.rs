@@ -25,7 +25,21 @@ async fn graphiql_health_and_get_queries_are_served(backend: Backend) {
     let graphiql = app.http.get(format!("{base}/graphiql")).send().await.expect("graphiql answers");
     assert!(graphiql.status().is_success());
     let page = graphiql.text().await.expect("html");
-    assert!(page.contains("graphiql") && page.contains("/graphql"), "{page}");
+    assert!(page.contains("GraphiQL") && page.contains("/graphql") && page.contains("subscriptionUrl"), "{page}");
+    // Offline: nothing is fetched from another host, and every asset is served here.
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("//unpkg"), "{page}");
+    let assets: Vec<&str> = page.split(['"', '\'']).filter(|part| part.starts_with("/assets/")).collect();
+    assert_eq!(assets.len(), 4, "react, react-dom, graphiql js and css: {assets:?}");
+    for asset in assets {
+        let response = app.http.get(format!("{base}{asset}")).send().await.expect("asset answers");
+        assert!(response.status().is_success(), "{asset}: {}", response.status());
+        let kind = response.headers()["content-type"].to_str().unwrap_or("").to_string();
+        let expected = if asset.ends_with(".css") { "text/css" } else { "text/javascript" };
+        assert!(kind.starts_with(expected), "{asset}: {kind}");
+        assert!(response.bytes().await.map(|body| body.len()).unwrap_or(0) > 1000, "{asset} has content");
+    }
+    let missing = app.http.get(format!("{base}/assets/vendor/missing.js")).send().await.expect("answers");
+    assert_eq!(missing.status().as_u16(), 404);
 
     let health = app.http.get(format!("{base}/healthz")).send().await.expect("healthz answers");
     assert_eq!(health.json::<Value>().await.expect("json"), json!({ "status": "ok" }));
