@@ -203,18 +203,8 @@ impl CustomerRepository {
 
     /// Registered customers among `ids`, in one statement.
     pub async fn get_many(&self, ids: &[String]) -> Result<Vec<CustomerView>, sqlx::Error> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT {COLUMNS} FROM customers WHERE registered = 1 AND customer_id IN ({})",
-            ViewStore::placeholders(1, ids.len())
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in ids {
-            query = query.bind(id.clone());
-        }
-        query.fetch_all(self.views.counted()).await?.iter().map(customer_from_row).collect()
+        let select = format!("SELECT {COLUMNS} FROM customers WHERE registered = 1 AND customer_id IN ({{keys}})");
+        self.views.fetch_in(&select, ids).await?.iter().map(customer_from_row).collect()
     }
 
     /// Every registered customer, in id order: for comparing a live view with a rebuilt one.

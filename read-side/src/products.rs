@@ -107,15 +107,8 @@ impl ProductRepository {
 
     /// The products among `skus`, in one statement.
     pub async fn get_many(&self, skus: &[String]) -> Result<Vec<ProductView>, sqlx::Error> {
-        if skus.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!("SELECT {COLUMNS} FROM products WHERE sku IN ({})", ViewStore::placeholders(1, skus.len()));
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for sku in skus {
-            query = query.bind(sku.clone());
-        }
-        query.fetch_all(self.views.counted()).await?.iter().map(product_from_row).collect()
+        let select = format!("SELECT {COLUMNS} FROM products WHERE sku IN ({{keys}})");
+        self.views.fetch_in(&select, skus).await?.iter().map(product_from_row).collect()
     }
 
     pub async fn get(&self, sku: &str) -> Result<Option<ProductView>, sqlx::Error> {

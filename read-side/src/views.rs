@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use schema::ports::{PortError, Readiness};
-use sqlx::AnyPool;
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, AssertSqlSafe};
 
 #[derive(Clone)]
 pub struct ViewStore {
@@ -31,9 +32,19 @@ impl ViewStore {
         self.statements.load(Ordering::Relaxed)
     }
 
-    /// A `$first, $first+1, …` list of `count` placeholders, for `IN (…)`.
-    pub(crate) fn placeholders(first: usize, count: usize) -> String {
-        (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+    /// Runs `select`, whose `{keys}` becomes one placeholder per key (for
+    /// `IN ({keys})`), with the keys bound: one statement for a whole batch.
+    pub(crate) async fn fetch_in(&self, select: &str, keys: &[String]) -> Result<Vec<AnyRow>, sqlx::Error> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=keys.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        // Only placeholders are spliced in; the keys are bound.
+        let mut query = sqlx::query(AssertSqlSafe(select.replace("{keys}", &placeholders)));
+        for key in keys {
+            query = query.bind(key.clone());
+        }
+        query.fetch_all(self.counted()).await
     }
 }
 

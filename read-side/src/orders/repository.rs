@@ -170,19 +170,9 @@ impl OrderRepository {
 
     /// The timelines of several orders, oldest entry first, in one statement.
     pub async fn timelines(&self, order_ids: &[String]) -> Result<Vec<TimelineEntry>, sqlx::Error> {
-        if order_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT order_id, event_id, occurred_at, event_type, aggregate_type, aggregate_id, causation_id, actor, \
-             summary FROM order_timeline WHERE order_id IN ({}) ORDER BY order_id, occurred_at, event_id",
-            ViewStore::placeholders(1, order_ids.len())
-        );
-        let mut query = sqlx::query(AssertSqlSafe(sql));
-        for id in order_ids {
-            query = query.bind(id.clone());
-        }
-        let rows = query.fetch_all(self.views.counted()).await?;
+        let select = "SELECT order_id, event_id, occurred_at, event_type, aggregate_type, aggregate_id, causation_id, \
+             actor, summary FROM order_timeline WHERE order_id IN ({keys}) ORDER BY order_id, occurred_at, event_id";
+        let rows = self.views.fetch_in(select, order_ids).await?;
         rows.iter()
             .map(|row| {
                 Ok(TimelineEntry {
