@@ -210,15 +210,6 @@ impl SqlEventStore {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(&self.pool).await?;
         Ok(count as u64)
     }
-
-    /// Counts appended events: for tests and operators.
-    pub async fn count_events(&self, aggregate_type: &str, aggregate_id: &str) -> Result<u64, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE stream_id = $1")
-            .bind(stream_id(aggregate_type, aggregate_id))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count as u64)
-    }
 }
 
 #[async_trait]
