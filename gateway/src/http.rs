@@ -1,5 +1,5 @@
 //! Routes: GraphQL (POST, GET, and WebSocket upgrades on the same path),
-//! GraphiQL, health and readiness.
+//! GraphiQL, the live order page (`/app`), their assets, health and readiness.
 
 use std::sync::Arc;
 
@@ -61,6 +61,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
         .route("/graphiql", get(graphiql))
+        .route("/app", get(app))
+        .route("/app/", get(|| async { Redirect::permanent("/app") }))
         .route("/assets/{*path}", get(asset))
         .route("/", get(|| async { Redirect::temporary("/graphiql") }))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
@@ -148,29 +150,54 @@ async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::
 #[derive(rust_embed::RustEmbed)]
 #[folder = "../web/"]
 #[include = "graphiql.html"]
+#[include = "app/*"]
 #[include = "vendor/*"]
 struct Web;
 
 /// GraphiQL, with every asset served by this process (no CDN).
 async fn graphiql() -> Response {
-    match Web::get("graphiql.html") {
-        Some(page) => Html(page.data.into_owned()).into_response(),
+    page("graphiql.html")
+}
+
+/// The live order page (`web/app/`): plain ES modules, no build step.
+async fn app() -> Response {
+    page("app/index.html")
+}
+
+fn page(path: &str) -> Response {
+    match Web::get(path) {
+        Some(page) => ([(header::CACHE_CONTROL, "no-cache")], Html(page.data.into_owned())).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
-async fn asset(axum::extract::Path(path): axum::extract::Path<String>) -> Response {
-    match Web::get(&path) {
-        Some(file) => {
-            let mime = file.metadata.mimetype().to_string();
-            (
-                [(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "public, max-age=3600".to_string())],
-                file.data.into_owned(),
-            )
-                .into_response()
-        }
-        None => StatusCode::NOT_FOUND.into_response(),
+/// A file of `web/`. Each carries an ETag (its SHA-256), so a browser
+/// revalidates cheaply: the vendored builds are cached for an hour, the
+/// app's own modules revalidated every time so an upgrade is seen at once.
+async fn asset(axum::extract::Path(path): axum::extract::Path<String>, headers: HeaderMap) -> Response {
+    let Some(file) = Web::get(&path) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()));
+    let cache = if path.starts_with("vendor/") { "public, max-age=3600" } else { "no-cache" };
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| tags.split(',').any(|tag| tag.trim() == etag));
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag), (header::CACHE_CONTROL, cache.to_string())])
+            .into_response();
     }
+    let mime = file.metadata.mimetype().to_string();
+    (
+        [(header::CONTENT_TYPE, mime), (header::ETAG, etag), (header::CACHE_CONTROL, cache.to_string())],
+        file.data.into_owned(),
+    )
+        .into_response()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -217,6 +217,39 @@ impl CustomerRepository {
             .collect()
     }
 
+    /// Up to `limit` registered customers, newest first, strictly after
+    /// `after` (registered_at micros, customer id); `only` narrows to one.
+    pub async fn list(
+        &self,
+        only: Option<&str>,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<CustomerView>, sqlx::Error> {
+        // Every fragment is a literal; only values are bound, in this order.
+        let mut sql = format!("SELECT {COLUMNS} FROM customers WHERE registered = 1");
+        let mut placeholder = 0;
+        let mut next = || {
+            placeholder += 1;
+            placeholder
+        };
+        if only.is_some() {
+            sql.push_str(&format!(" AND customer_id = ${}", next()));
+        }
+        if after.is_some() {
+            sql.push_str(&format!(" AND (registered_at, customer_id) < (${}, ${})", next(), next()));
+        }
+        sql.push_str(&format!(" ORDER BY registered_at DESC, customer_id DESC LIMIT ${}", next()));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        if let Some(id) = only {
+            query = query.bind(id.to_string());
+        }
+        if let Some((micros, id)) = after {
+            query = query.bind(micros).bind(id.to_string());
+        }
+        let rows = query.bind(i64::from(limit)).fetch_all(self.views.counted()).await?;
+        rows.iter().map(customer_from_row).collect()
+    }
+
     pub async fn get(&self, id: &str) -> Result<Option<CustomerView>, sqlx::Error> {
         Ok(self.get_many(&[id.to_string()]).await?.into_iter().next())
     }

@@ -117,4 +117,17 @@ impl Notifier for BroadcastNotifier {
         });
         Ok(stream.boxed())
     }
+
+    async fn watch_view(&self, view: &str) -> Result<BoxStream<'static, ViewChange>, PortError> {
+        let view = view.to_string();
+        let stream = BroadcastStream::new(self.sender.subscribe()).filter_map(move |item| {
+            futures::future::ready(match item {
+                Ok(change) if change.view == view => Some(change),
+                Ok(_) => None,
+                // Lagged: an empty id tells the watcher it missed some.
+                Err(_) => Some(ViewChange { view: view.clone(), id: String::new(), version: 0 }),
+            })
+        });
+        Ok(stream.boxed())
+    }
 }

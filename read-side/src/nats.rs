@@ -95,7 +95,8 @@ impl Acknowledge for JetStreamAck {
     }
 }
 
-/// Publishes `<ns>.changed.<view>.<id>`; watchers subscribe to one row's subject.
+/// Publishes `<ns>.changed.<view>.<id>`; watchers subscribe to one row's
+/// subject, or to `<ns>.changed.<view>.*` for the whole view.
 pub struct NatsNotifier {
     client: async_nats::Client,
     ns: Namespace,
@@ -119,6 +120,13 @@ impl Notifier for NatsNotifier {
 
     async fn watch(&self, view: &str, id: &str) -> Result<BoxStream<'static, ViewChange>, PortError> {
         let subscriber = self.client.subscribe(self.ns.changed_subject(view, id)).await.map_err(PortError::backend)?;
+        Ok(subscriber
+            .filter_map(|message| futures::future::ready(serde_json::from_slice(&message.payload).ok()))
+            .boxed())
+    }
+
+    async fn watch_view(&self, view: &str) -> Result<BoxStream<'static, ViewChange>, PortError> {
+        let subscriber = self.client.subscribe(self.ns.changed_view_filter(view)).await.map_err(PortError::backend)?;
         Ok(subscriber
             .filter_map(|message| futures::future::ready(serde_json::from_slice(&message.payload).ok()))
             .boxed())

@@ -126,6 +126,10 @@ pub trait Notifier: Send + Sync {
     /// Changes of one view row from now on. Best effort: subscribers re-read
     /// the view, so a missed notification delays an update, never corrupts it.
     async fn watch(&self, view: &str, id: &str) -> Result<BoxStream<'static, ViewChange>, PortError>;
+    /// Changes of every row of one view from now on, equally best effort. A
+    /// change with an empty `id` means some were missed (the watcher lagged):
+    /// re-read what matters instead of trusting the stream to be complete.
+    async fn watch_view(&self, view: &str) -> Result<BoxStream<'static, ViewChange>, PortError>;
 }
 
 /// A dependency that `/readyz` checks.

@@ -66,6 +66,11 @@ impl Namespace {
         format!("{}.changed.{view}.{}", self.0, subject_token(id))
     }
 
+    /// `<ns>.changed.<view>.*`: every row of one view.
+    pub fn changed_view_filter(&self, view: &str) -> String {
+        format!("{}.changed.{view}.*", self.0)
+    }
+
     /// `<ns>.dlq.<source>`
     pub fn dead_letter_subject(&self, source: &str) -> String {
         format!("{}.dlq.{source}", self.0)

@@ -549,6 +549,11 @@ impl Subscription {
         }
     }
 
+    /// The next `next` payload's data if one arrives within `bound`.
+    pub async fn next_data_within(&mut self, bound: Duration) -> Option<Value> {
+        tokio::time::timeout(bound, self.next_data()).await.ok()
+    }
+
     /// The next `next` or `error` message's payload (data and errors).
     pub async fn next_payload(&mut self) -> Value {
         loop {

@@ -25,19 +25,50 @@ async fn graphiql_health_and_get_queries_are_served(backend: Backend) {
     let graphiql = app.http.get(format!("{base}/graphiql")).send().await.expect("graphiql answers");
     assert!(graphiql.status().is_success());
     let page = graphiql.text().await.expect("html");
-    assert!(page.contains("GraphiQL") && page.contains("/graphql") && page.contains("subscriptionUrl"), "{page}");
+    assert!(
+        page.contains("GraphiQL") && page.contains("/graphql") && page.contains("graphqlWs.createClient"),
+        "{page}"
+    );
     // Offline: nothing is fetched from another host, and every asset is served here.
-    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("//unpkg"), "{page}");
-    let assets: Vec<&str> = page.split(['"', '\'']).filter(|part| part.starts_with("/assets/")).collect();
-    assert_eq!(assets.len(), 4, "react, react-dom, graphiql js and css: {assets:?}");
-    for asset in assets {
-        let response = app.http.get(format!("{base}{asset}")).send().await.expect("asset answers");
-        assert!(response.status().is_success(), "{asset}: {}", response.status());
-        let kind = response.headers()["content-type"].to_str().unwrap_or("").to_string();
-        let expected = if asset.ends_with(".css") { "text/css" } else { "text/javascript" };
-        assert!(kind.starts_with(expected), "{asset}: {kind}");
-        assert!(response.bytes().await.map(|body| body.len()).unwrap_or(0) > 1000, "{asset} has content");
+    let assets = served_assets(&app.http, &base, &page).await;
+    assert_eq!(assets.len(), 5, "react, react-dom, graphiql js and css, graphql-ws: {assets:?}");
+
+    // The live order page, and every module it imports, likewise.
+    let page = app.http.get(format!("{base}/app")).send().await.expect("/app answers");
+    assert!(page.status().is_success());
+    let page = page.text().await.expect("html");
+    assert!(page.contains("/assets/app/main.js") && page.contains("/assets/vendor/graphql-ws.min.js"), "{page}");
+    let mut modules = served_assets(&app.http, &base, &page).await;
+    let mut read = 0;
+    while read < modules.len() {
+        let module = modules[read].clone();
+        read += 1;
+        if !module.ends_with(".js") || module.contains("/vendor/") {
+            continue;
+        }
+        let source = app.http.get(format!("{base}{module}")).send().await.expect("module").text().await.expect("text");
+        // `from './api.js'`: relative imports resolve beside the importing module.
+        for import in source.split(['\'', '"']).filter(|part| part.starts_with("./") && part.ends_with(".js")) {
+            let path = format!("/assets/app/{}", import.trim_start_matches("./"));
+            if !modules.contains(&path) {
+                let found = served_assets(&app.http, &base, &format!("\"{path}\"")).await;
+                modules.extend(found);
+            }
+        }
     }
+    let names: Vec<&str> = modules.iter().filter_map(|path| path.rsplit('/').next()).collect();
+    for expected in ["main.js", "api.js", "orders.js", "place-order.js", "order.js", "setup.js", "ui.js", "app.css"] {
+        assert!(names.contains(&expected), "{expected} is not reachable from /app: {names:?}");
+    }
+
+    // Assets revalidate by ETag: an unchanged file is a 304 with no body.
+    let module = app.http.get(format!("{base}/assets/app/main.js")).send().await.expect("answers");
+    assert_eq!(module.headers()["cache-control"], "no-cache");
+    let etag = module.headers()["etag"].clone();
+    let again =
+        app.http.get(format!("{base}/assets/app/main.js")).header("If-None-Match", etag).send().await.expect("answers");
+    assert_eq!(again.status().as_u16(), 304);
+    assert!(again.bytes().await.map(|body| body.is_empty()).unwrap_or(false));
     let missing = app.http.get(format!("{base}/assets/vendor/missing.js")).send().await.expect("answers");
     assert_eq!(missing.status().as_u16(), 404);
 
@@ -57,6 +88,23 @@ async fn graphiql_health_and_get_queries_are_served(backend: Backend) {
         .await
         .expect("json");
     assert_eq!(query["data"]["orders"]["pageInfo"]["hasNextPage"], false, "{query}");
+}
+
+/// The `/assets/…` paths `page` names, each checked to be served here with
+/// its content type; fails if the page names any other host.
+async fn served_assets(http: &reqwest::Client, base: &str, page: &str) -> Vec<String> {
+    assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("//unpkg"), "{page}");
+    let assets: Vec<String> =
+        page.split(['"', '\'']).filter(|part| part.starts_with("/assets/")).map(String::from).collect();
+    for asset in &assets {
+        let response = http.get(format!("{base}{asset}")).send().await.expect("asset answers");
+        assert!(response.status().is_success(), "{asset}: {}", response.status());
+        let kind = response.headers()["content-type"].to_str().unwrap_or("").to_string();
+        let expected = if asset.ends_with(".css") { "text/css" } else { "text/javascript" };
+        assert!(kind.starts_with(expected), "{asset}: {kind}");
+        assert!(response.bytes().await.map(|body| body.len()).unwrap_or(0) > 500, "{asset} has content");
+    }
+    assets
 }
 
 async fn cors_body_limits_persisted_queries_and_introspection_follow_the_settings(backend: Backend) {

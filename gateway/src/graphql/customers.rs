@@ -1,6 +1,6 @@
-//! Customers: `registerCustomer`, and `customer(id)` with its orders.
+//! Customers: `registerCustomer`, `customer(id)` with its orders, and `customers`.
 
-use async_graphql::connection::{Connection, EmptyFields};
+use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{ComplexObject, Context, Error, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use read_side::customers::{CustomerView, VIEW};
@@ -12,7 +12,7 @@ use super::Services;
 use super::commands::{CommandError, CommandStatus, Consistency, await_view, caller, command_id, send};
 use super::errors::{coded, internal, parse_id};
 use super::orders::{Order, order_connection};
-use super::pagination::connection_complexity;
+use super::pagination::{connection_complexity, decode_cursor, encode_cursor, page_size};
 
 /// A registered customer, as the `customers` view has it.
 pub struct Customer(pub CustomerView);
@@ -100,6 +100,38 @@ impl CustomerQuery {
         let services = ctx.data::<Services>()?;
         Ok(services.customers.get(&id.to_string()).await.map_err(internal)?.map(Customer))
     }
+
+    /// Registered customers, newest first, as a Relay connection. A
+    /// customer caller sees only itself.
+    #[graphql(complexity = "connection_complexity(first, child_complexity)")]
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> Result<Connection<String, Customer, EmptyFields, EmptyFields>, Error> {
+        let only = caller(ctx)?.customer_scope("list customers")?;
+        let first = page_size(first)?;
+        let after = after.as_deref().map(decode_customer_cursor).transpose()?;
+        let services = ctx.data::<Services>()?;
+        let position = after.as_ref().map(|(micros, id)| (*micros, id.as_str()));
+        let mut rows = services.customers.list(only.as_deref(), position, first + 1).await.map_err(internal)?;
+        let has_next = rows.len() > first as usize;
+        rows.truncate(first as usize);
+        let mut connection = Connection::new(after.is_some(), has_next);
+        connection.edges.extend(rows.into_iter().map(|row| {
+            let cursor = encode_cursor(&format!("{}:{}", row.registered_at.timestamp_micros(), row.customer_id));
+            Edge::new(cursor, Customer(row))
+        }));
+        Ok(connection)
+    }
+}
+
+fn decode_customer_cursor(cursor: &str) -> Result<(i64, String), Error> {
+    let invalid = || coded(schema::codes::INVALID_INPUT, "after is not a cursor from this connection");
+    let text = decode_cursor(cursor)?;
+    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
+    Ok((micros.parse().map_err(|_| invalid())?, id.to_string()))
 }
 
 #[derive(Default)]

@@ -128,7 +128,7 @@ async fn apply_order_event(
             .bind(at)
             .execute(&mut *conn)
             .await?;
-            format!("placed with {} lines", placed.items.len())
+            format!("placed with {} line{}", placed.items.len(), if placed.items.len() == 1 { "" } else { "s" })
         }
         OrderEvent::OrderConfirmed(confirmed) => {
             // The lines' prices come with their reservations (another

@@ -1,12 +1,15 @@
-//! `orderUpdated`: the order's view at once, then after each change.
+//! `orderUpdated`: one order's view at once, then after each change;
+//! `ordersUpdated`: every order as it is placed or changes (the live list).
+
+use std::collections::HashMap;
 
 use async_graphql::{Context, Error, ID, Subscription};
 use futures::stream::{self, BoxStream, StreamExt};
-use read_side::orders::{self as view, OrderView};
+use read_side::orders::{self as view, OrderFilter, OrderView};
 
 use crate::graphql::Services;
 use crate::graphql::commands::caller;
-use crate::graphql::errors::{internal, parse_id, unavailable};
+use crate::graphql::errors::{coded, internal, parse_id, unavailable};
 
 use super::types::Order;
 
@@ -62,6 +65,80 @@ impl OrderSubscription {
             .filter_map(futures::future::ready)
             .take_until(shutdown.cancelled_owned());
         Ok(updates.boxed())
+    }
+
+    /// Every order as it is placed and after each change, from now on (read
+    /// `orders` first for the ones before). With `customerId`, only that
+    /// customer's; a customer caller only ever gets its own.
+    async fn orders_updated(
+        &self,
+        ctx: &Context<'_>,
+        customer_id: Option<ID>,
+    ) -> Result<BoxStream<'static, Result<Order, Error>>, Error> {
+        let mut customer = customer_id.map(|id| parse_id("customerId", &id).map(|id| id.to_string())).transpose()?;
+        if let Some(me) = caller(ctx)?.customer_scope("follow orders")? {
+            if customer.as_ref().is_some_and(|asked| *asked != me) {
+                return Err(coded(crate::auth::FORBIDDEN, "a customer may follow only its own orders"));
+            }
+            customer = Some(me);
+        }
+        let services = ctx.data::<Services>()?.clone();
+        let changes = services.notifier.watch_view(view::VIEW).await.map_err(unavailable)?;
+        let shutdown = services.shutdown.clone();
+        let updates = changes
+            .then(move |change| {
+                let (repository, customer) = (services.orders.clone(), customer.clone());
+                async move {
+                    if change.id.is_empty() {
+                        // Missed some changes: the newest page covers what a live list shows.
+                        let filter = OrderFilter { status: None, customer_id: customer };
+                        return repository.list(&filter, None, LAG_REREAD).await;
+                    }
+                    let order = repository.get(&change.id).await?;
+                    Ok(order
+                        .into_iter()
+                        .filter(|order| customer.as_ref().is_none_or(|c| *c == order.customer_id))
+                        .collect())
+                }
+            })
+            .scan(LastSent::default(), |sent, read| {
+                let items: Vec<Result<Order, Error>> = match read {
+                    Ok(orders) => orders
+                        .into_iter()
+                        .filter(|order| sent.is_new(order))
+                        .map(|order| Ok(Order::single(order)))
+                        .collect(),
+                    Err(error) => vec![Err(internal(error))],
+                };
+                futures::future::ready(Some(stream::iter(items)))
+            })
+            .flatten()
+            .take_until(shutdown.cancelled_owned());
+        Ok(updates.boxed())
+    }
+}
+
+/// How many of the newest orders `ordersUpdated` re-reads after missing changes.
+const LAG_REREAD: u32 = 50;
+/// How many orders' last-sent views `ordersUpdated` remembers to drop repeats.
+const REMEMBERED: usize = 1_000;
+
+/// The views `ordersUpdated` last sent, so repeated or late notifications
+/// send nothing. Bounded: forgetting only costs a repeated (identical) item.
+#[derive(Default)]
+struct LastSent(HashMap<String, OrderView>);
+
+impl LastSent {
+    fn is_new(&mut self, order: &OrderView) -> bool {
+        let last = self.0.get(&order.order_id);
+        if last == Some(order) || !is_newer(last, order) {
+            return false;
+        }
+        if self.0.len() >= REMEMBERED && last.is_none() {
+            self.0.clear();
+        }
+        self.0.insert(order.order_id.clone(), order.clone());
+        true
     }
 }
 
