@@ -1,0 +1,107 @@
+// Debian's Chromium (never a downloaded browser), driven by playwright-core,
+// with every request that would leave the machine recorded and refused.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { chromium } from 'playwright-core';
+
+/** The Conveyor under test, e.g. http://127.0.0.1:8080 (scripts/browser-test sets it). */
+export const base = process.env.CONVEYOR_URL;
+if (!base) throw new Error('CONVEYOR_URL is not set: run scripts/browser-test');
+
+const FLAGS = [
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
+
+/**
+ * A fresh browser with an empty profile. `offsite` lists every request or
+ * WebSocket that went anywhere but the Conveyor under test; `errors` every
+ * uncaught page error. `close()` removes the profile.
+ */
+export async function openBrowser() {
+  const profile = await mkdtemp(join(tmpdir(), 'conveyor-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: FLAGS,
+    viewport: { width: 1280, height: 800 },
+  });
+  const local = new URL(base).host;
+  const offsite = [];
+  const errors = [];
+  const sockets = [];
+  await context.route('**/*', (route) => {
+    const url = new URL(route.request().url());
+    if (url.host === local) return route.continue();
+    offsite.push(url.href);
+    return route.abort('blockedbyclient');
+  });
+  const watch = (page) => {
+    page.on('websocket', (socket) => {
+      sockets.push(socket.url());
+      if (new URL(socket.url()).host !== local) offsite.push(socket.url());
+    });
+    page.on('pageerror', (error) => errors.push(error.message));
+  };
+  context.pages().forEach(watch);
+  context.on('page', watch);
+  const page = context.pages()[0] ?? (await context.newPage());
+  return {
+    page,
+    offsite,
+    errors,
+    sockets,
+    async close() {
+      await context.close();
+      await rm(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A GraphQL request from the test itself (not the page): "the API". */
+export async function graphql(query, variables = {}) {
+  const response = await fetch(`${base}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = await response.json();
+  if (body.errors) throw new Error(`${query}: ${JSON.stringify(body.errors)}`);
+  return body.data;
+}
+
+/** A customer and two products of this test's own (unique SKUs), projected before it returns. */
+export async function seedShop() {
+  const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
+  const { registerCustomer } = await graphql(
+    `mutation($name: String!) { registerCustomer(input: { name: $name, email: "browser@example.com", creditLimitCents: 1000000, consistency: AWAIT_VIEW }) { customerId } }`,
+    { name: `Browser ${tag}` },
+  );
+  const add = `mutation($input: AddProductInput!) { addProduct(input: $input) { status } }`;
+  const lamp = { sku: `lamp-${tag}`, name: `Lamp ${tag}`, priceCents: 3900, stock: 20 };
+  const mug = { sku: `mug-${tag}`, name: `Mug ${tag}`, priceCents: 1250, stock: 1 };
+  for (const product of [lamp, mug]) {
+    await graphql(add, {
+      input: { sku: product.sku, name: product.name, priceCents: product.priceCents, initialStock: product.stock, consistency: 'AWAIT_VIEW' },
+    });
+  }
+  return { customerId: registerCustomer.customerId, customerName: `Browser ${tag}`, lamp, mug };
+}
+
+/** Places an order through the API; returns its id. */
+export async function placeOrder(customerId, items) {
+  const { placeOrder } = await graphql(
+    'mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId error { code } } }',
+    { input: { customerId, items } },
+  );
+  if (placeOrder.status !== 'ACCEPTED') throw new Error(`placeOrder: ${JSON.stringify(placeOrder)}`);
+  return placeOrder.orderId;
+}
