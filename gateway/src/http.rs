@@ -15,6 +15,7 @@ use axum::routing::get;
 use schema::ports::Readiness;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
+use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Authenticator;
@@ -60,10 +61,12 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(GRAPHQL_PATH, get(graphql_get).post(graphql_post))
-        .route("/graphiql", get(graphiql))
-        .route("/app", get(app))
+        // The pages and their files travel gzipped when the browser asks:
+        // GraphiQL's build is 4 MiB, about a quarter of that compressed.
+        .route("/graphiql", get(graphiql).layer(compression()))
+        .route("/app", get(app).layer(compression()))
         .route("/app/", get(|| async { Redirect::permanent("/app") }))
-        .route("/assets/{*path}", get(asset))
+        .route("/assets/{*path}", get(asset).layer(compression()))
         .route("/", get(|| async { Redirect::temporary("/graphiql") }))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
@@ -146,6 +149,12 @@ async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::
     over_http::respond(media, &response)
 }
 
+/// gzip at its fastest level: most of the saving for a fraction of the CPU
+/// (files are compressed per request; vendored ones are then cached an hour).
+fn compression() -> CompressionLayer {
+    CompressionLayer::new().quality(CompressionLevel::Fastest)
+}
+
 /// `web/`, embedded in the binary at build time.
 #[derive(rust_embed::RustEmbed)]
 #[folder = "../web/"]
@@ -178,7 +187,8 @@ async fn asset(axum::extract::Path(path): axum::extract::Path<String>, headers: 
     let Some(file) = Web::get(&path) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()));
+    // Weak: the same file may travel gzipped or not.
+    let etag = format!("W/\"{}\"", hex(&file.metadata.sha256_hash()));
     let cache = if path.starts_with("vendor/") { "public, max-age=3600" } else { "no-cache" };
     let fresh = headers
         .get(header::IF_NONE_MATCH)

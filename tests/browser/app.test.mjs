@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { base, openBrowser, placeOrder, seedShop } from './browser.mjs';
+import { accessibilityViolations, base, openBrowser, placeOrder, seedShop } from './browser.mjs';
 
 const WAIT = { timeout: 20_000 };
 
@@ -46,6 +46,10 @@ test('orders placed by the form and by the API appear and settle live, offline',
   // Through the API: more mugs than there are, so the saga rejects it.
   const apiOrder = await placeOrder(shop.customerId, [{ sku: shop.mug.sku, quantity: 3 }]);
   await page.locator(`tr[data-order-id="${apiOrder}"][data-status="REJECTED"]`).waitFor(WAIT);
+  assert.deepEqual(await accessibilityViolations(page), [], 'WCAG 2 A/AA violations on the list');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  assert.deepEqual(await accessibilityViolations(page), [], 'WCAG 2 A/AA violations on the list, dark');
+  await page.emulateMedia({ colorScheme: 'light' });
   // Newest first.
   const ids = await page.locator('tbody tr[data-order-id]').evaluateAll((rows) => rows.map((row) => row.dataset.orderId));
   assert.ok(ids.indexOf(apiOrder) < ids.indexOf(formOrder), `newest first: ${ids}`);
@@ -56,6 +60,7 @@ test('orders placed by the form and by the API appear and settle live, offline',
   await page.getByRole('button', { name: 'Ship' }).click();
   await page.locator('.facts[data-status="SHIPPED"]').waitFor(WAIT);
   await page.locator('.timeline li[data-type="OrderShipped"]').waitFor(WAIT);
+  assert.deepEqual(await accessibilityViolations(page), [], 'WCAG 2 A/AA violations on the order page');
 
   assert.equal(await page.evaluate(() => window.conveyorNotReloaded), true, 'the page reloaded');
   assert.ok(browser.sockets.some((url) => url.endsWith('/graphql')), `a graphql-ws socket: ${browser.sockets}`);

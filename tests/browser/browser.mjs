@@ -4,6 +4,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
@@ -24,9 +25,11 @@ const FLAGS = [
 /**
  * A fresh browser with an empty profile. `offsite` lists every request or
  * WebSocket that went anywhere but the Conveyor under test; `errors` every
- * uncaught page error. `close()` removes the profile.
+ * uncaught page error. `close()` removes the profile. Requests are routed
+ * through the test, which refuses offsite ones; `{ intercept: false }` only
+ * watches them (benchmarks: routing adds a round trip to node per request).
  */
-export async function openBrowser() {
+export async function openBrowser({ intercept = true } = {}) {
   const profile = await mkdtemp(join(tmpdir(), 'conveyor-chromium-'));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
@@ -38,12 +41,19 @@ export async function openBrowser() {
   const offsite = [];
   const errors = [];
   const sockets = [];
-  await context.route('**/*', (route) => {
-    const url = new URL(route.request().url());
-    if (url.host === local) return route.continue();
-    offsite.push(url.href);
-    return route.abort('blockedbyclient');
-  });
+  if (intercept) {
+    await context.route('**/*', (route) => {
+      const url = new URL(route.request().url());
+      if (url.host === local) return route.continue();
+      offsite.push(url.href);
+      return route.abort('blockedbyclient');
+    });
+  } else {
+    context.on('request', (request) => {
+      const url = new URL(request.url());
+      if (url.protocol.startsWith('http') && url.host !== local) offsite.push(url.href);
+    });
+  }
   const watch = (page) => {
     page.on('websocket', (socket) => {
       sockets.push(socket.url());
@@ -104,4 +114,21 @@ export async function placeOrder(customerId, items) {
   );
   if (placeOrder.status !== 'ACCEPTED') throw new Error(`placeOrder: ${JSON.stringify(placeOrder)}`);
   return placeOrder.orderId;
+}
+
+/**
+ * WCAG 2 A and AA violations on the page as it is now, by axe-core (loaded
+ * from node_modules into the page, not fetched): `[]` when there are none.
+ */
+export async function accessibilityViolations(page) {
+  await page.addScriptTag({ path: fileURLToPath(import.meta.resolve('axe-core/axe.min.js')) });
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: ['wcag2a', 'wcag2aa'] });
+    return result.violations.map((violation) => ({
+      rule: violation.id,
+      impact: violation.impact,
+      targets: violation.nodes.map((node) => node.target.join(' ')),
+    }));
+  });
+  return violations;
 }

@@ -69,6 +69,17 @@ async fn graphiql_health_and_get_queries_are_served(backend: Backend) {
         app.http.get(format!("{base}/assets/app/main.js")).header("If-None-Match", etag).send().await.expect("answers");
     assert_eq!(again.status().as_u16(), 304);
     assert!(again.bytes().await.map(|body| body.is_empty()).unwrap_or(false));
+    // Compressed for a browser that accepts it (GraphiQL's build is 4 MiB).
+    let gzipped = app
+        .http
+        .get(format!("{base}/assets/vendor/graphiql.min.js"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let compressed = gzipped.bytes().await.map(|body| body.len()).unwrap_or(0);
+    assert!(compressed > 0 && compressed < 2_000_000, "{compressed} bytes gzipped");
     let missing = app.http.get(format!("{base}/assets/vendor/missing.js")).send().await.expect("answers");
     assert_eq!(missing.status().as_u16(), 404);
 

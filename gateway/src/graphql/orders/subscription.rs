@@ -146,3 +146,54 @@ impl LastSent {
 fn is_newer(last: Option<&OrderView>, order: &OrderView) -> bool {
     last.is_none_or(|last| order.version >= last.version)
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use read_side::orders::OrderStatus;
+
+    use super::*;
+
+    fn order(id: &str, version: u64, payment: &str) -> OrderView {
+        OrderView {
+            order_id: id.into(),
+            customer_id: "c".into(),
+            status: OrderStatus::Pending,
+            items: Vec::new(),
+            total_cents: 0,
+            cancel_reason: None,
+            payment_status: payment.into(),
+            stock_status: "NONE".into(),
+            rejection_code: None,
+            rejection_reason: None,
+            version,
+            placed_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_feed_sends_each_view_once_and_never_an_older_one() {
+        let mut sent = LastSent::default();
+        let first = order("a", 1, "NONE");
+        assert!(sent.is_new(&first), "first sighting");
+        assert!(!sent.is_new(&first), "a repeated notification");
+        let authorized = order("a", 1, "AUTHORIZED");
+        assert!(sent.is_new(&authorized), "same version, changed view");
+        assert!(sent.is_new(&order("a", 2, "AUTHORIZED")), "newer version");
+        assert!(!sent.is_new(&authorized), "an older read arriving late");
+        assert!(sent.is_new(&order("b", 1, "NONE")), "another order");
+    }
+
+    #[test]
+    fn the_memory_is_bounded_and_forgetting_only_repeats() {
+        let mut sent = LastSent::default();
+        for n in 0..REMEMBERED {
+            assert!(sent.is_new(&order(&n.to_string(), 1, "NONE")));
+        }
+        assert_eq!(sent.0.len(), REMEMBERED);
+        assert!(sent.is_new(&order("one more", 1, "NONE")));
+        assert_eq!(sent.0.len(), 1, "full: forgot the rest");
+        assert!(sent.is_new(&order("0", 1, "NONE")), "a forgotten order is sent again, unchanged");
+    }
+}
