@@ -108,7 +108,8 @@ pub async fn run(common: &Common, shutdown: CancellationToken) -> anyhow::Result
     let embedded = Embedded::start(common, shutdown).await?;
     let data = std::fs::canonicalize(&common.data_dir).unwrap_or_else(|_| common.data_dir.clone());
     tracing::info!(
-        "Conveyor is running (embedded): open http://{}/graphiql — data in {}",
+        "Conveyor is running (embedded): open http://{}/app (orders, live) or http://{}/graphiql — data in {}",
+        embedded.address,
         embedded.address,
         data.display()
     );

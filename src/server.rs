@@ -185,7 +185,7 @@ pub async fn run_gateway(common: &Common, server: &Server, shutdown: Cancellatio
     let infra = Infra::connect(common, server, "gateway").await?;
     let mut tasks = JoinSet::new();
     let (address, _) = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
-    tracing::info!(namespace = %infra.ns, "gateway serving GraphQL at http://{address}/graphql");
+    tracing::info!(namespace = %infra.ns, "gateway serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
     finish(infra, tasks, shutdown).await
 }
 
@@ -218,7 +218,7 @@ pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationTok
         .await?;
     start_read_side(&infra, &mut tasks, &shutdown).await?;
     let (address, _) = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
-    tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql");
+    tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
     finish(infra, tasks, shutdown).await
 }
 

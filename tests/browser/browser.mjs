@@ -24,7 +24,7 @@ const FLAGS = [
 
 /**
  * A fresh browser with an empty profile. `offsite` lists every request or
- * WebSocket that went anywhere but the Conveyor under test; `errors` every
+ * WebSocket that went anywhere but loopback; `errors` every
  * uncaught page error. `close()` removes the profile. Requests are routed
  * through the test, which refuses offsite ones; `{ intercept: false }` only
  * watches them (benchmarks: routing adds a round trip to node per request).
@@ -37,27 +37,28 @@ export async function openBrowser({ intercept = true } = {}) {
     args: FLAGS,
     viewport: { width: 1280, height: 800 },
   });
-  const local = new URL(base).host;
+  // The machine is loopback: anything else would leave it.
+  const isLocal = (url) => ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
   const offsite = [];
   const errors = [];
   const sockets = [];
   if (intercept) {
     await context.route('**/*', (route) => {
       const url = new URL(route.request().url());
-      if (url.host === local) return route.continue();
+      if (isLocal(url)) return route.continue();
       offsite.push(url.href);
       return route.abort('blockedbyclient');
     });
   } else {
     context.on('request', (request) => {
       const url = new URL(request.url());
-      if (url.protocol.startsWith('http') && url.host !== local) offsite.push(url.href);
+      if (url.protocol.startsWith('http') && !isLocal(url)) offsite.push(url.href);
     });
   }
   const watch = (page) => {
     page.on('websocket', (socket) => {
       sockets.push(socket.url());
-      if (new URL(socket.url()).host !== local) offsite.push(socket.url());
+      if (!isLocal(new URL(socket.url()))) offsite.push(socket.url());
     });
     page.on('pageerror', (error) => errors.push(error.message));
   };
@@ -77,8 +78,8 @@ export async function openBrowser({ intercept = true } = {}) {
 }
 
 /** A GraphQL request from the test itself (not the page): "the API". */
-export async function graphql(query, variables = {}) {
-  const response = await fetch(`${base}/graphql`, {
+export async function graphql(query, variables = {}, at = base) {
+  const response = await fetch(`${at}/graphql`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', accept: 'application/graphql-response+json' },
     body: JSON.stringify({ query, variables }),
@@ -89,28 +90,32 @@ export async function graphql(query, variables = {}) {
 }
 
 /** A customer and two products of this test's own (unique SKUs), projected before it returns. */
-export async function seedShop() {
+export async function seedShop(at = base) {
   const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
   const { registerCustomer } = await graphql(
     `mutation($name: String!) { registerCustomer(input: { name: $name, email: "browser@example.com", creditLimitCents: 1000000, consistency: AWAIT_VIEW }) { customerId } }`,
     { name: `Browser ${tag}` },
+    at,
   );
   const add = `mutation($input: AddProductInput!) { addProduct(input: $input) { status } }`;
   const lamp = { sku: `lamp-${tag}`, name: `Lamp ${tag}`, priceCents: 3900, stock: 20 };
   const mug = { sku: `mug-${tag}`, name: `Mug ${tag}`, priceCents: 1250, stock: 1 };
   for (const product of [lamp, mug]) {
-    await graphql(add, {
-      input: { sku: product.sku, name: product.name, priceCents: product.priceCents, initialStock: product.stock, consistency: 'AWAIT_VIEW' },
-    });
+    await graphql(
+      add,
+      { input: { sku: product.sku, name: product.name, priceCents: product.priceCents, initialStock: product.stock, consistency: 'AWAIT_VIEW' } },
+      at,
+    );
   }
   return { customerId: registerCustomer.customerId, customerName: `Browser ${tag}`, lamp, mug };
 }
 
 /** Places an order through the API; returns its id. */
-export async function placeOrder(customerId, items) {
+export async function placeOrder(customerId, items, at = base) {
   const { placeOrder } = await graphql(
     'mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId error { code } } }',
     { input: { customerId, items } },
+    at,
   );
   if (placeOrder.status !== 'ACCEPTED') throw new Error(`placeOrder: ${JSON.stringify(placeOrder)}`);
   return placeOrder.orderId;
