@@ -70,11 +70,11 @@ impl Authenticator {
     }
 
     pub fn hs256(secret: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
-        Ok(Self { key: Some((DecodingKey::from_secret(secret)?, Validation::new(Algorithm::HS256))) })
+        Ok(Self { key: Some((DecodingKey::from_secret(secret)?, validation(Algorithm::HS256))) })
     }
 
     pub fn rs256(public_key_pem: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
-        Ok(Self { key: Some((DecodingKey::from_rsa_pem(public_key_pem)?, Validation::new(Algorithm::RS256))) })
+        Ok(Self { key: Some((DecodingKey::from_rsa_pem(public_key_pem)?, validation(Algorithm::RS256))) })
     }
 
     pub fn is_open(&self) -> bool {
@@ -83,9 +83,16 @@ impl Authenticator {
 
     /// The caller an `Authorization` value (`Bearer …`) names.
     pub fn caller(&self, authorization: Option<&str>) -> Result<Caller, Error> {
-        let Some((key, validation)) = &self.key else { return Ok(Caller::Open) };
+        self.caller_until(authorization).map(|(caller, _)| caller)
+    }
+
+    /// The caller, and until when its token is accepted (its `exp` plus the
+    /// validation's leeway for clock skew); `None` without a token. A
+    /// WebSocket connection ends then: it outlives no token.
+    pub fn caller_until(&self, authorization: Option<&str>) -> Result<(Caller, Option<SystemTime>), Error> {
+        let Some((key, validation)) = &self.key else { return Ok((Caller::Open, None)) };
         let Some(value) = authorization.map(str::trim).filter(|value| !value.is_empty()) else {
-            return Ok(Caller::Anonymous);
+            return Ok((Caller::Anonymous, None));
         };
         let token = value
             .strip_prefix("Bearer ")
@@ -94,14 +101,34 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Claims>(token.trim(), key, validation)
             .map_err(|error| coded(UNAUTHENTICATED, format!("invalid token: {error}")))?
             .claims;
-        Ok(Caller::Authenticated { role: claims.role, subject: claims.sub })
+        let until = UNIX_EPOCH + Duration::from_secs(claims.exp.saturating_add(validation.leeway));
+        Ok((Caller::Authenticated { role: claims.role, subject: claims.sub }, Some(until)))
     }
+}
+
+/// How long past its `exp` a token is still accepted, for clock skew.
+pub const LEEWAY: Duration = Duration::from_secs(60);
+
+fn validation(algorithm: Algorithm) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = LEEWAY.as_secs();
+    validation
 }
 
 /// Signs a token with an HS256 secret (for `conveyor token`).
 pub fn issue(secret: &[u8], role: Role, subject: &str, ttl: Duration) -> Result<String, jsonwebtoken::errors::Error> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0);
-    let claims = Claims { sub: subject.to_string(), role, iat: now, exp: now + ttl.as_secs() };
+    issue_expiring(secret, role, subject, SystemTime::now() + ttl)
+}
+
+/// Signs a token that expires at `exp` (whole seconds).
+pub fn issue_expiring(
+    secret: &[u8],
+    role: Role,
+    subject: &str,
+    exp: SystemTime,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let seconds = |at: SystemTime| at.duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0);
+    let claims = Claims { sub: subject.to_string(), role, iat: seconds(SystemTime::now()), exp: seconds(exp) };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)?)
 }
 
@@ -217,6 +244,20 @@ mod tests {
         )
         .expect("signs");
         assert!(auth.caller(Some(&format!("Bearer {token}"))).is_err());
+    }
+
+    #[test]
+    fn a_token_is_good_until_its_expiry_plus_the_leeway() {
+        let auth = Authenticator::hs256(b"s3cret").expect("key");
+        let exp = UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+        let token = issue_expiring(b"s3cret", Role::Admin, "a", exp).expect("signs");
+        let (_, until) = auth.caller_until(Some(&format!("Bearer {token}"))).expect("valid");
+        assert_eq!(until, Some(exp + LEEWAY));
+        assert_eq!(auth.caller_until(None).expect("anonymous").1, None);
+        assert_eq!(Authenticator::open().caller_until(None).expect("open").1, None);
+        // Within the leeway: still accepted.
+        let lately = issue_expiring(b"s3cret", Role::Admin, "a", SystemTime::now() - LEEWAY / 2).expect("signs");
+        assert!(auth.caller(Some(&format!("Bearer {lately}"))).is_ok());
     }
 
     #[test]

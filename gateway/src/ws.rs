@@ -8,12 +8,14 @@
 //!   `subscribe` with an id still in use, `4429` for a second `connection_init`;
 //! * the server sends `ping` at an interval once acknowledged, so idle
 //!   proxies keep the socket; it answers the client's `ping` with `pong`;
-//! * on shutdown, `1001` (going away).
+//! * on shutdown, `1001` (going away);
+//! * when the token given in `connection_init` expires, `4403`: a
+//!   connection outlives no token (the client may reconnect with a new one).
 //!
 //! The legacy subprotocol (`graphql-ws`) is served as async-graphql does.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_graphql::http::{WebSocket as GraphQLStream, WebSocketProtocols, WsMessage};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -61,10 +63,13 @@ pub async fn serve(
         if transport_ws { WebSocketProtocols::GraphQLWS } else { WebSocketProtocols::SubscriptionsTransportWS };
     let (mut sink, mut incoming) = socket.split();
     let (input, input_stream) = mpsc::channel::<Vec<u8>>(64);
+    // Until when the connection's token is good, once connection_init told.
+    let (expiry_sender, mut expiry) = tokio::sync::watch::channel(None::<SystemTime>);
     let mut graphql = GraphQLStream::new(schema, ReceiverStream::new(input_stream), protocol)
         // The token travels in connection_init: {"authorization": "Bearer …"}.
         .on_connection_init(move |payload| async move {
-            let caller = auth.caller(payload.get("authorization").and_then(Value::as_str))?;
+            let (caller, until) = auth.caller_until(payload.get("authorization").and_then(Value::as_str))?;
+            let _ = expiry_sender.send(until);
             let mut data = async_graphql::Data::default();
             data.insert(caller);
             Ok(data)
@@ -74,6 +79,11 @@ pub async fn serve(
     tokio::pin!(init_deadline);
     let mut ping = tokio::time::interval(settings.ping_interval);
     ping.reset();
+    let token_expiry = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(token_expiry);
+    // Waiting to hear the expiry (the init callback runs once, then drops its sender).
+    let mut awaiting_expiry = true;
+    let mut expires = false;
 
     let close = loop {
         tokio::select! {
@@ -81,6 +91,15 @@ pub async fn serve(
             _ = &mut init_deadline, if transport_ws && !state.init_seen => {
                 break Some((4408, "Connection initialisation timeout".to_string()));
             }
+            told = expiry.changed(), if awaiting_expiry => {
+                awaiting_expiry = false;
+                if let (Ok(()), Some(until)) = (told, *expiry.borrow_and_update()) {
+                    let left = until.duration_since(SystemTime::now()).unwrap_or_default();
+                    token_expiry.as_mut().reset(tokio::time::Instant::now() + left);
+                    expires = true;
+                }
+            }
+            _ = &mut token_expiry, if expires => break Some((4403, "Forbidden: the token expired".to_string())),
             _ = ping.tick(), if transport_ws && state.acknowledged => {
                 if sink.send(Message::text(json!({ "type": "ping" }).to_string())).await.is_err() {
                     break None;

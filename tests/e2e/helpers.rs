@@ -540,7 +540,7 @@ impl Subscription {
     pub async fn next_data_until(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let data = tokio::time::timeout_at(deadline, self.next_data())
+            let data = tokio::time::timeout_at(deadline, self.next_data_unbounded())
                 .await
                 .unwrap_or_else(|_| panic!("the subscription never delivered {what}"));
             if done(&data) {
@@ -551,11 +551,17 @@ impl Subscription {
 
     /// The next `next` payload's data if one arrives within `bound`.
     pub async fn next_data_within(&mut self, bound: Duration) -> Option<Value> {
-        tokio::time::timeout(bound, self.next_data()).await.ok()
+        tokio::time::timeout(bound, self.next_data_unbounded()).await.ok()
     }
 
-    /// The next `next` or `error` message's payload (data and errors).
+    /// The next `next` or `error` message's payload (data and errors), within [`WAIT`].
     pub async fn next_payload(&mut self) -> Value {
+        tokio::time::timeout(WAIT, self.next_payload_unbounded())
+            .await
+            .expect("a subscription message within the bound")
+    }
+
+    async fn next_payload_unbounded(&mut self) -> Value {
         loop {
             let message = self.next_message().await;
             match message["type"].as_str() {
@@ -566,8 +572,13 @@ impl Subscription {
         }
     }
 
-    /// The next `next` payload's data, skipping pings.
+    /// The next `next` payload's data, skipping pings, within [`WAIT`].
     pub async fn next_data(&mut self) -> Value {
+        tokio::time::timeout(WAIT, self.next_data_unbounded()).await.expect("a subscription message within the bound")
+    }
+
+    /// Pings keep coming, so callers bound this themselves.
+    async fn next_data_unbounded(&mut self) -> Value {
         loop {
             let message = self.next_message().await;
             match message["type"].as_str() {

@@ -1,7 +1,7 @@
 //! graphql-transport-ws as specified: close codes and pings, on both backends.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -10,7 +10,10 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{Backend, Isolation, TestApp, WAIT};
 
-crate::on_both_backends!(the_transport_closes_with_the_protocols_codes_and_pings);
+crate::on_both_backends!(
+    the_transport_closes_with_the_protocols_codes_and_pings,
+    a_connection_ends_when_its_token_expires
+);
 
 const SECRET: &str = "a-test-secret-of-32-bytes-length";
 
@@ -41,9 +44,38 @@ async fn next(socket: &mut Socket) -> Result<Value, u16> {
     }
 }
 
+/// The close code, skipping the server's pings; fails if none comes within [`WAIT`]
+/// (pings would otherwise keep a connection that never closes waiting).
+async fn closed(socket: &mut Socket) -> u16 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = tokio::time::timeout_at(deadline, next(socket)).await.expect("a close within the bound");
+        match message {
+            Ok(message) => assert_eq!(message["type"], "ping", "only pings before the close: {message}"),
+            Err(code) => return code,
+        }
+    }
+}
+
+/// The next message that is not a server ping, within [`WAIT`].
+async fn next_not_ping(socket: &mut Socket) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let message = tokio::time::timeout_at(deadline, next(socket)).await.expect("a message within the bound");
+        let message = message.unwrap_or_else(|code| panic!("closed with {code}"));
+        if message["type"] != "ping" {
+            return message;
+        }
+    }
+}
+
 async fn acknowledged(address: SocketAddr) -> Socket {
     let token =
         gateway::auth::issue(SECRET.as_bytes(), gateway::Role::Admin, "ops", Duration::from_secs(600)).expect("signs");
+    acknowledged_with(address, &token).await
+}
+
+async fn acknowledged_with(address: SocketAddr, token: &str) -> Socket {
     let mut socket = open(address).await;
     send(&mut socket, json!({ "type": "connection_init", "payload": { "authorization": format!("Bearer {token}") } }))
         .await;
@@ -82,30 +114,38 @@ async fn the_transport_closes_with_the_protocols_codes_and_pings(backend: Backen
     // A second connection_init: 4429.
     let mut twice = acknowledged(address).await;
     send(&mut twice, json!({ "type": "connection_init" })).await;
-    let mut answer = next(&mut twice).await;
-    while let Ok(message) = &answer {
-        assert_eq!(message["type"], "ping", "only pings before the close: {message}");
-        answer = next(&mut twice).await;
-    }
-    assert_eq!(answer, Err(4429));
+    assert_eq!(closed(&mut twice).await, 4429);
 
     // Pings both ways, and an id used twice while its subscription runs: 4409.
     let mut socket = acknowledged(address).await;
     assert_eq!(next(&mut socket).await.expect("a ping")["type"], "ping", "the server pings");
     send(&mut socket, json!({ "type": "pong" })).await;
     send(&mut socket, json!({ "type": "ping" })).await;
-    let mut pong = next(&mut socket).await.expect("a message");
-    while pong["type"] == "ping" {
-        pong = next(&mut socket).await.expect("a message");
-    }
-    assert_eq!(pong["type"], "pong");
+    assert_eq!(next_not_ping(&mut socket).await["type"], "pong");
     let follow =
         json!({ "query": "subscription { orderUpdated(id: \"0193a7d0-0000-7000-8000-000000000001\") { id } }" });
     send(&mut socket, json!({ "id": "same", "type": "subscribe", "payload": follow })).await;
     send(&mut socket, json!({ "id": "same", "type": "subscribe", "payload": follow })).await;
-    let mut closed = next(&mut socket).await;
-    while closed.is_ok() {
-        closed = next(&mut socket).await;
-    }
-    assert_eq!(closed, Err(4409));
+    assert_eq!(closed(&mut socket).await, 4409);
+}
+
+async fn a_connection_ends_when_its_token_expires(backend: Backend) {
+    let app = TestApp::spawn_configured(Isolation::new(backend).await, |common| {
+        common.jwt_secret = Some(SECRET.into());
+    })
+    .await;
+    // Accepted for one to two seconds more: its exp is nearly a leeway ago.
+    let exp = SystemTime::now() + Duration::from_secs(2) - gateway::auth::LEEWAY;
+    let expiring = gateway::auth::issue_expiring(SECRET.as_bytes(), gateway::Role::Admin, "ops", exp).expect("signs");
+    let mut expires = acknowledged_with(app.address, &expiring).await;
+    let mut lasts = acknowledged(app.address).await;
+    let follow =
+        json!({ "query": "subscription { orderUpdated(id: \"0193a7d0-0000-7000-8000-000000000001\") { id } }" });
+    send(&mut expires, json!({ "id": "1", "type": "subscribe", "payload": follow })).await;
+
+    assert_eq!(closed(&mut expires).await, 4403, "the expired token's connection is closed as forbidden");
+
+    // A connection with a token still good is untouched.
+    send(&mut lasts, json!({ "type": "ping" })).await;
+    assert_eq!(next_not_ping(&mut lasts).await["type"], "pong", "the other connection is open");
 }

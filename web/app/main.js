@@ -13,9 +13,16 @@ const view = document.getElementById('view');
 let current = null;
 
 function home() {
-  const form = placeOrderForm();
+  let setup = null;
+  // An empty shop opens its set-up forms.
+  const form = placeOrderForm({
+    onIncomplete: (incomplete) => {
+      if (incomplete && setup) setup.open = true;
+    },
+  });
   // Stock changes as orders reserve it: re-read the catalog, at most every half second.
   let pending = null;
+  setup = shopSetup({ onChange: form.refresh });
   const list = recentOrders({
     onChange: () => {
       pending ??= setTimeout(() => {
@@ -25,7 +32,7 @@ function home() {
     },
   });
   return {
-    element: h('div', { class: 'home' }, h('h1', { class: 'visually-hidden' }, 'Orders'), form.element, list.element, shopSetup({ onChange: form.refresh })),
+    element: h('div', { class: 'home' }, h('h1', { class: 'visually-hidden' }, 'Orders'), form.element, list.element, setup),
     stop() {
       clearTimeout(pending);
       list.stop();

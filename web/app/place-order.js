@@ -13,8 +13,12 @@ const PLACE = `mutation PlaceOrder($input: PlaceOrderInput!) {
   placeOrder(input: $input) { status orderId error { code message } }
 }`;
 
-/** The form section. Returns `{ element, refresh }`; `refresh()` re-reads customers and stock. */
-export function placeOrderForm() {
+/**
+ * The form section. Returns `{ element, refresh }`; `refresh()` re-reads
+ * customers and stock. `onIncomplete(true)` hears when the shop has no
+ * customer or no product yet.
+ */
+export function placeOrderForm({ onIncomplete = () => {} } = {}) {
   let products = [];
   // One key per intended order: resubmitting after a network error cannot place it twice.
   let key = newKey();
@@ -113,6 +117,7 @@ export function placeOrderForm() {
     if (!data.customers.nodes.length) missing.push('a customer');
     if (!products.length) missing.push('a product');
     empty.replaceChildren(missing.length ? notice('info', `To order, the shop needs ${missing.join(' and ')}: use "Set up the shop" below.`) : '');
+    onIncomplete(missing.length > 0);
     updateTotal();
   }
 

@@ -18,7 +18,7 @@ const field = (id, label, attributes) =>
 /** Dollars typed as "12.50" → 1250 cents, or NaN. */
 const cents = (text) => (/^\d+(\.\d{1,2})?$/.test(text.trim()) ? Math.round(Number.parseFloat(text) * 100) : Number.NaN);
 
-function commandForm({ id, title, fields, submitLabel, toInput, mutation, answer, onDone }) {
+function commandForm({ id, title, fields, submitLabel, toInput, mutation, answer, done, onDone }) {
   const result = h('div', { class: 'result' });
   let key = newKey();
   const form = h(
@@ -41,7 +41,7 @@ function commandForm({ id, title, fields, submitLabel, toInput, mutation, answer
           if (payload.status === 'REJECTED') {
             result.replaceChildren(notice('error', `Refused (${payload.error.code}): ${payload.error.message}`));
           } else {
-            result.replaceChildren(notice('ok', `Done (${payload.status}).`));
+            result.replaceChildren(notice('ok', payload.status === 'PENDING' ? 'Queued; it shows once decided.' : done(input)));
             form.reset();
             key = newKey();
             onDone();
@@ -75,6 +75,7 @@ export function shopSetup({ onChange }) {
     },
     mutation: REGISTER,
     answer: 'registerCustomer',
+    done: (input) => `Registered ${input.name}: choose them in the order form.`,
     onDone: onChange,
   });
   const product = commandForm({
@@ -95,6 +96,7 @@ export function shopSetup({ onChange }) {
     },
     mutation: ADD,
     answer: 'addProduct',
+    done: (input) => `Added ${input.sku} to the catalog.`,
     onDone: onChange,
   });
   return h(
