@@ -11,10 +11,10 @@ use schema::order::{self, OrderEvent};
 use schema::ports::ViewChange;
 use schema::sql::{from_micros, to_micros};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, Row};
 
 use crate::projection::{Projection, ProjectionError};
-use crate::views::ViewStore;
+use crate::views::{Bind, ViewStore};
 
 pub const VIEW: &str = "customers";
 
@@ -209,12 +209,8 @@ impl CustomerRepository {
 
     /// Every registered customer, in id order: for comparing a live view with a rebuilt one.
     pub async fn all(&self) -> Result<Vec<CustomerView>, sqlx::Error> {
-        sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM customers WHERE registered = 1 ORDER BY customer_id")))
-            .fetch_all(self.views.counted())
-            .await?
-            .iter()
-            .map(customer_from_row)
-            .collect()
+        let sql = format!("SELECT {COLUMNS} FROM customers WHERE registered = 1 ORDER BY customer_id");
+        self.views.fetch_all(sql, Vec::new()).await?.iter().map(customer_from_row).collect()
     }
 
     /// Up to `limit` registered customers, newest first, strictly after
@@ -239,14 +235,16 @@ impl CustomerRepository {
             sql.push_str(&format!(" AND (registered_at, customer_id) < (${}, ${})", next(), next()));
         }
         sql.push_str(&format!(" ORDER BY registered_at DESC, customer_id DESC LIMIT ${}", next()));
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut binds = Vec::new();
         if let Some(id) = only {
-            query = query.bind(id.to_string());
+            binds.push(Bind::Text(id.to_string()));
         }
         if let Some((micros, id)) = after {
-            query = query.bind(micros).bind(id.to_string());
+            binds.push(Bind::Int(micros));
+            binds.push(Bind::Text(id.to_string()));
         }
-        let rows = query.bind(i64::from(limit)).fetch_all(self.views.counted()).await?;
+        binds.push(Bind::Int(i64::from(limit)));
+        let rows = self.views.fetch_all(sql, binds).await?;
         rows.iter().map(customer_from_row).collect()
     }
 

@@ -10,10 +10,10 @@ use schema::ports::ViewChange;
 use schema::product::{self, ProductEvent};
 use schema::sql::{from_micros, to_micros};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AssertSqlSafe, Row};
+use sqlx::{AnyConnection, Row};
 
 use crate::projection::{Projection, ProjectionError};
-use crate::views::ViewStore;
+use crate::views::{Bind, ViewStore};
 
 pub const VIEW: &str = "products";
 
@@ -117,23 +117,16 @@ impl ProductRepository {
 
     /// Up to `limit` products in sku order, after `after`.
     pub async fn list(&self, after: Option<&str>, limit: u32) -> Result<Vec<ProductView>, sqlx::Error> {
-        let rows = match after {
-            Some(after) => {
-                sqlx::query(AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM products WHERE sku > $1 ORDER BY sku LIMIT $2"
-                )))
-                .bind(after.to_string())
-                .bind(i64::from(limit))
-                .fetch_all(self.views.counted())
-                .await?
-            }
+        let (sql, binds) = match after {
+            Some(after) => (
+                format!("SELECT {COLUMNS} FROM products WHERE sku > $1 ORDER BY sku LIMIT $2"),
+                vec![Bind::Text(after.to_string()), Bind::Int(i64::from(limit))],
+            ),
             None => {
-                sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM products ORDER BY sku LIMIT $1")))
-                    .bind(i64::from(limit))
-                    .fetch_all(self.views.counted())
-                    .await?
+                (format!("SELECT {COLUMNS} FROM products ORDER BY sku LIMIT $1"), vec![Bind::Int(i64::from(limit))])
             }
         };
+        let rows = self.views.fetch_all(sql, binds).await?;
         rows.iter().map(product_from_row).collect()
     }
 }

@@ -1,6 +1,9 @@
-//! The view database as the repositories see it. Every statement they run
-//! goes through [`ViewStore::counted`], so tests can prove that nested
-//! GraphQL fields are batched (a constant number of statements per query).
+//! The view database as the repositories see it. Every read they run goes
+//! through [`ViewStore::fetch_all`], which counts it, so tests can prove that
+//! nested GraphQL fields are batched (a constant number of statements per
+//! query), and retries it when the database asks: at SERIALIZABLE, PostgreSQL
+//! and CockroachDB may cancel even a read-only SELECT with a serialization
+//! failure (40001) while projectors write.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,10 +24,27 @@ impl ViewStore {
         Self { pool, statements: Arc::default() }
     }
 
-    /// The pool, counting one statement.
-    pub(crate) fn counted(&self) -> &AnyPool {
+    /// Runs one SELECT with `binds` bound in order: one statement, run again
+    /// (after a short backoff) while it fails with a retryable error.
+    pub(crate) async fn fetch_all(&self, sql: String, binds: Vec<Bind>) -> Result<Vec<AnyRow>, sqlx::Error> {
         self.statements.fetch_add(1, Ordering::Relaxed);
-        &self.pool
+        schema::sql::retry("read a view", || {
+            let mut query = sqlx::query(AssertSqlSafe(sql.clone()));
+            for bind in &binds {
+                query = match bind {
+                    Bind::Text(text) => query.bind(text.clone()),
+                    Bind::Int(number) => query.bind(*number),
+                };
+            }
+            let pool = self.pool.clone();
+            async move { query.fetch_all(&pool).await }
+        })
+        .await
+    }
+
+    /// [`Self::fetch_all`] for at most one row.
+    pub(crate) async fn fetch_optional(&self, sql: String, binds: Vec<Bind>) -> Result<Option<AnyRow>, sqlx::Error> {
+        Ok(self.fetch_all(sql, binds).await?.into_iter().next())
     }
 
     /// Statements run through this store (and its clones) so far.
@@ -40,12 +60,16 @@ impl ViewStore {
         }
         let placeholders = (1..=keys.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
         // Only placeholders are spliced in; the keys are bound.
-        let mut query = sqlx::query(AssertSqlSafe(select.replace("{keys}", &placeholders)));
-        for key in keys {
-            query = query.bind(key.clone());
-        }
-        query.fetch_all(self.counted()).await
+        let binds = keys.iter().cloned().map(Bind::Text).collect();
+        self.fetch_all(select.replace("{keys}", &placeholders), binds).await
     }
+}
+
+/// A value bound to a view query's placeholder.
+#[derive(Debug, Clone)]
+pub(crate) enum Bind {
+    Text(String),
+    Int(i64),
 }
 
 #[async_trait]

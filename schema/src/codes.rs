@@ -55,6 +55,8 @@ pub const INVALID_SKU: &str = "INVALID_SKU";
 pub const INVALID_ID: &str = "INVALID_ID";
 /// Some other input is out of range (a reason that is too long, a page size, ...).
 pub const INVALID_INPUT: &str = "INVALID_INPUT";
+/// An idempotency key was sent again with a different request; the first one stands.
+pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
 /// The GraphQL document could not be parsed.
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 /// The GraphQL document does not match the schema (unknown field, wrong type, ...).
@@ -95,6 +97,7 @@ pub const ALL: &[&str] = &[
     INVALID_SKU,
     INVALID_ID,
     INVALID_INPUT,
+    IDEMPOTENCY_KEY_REUSED,
     GRAPHQL_PARSE_FAILED,
     GRAPHQL_VALIDATION_FAILED,
     PERSISTED_QUERY_NOT_FOUND,

@@ -168,6 +168,18 @@ impl CommandEnvelope {
         }
     }
 
+    /// What the command asks, apart from its id, time and metadata: two
+    /// commands with one idempotency key and different requests differ here.
+    pub fn fingerprint(&self) -> Uuid {
+        derived_id(
+            "fingerprint",
+            &format!(
+                "{}:{}:{}:{}:{}",
+                self.aggregate_type, self.aggregate_id, self.type_name, self.schema_version, self.payload
+            ),
+        )
+    }
+
     /// The typed command inside.
     pub fn decode<C: Message>(&self) -> Result<C, ContractError> {
         C::decode_versioned(&self.type_name, self.schema_version, &self.payload)
@@ -216,6 +228,19 @@ mod tests {
         assert!(matches!(envelope.decode::<OrderCommand>(), Err(ContractError::UnknownVersion { .. })));
         envelope.type_name = "DropTables".into();
         assert!(matches!(envelope.decode::<OrderCommand>(), Err(ContractError::UnknownType { .. })));
+    }
+
+    #[test]
+    fn a_fingerprint_is_what_is_asked_not_when_or_by_whom() {
+        let cancel = |reason: &str| OrderCommand::CancelOrder(CancelOrder { reason: reason.into() });
+        let (one, two) = (Uuid::now_v7(), Uuid::now_v7());
+        let first = CommandEnvelope::new(one, "order", "o-1", Metadata::origin(one, "a"), &cancel("x"));
+        let retry = CommandEnvelope::new(two, "order", "o-1", Metadata::origin(two, "b"), &cancel("x"));
+        assert_eq!(first.fingerprint(), retry.fingerprint());
+        let other = CommandEnvelope::new(one, "order", "o-1", Metadata::origin(one, "a"), &cancel("y"));
+        assert_ne!(first.fingerprint(), other.fingerprint());
+        let elsewhere = CommandEnvelope::new(one, "order", "o-2", Metadata::origin(one, "a"), &cancel("x"));
+        assert_ne!(first.fingerprint(), elsewhere.fingerprint());
     }
 
     #[test]

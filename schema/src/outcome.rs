@@ -44,4 +44,16 @@ pub struct CommandOutcome {
     /// Ids of the events the command appended, in stream order.
     pub event_ids: Vec<Uuid>,
     pub decided_at: DateTime<Utc>,
+    /// [`crate::CommandEnvelope::fingerprint`] of the command decided: a
+    /// retry under the same id asking something else is told so, not given
+    /// this answer. Absent in outcomes stored before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Uuid>,
+}
+
+impl CommandOutcome {
+    /// Whether this outcome answers `command`: same id, and (when known) the same request.
+    pub fn answers(&self, command: &crate::CommandEnvelope) -> bool {
+        self.command_id == command.id && self.fingerprint.is_none_or(|known| known == command.fingerprint())
+    }
 }

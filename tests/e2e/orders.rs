@@ -82,6 +82,28 @@ async fn the_same_idempotency_key_twice_places_one_order_with_one_event(backend:
     assert_eq!(app.count_events("order", order_id, "OrderCancelled").await, 1);
     let orders = app.graphql("{ orders(first: 10) { edges { node { id } } } }", json!({})).await;
     assert_eq!(orders["data"]["orders"]["edges"].as_array().map(Vec::len), Some(1), "one order: {orders}");
+
+    // The same key for a different request is refused, at once and after the
+    // first was decided; the first request stands and nothing is appended.
+    let place = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
+    let other = json!([{ "sku": "pen-9", "quantity": 5 }]);
+    let reused = app
+        .graphql(place, json!({ "input": { "customerId": customer, "items": other, "idempotencyKey": "checkout-42" } }))
+        .await;
+    assert_eq!(reused["errors"][0]["extensions"]["code"], "IDEMPOTENCY_KEY_REUSED", "{reused}");
+    let fresh = app.place_order(&customer, items(), Some("checkout-43")).await;
+    let fresh_id = fresh["orderId"].as_str().expect("an order id");
+    let reused_at_once = app
+        .graphql(place, json!({ "input": { "customerId": customer, "items": other, "idempotencyKey": "checkout-43" } }))
+        .await;
+    assert_eq!(reused_at_once["errors"][0]["extensions"]["code"], "IDEMPOTENCY_KEY_REUSED", "{reused_at_once}");
+    let reason = app.cancel_order(order_id, "another reason", Some("cancel-1")).await;
+    assert_eq!(reason, Value::Null, "a cancellation with another reason under the same key is refused");
+    assert_eq!(app.count_events("order", order_id, "OrderPlaced").await, 1);
+    assert_eq!(app.count_events("order", order_id, "OrderCancelled").await, 1);
+    assert_eq!(app.count_events("order", fresh_id, "OrderPlaced").await, 1);
+    let fresh_view = app.wait_for_order(fresh_id, "settled", is_final).await;
+    assert_eq!(fresh_view["items"].as_array().map(Vec::len), Some(2), "the first request stands: {fresh_view}");
 }
 
 async fn twenty_concurrent_cancels_record_exactly_one_cancellation(backend: Backend) {

@@ -149,6 +149,7 @@ impl SqlEventStore {
                     stream_version: current_version + envelopes.len() as u64,
                     event_ids: envelopes.iter().map(|event| event.id).collect(),
                     decided_at: now,
+                    fingerprint: Some(command.fingerprint()),
                 };
                 (outcome, envelopes)
             }
@@ -162,6 +163,7 @@ impl SqlEventStore {
                     stream_version: current_version,
                     event_ids: Vec::new(),
                     decided_at: now,
+                    fingerprint: Some(command.fingerprint()),
                 };
                 (outcome, Vec::new())
             }

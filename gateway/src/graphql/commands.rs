@@ -144,10 +144,17 @@ pub async fn send<C: Message>(
         Metadata::origin(command_id, caller(ctx)?.actor()),
         command,
     );
-    let dispatched = services.bus.dispatch(envelope, services.mutation_wait).await.map_err(unavailable)?;
+    let dispatched = services.bus.dispatch(envelope.clone(), services.mutation_wait).await.map_err(unavailable)?;
     Ok(match dispatched {
         Dispatched::Pending => {
             Sent { command_id, status: CommandStatus::Pending, error: None, outcome: None, deadline }
+        }
+        // The key's first request was decided, and this one asks something else.
+        Dispatched::Decided(outcome) if !outcome.answers(&envelope) => {
+            return Err(coded(
+                codes::IDEMPOTENCY_KEY_REUSED,
+                "idempotencyKey was already used for a different request, which stands; use a new key",
+            ));
         }
         Dispatched::Decided(outcome) => {
             let (status, error) = outcome_parts(&outcome);

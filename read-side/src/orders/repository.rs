@@ -3,10 +3,10 @@
 use chrono::{DateTime, Utc};
 use schema::sql::from_micros;
 use serde::{Deserialize, Serialize};
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AssertSqlSafe, Row};
 
-use crate::views::ViewStore;
+use crate::views::{Bind, ViewStore};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
@@ -117,10 +117,8 @@ impl OrderRepository {
     }
 
     pub async fn get(&self, order_id: &str) -> Result<Option<OrderView>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1")))
-            .bind(order_id)
-            .fetch_optional(self.views.counted())
-            .await?;
+        let sql = format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1");
+        let row = self.views.fetch_optional(sql, vec![Bind::Text(order_id.to_string())]).await?;
         row.as_ref().map(order_from_row).transpose()
     }
 
@@ -154,17 +152,19 @@ impl OrderRepository {
         }
         sql.push_str(&format!(" ORDER BY placed_at DESC, order_id DESC LIMIT ${}", next()));
 
-        let mut query = sqlx::query(AssertSqlSafe(sql));
+        let mut binds = Vec::new();
         if let Some(status) = filter.status {
-            query = query.bind(status.as_str());
+            binds.push(Bind::Text(status.as_str().to_string()));
         }
         if let Some(customer_id) = &filter.customer_id {
-            query = query.bind(customer_id.clone());
+            binds.push(Bind::Text(customer_id.clone()));
         }
         if let Some(cursor) = after {
-            query = query.bind(cursor.placed_at_micros).bind(cursor.order_id.clone());
+            binds.push(Bind::Int(cursor.placed_at_micros));
+            binds.push(Bind::Text(cursor.order_id.clone()));
         }
-        let rows = query.bind(i64::from(limit)).fetch_all(self.views.counted()).await?;
+        binds.push(Bind::Int(i64::from(limit)));
+        let rows = self.views.fetch_all(sql, binds).await?;
         rows.iter().map(order_from_row).collect()
     }
 
@@ -192,9 +192,7 @@ impl OrderRepository {
 
     /// Every row, in id order: for comparing a live view with a rebuilt one.
     pub async fn all(&self) -> Result<Vec<OrderView>, sqlx::Error> {
-        let rows = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM orders ORDER BY order_id")))
-            .fetch_all(self.views.counted())
-            .await?;
+        let rows = self.views.fetch_all(format!("SELECT {COLUMNS} FROM orders ORDER BY order_id"), Vec::new()).await?;
         rows.iter().map(order_from_row).collect()
     }
 }

@@ -25,6 +25,8 @@ pub struct PlaceOrderInput {
     customer_id: ID,
     items: Vec<OrderLineInput>,
     /// A client-chosen key: the same key means the same command, decided once.
+    /// Sent again with a different request, it is refused with
+    /// IDEMPOTENCY_KEY_REUSED (the first request stands).
     idempotency_key: Option<String>,
     /// ACCEPTED (default), or AWAIT_VIEW to get the projected `order` back.
     consistency: Option<Consistency>,
