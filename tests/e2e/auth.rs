@@ -108,6 +108,16 @@ async fn every_access_rule_holds_for_queries_mutations_and_subscriptions(backend
     let cancel = "mutation($id: ID!) { cancelOrder(input: { orderId: $id, reason: \"r\" }) { status error { code } } }";
     let (_, cancel_bobs) = app.graphql_as(Some(&alice_token), cancel, json!({ "id": bob_order })).await;
     assert_eq!(code(&cancel_bobs), "FORBIDDEN", "{cancel_bobs}");
+    let (_, cancel_unknown) =
+        app.graphql_as(Some(&alice_token), cancel, json!({ "id": "0193a7d0-0000-7000-8000-00000000c0de" })).await;
+    assert_eq!(code(&cancel_unknown), "ORDER_NOT_FOUND", "{cancel_unknown}");
+    // Right after placing, before the view shows the order: the gateway waits for it.
+    for _ in 0..5 {
+        let (_, placed) = app.graphql_as(Some(&alice_token), PLACE, input(alice)).await;
+        let fresh = placed["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string();
+        let (_, at_once) = app.graphql_as(Some(&alice_token), cancel, json!({ "id": fresh })).await;
+        assert_eq!(at_once["data"]["cancelOrder"]["status"], "ACCEPTED", "cancel right after placing: {at_once}");
+    }
     let ship = "mutation($id: ID!) { shipOrder(input: { orderId: $id }) { status error { code } } }";
     let (_, customer_ships) = app.graphql_as(Some(&bob_token), ship, json!({ "id": bob_order })).await;
     assert_eq!(code(&customer_ships), "FORBIDDEN");

@@ -169,12 +169,29 @@ impl OrderMutation {
 }
 
 /// Customers may act only on their own orders; staff and open mode on any.
+/// Ownership is read from the view, which may not show an order placed a
+/// moment ago: then this waits for it, within the mutation's bound, so a
+/// customer can cancel right after placing. An order that never shows up is
+/// ORDER_NOT_FOUND.
 async fn require_own_order(ctx: &Context<'_>, order_id: &str, what: &str) -> Result<(), Error> {
     let caller = caller(ctx)?;
-    if caller.customer_scope(what)?.is_some() {
-        let order = ctx.data::<Services>()?.orders.get(order_id).await.map_err(internal)?;
-        // An order not (yet) in the view is not known to be the caller's.
-        caller.require_customer(order.as_ref().map_or("", |order| order.customer_id.as_str()), what)?;
+    if caller.customer_scope(what)?.is_none() {
+        return Ok(());
     }
-    Ok(())
+    let services = ctx.data::<Services>()?;
+    let mut order = services.orders.get(order_id).await.map_err(internal)?;
+    if order.is_none() {
+        let deadline = tokio::time::Instant::now() + services.mutation_wait;
+        let orders = services.orders.clone();
+        await_view(ctx, view::VIEW, order_id, deadline, || {
+            let (orders, id) = (orders.clone(), order_id.to_string());
+            async move { Ok(orders.get(&id).await.map_err(internal)?.is_some()) }
+        })
+        .await?;
+        order = services.orders.get(order_id).await.map_err(internal)?;
+    }
+    match order {
+        Some(order) => caller.require_customer(&order.customer_id, what),
+        None => Err(coded(schema::codes::ORDER_NOT_FOUND, format!("no order {order_id} is known"))),
+    }
 }
