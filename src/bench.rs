@@ -122,7 +122,9 @@ impl Seed {
         }
         let register =
             "mutation($input: RegisterCustomerInput!) { registerCustomer(input: $input) { status customerId } }";
-        let input = json!({ "name": "Bench", "email": "bench@example.com", "creditLimitCents": 1_000_000_000 });
+        // Emails are unique per customer: a fresh one per run, so bench can run again on the same data.
+        let email = format!("bench-{}@example.com", uuid::Uuid::now_v7());
+        let input = json!({ "name": "Bench", "email": email, "creditLimitCents": 1_000_000_000 });
         let answer = post(http, url, register, json!({ "input": input })).await?;
         let customer_id = expect_accepted(answer, "registerCustomer")?["customerId"]
             .as_str()

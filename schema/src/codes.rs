@@ -19,6 +19,8 @@ pub const ORDER_ALREADY_REJECTED: &str = "ORDER_ALREADY_REJECTED";
 pub const CUSTOMER_NOT_FOUND: &str = "CUSTOMER_NOT_FOUND";
 /// The customer id is already registered.
 pub const CUSTOMER_ALREADY_EXISTS: &str = "CUSTOMER_ALREADY_EXISTS";
+/// Another customer is registered with this email (compared trimmed and case-folded).
+pub const CUSTOMER_EMAIL_TAKEN: &str = "CUSTOMER_EMAIL_TAKEN";
 /// A customer's name must be 1 to 100 characters.
 pub const INVALID_NAME: &str = "INVALID_NAME";
 /// An email address must look like one (and be at most 254 characters).
@@ -76,6 +78,7 @@ pub const ALL: &[&str] = &[
     ORDER_ALREADY_REJECTED,
     CUSTOMER_NOT_FOUND,
     CUSTOMER_ALREADY_EXISTS,
+    CUSTOMER_EMAIL_TAKEN,
     INVALID_NAME,
     INVALID_EMAIL,
     INVALID_CREDIT_LIMIT,

@@ -1,4 +1,8 @@
-//! The customer aggregate's contract.
+//! The customer aggregate's contract, and the email claims that keep one
+//! email to one customer: before a registration is decided, the write side
+//! claims its email in a stream of its own (`customer_email`, keyed by a
+//! hash of the normalized address), which serializes registrations racing
+//! for the same address.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,6 +11,8 @@ use crate::envelope::Message;
 use crate::outcome::Rejection;
 
 pub const AGGREGATE: &str = "customer";
+/// One stream per email address, holding who claimed it.
+pub const EMAIL_AGGREGATE: &str = "customer_email";
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_EMAIL_CHARS: usize = 254;
 
@@ -51,6 +57,50 @@ impl Message for CustomerEvent {
     }
 }
 
+/// Claims an email address for a customer (sent by the write side itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimEmail {
+    pub customer_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum EmailCommand {
+    ClaimEmail(ClaimEmail),
+}
+
+impl Message for EmailCommand {
+    const KIND: &'static str = "command";
+    fn schema_version(type_name: &str) -> Option<u32> {
+        (type_name == "ClaimEmail").then_some(1)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailClaimed {
+    pub customer_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload")]
+pub enum EmailEvent {
+    EmailClaimed(EmailClaimed),
+}
+
+impl Message for EmailEvent {
+    const KIND: &'static str = "event";
+    fn schema_version(type_name: &str) -> Option<u32> {
+        (type_name == "EmailClaimed").then_some(1)
+    }
+}
+
+/// The `customer_email` stream of an address: the same for any spelling
+/// that differs only in surrounding space or letter case. A hash, so the
+/// address itself appears in no stream id, subject or log line.
+pub fn email_claim_id(email: &str) -> String {
+    crate::envelope::derived_id("customer-email", &email.trim().to_lowercase()).to_string()
+}
+
 impl RegisterCustomer {
     pub fn validate(&self) -> Result<(), Rejection> {
         let name = self.name.trim();
@@ -80,6 +130,13 @@ mod tests {
             .validate()
             .err()
             .map(|rejection| rejection.code)
+    }
+
+    #[test]
+    fn an_email_is_claimed_whatever_its_case_or_surrounding_space() {
+        assert_eq!(email_claim_id("Ada@Example.com "), email_claim_id("ada@example.com"));
+        assert_ne!(email_claim_id("ada@example.com"), email_claim_id("ada@example.org"));
+        assert!(!email_claim_id("ada@example.com").contains('@'), "no address in stream ids");
     }
 
     #[test]

@@ -93,8 +93,8 @@ export async function graphql(query, variables = {}, at = base) {
 export async function seedShop(at = base) {
   const tag = `${Date.now().toString(36)}${Math.floor(Math.random() * 1e6).toString(36)}`;
   const { registerCustomer } = await graphql(
-    `mutation($name: String!) { registerCustomer(input: { name: $name, email: "browser@example.com", creditLimitCents: 1000000, consistency: AWAIT_VIEW }) { customerId } }`,
-    { name: `Browser ${tag}` },
+    `mutation($name: String!, $email: String!) { registerCustomer(input: { name: $name, email: $email, creditLimitCents: 1000000, consistency: AWAIT_VIEW }) { customerId } }`,
+    { name: `Browser ${tag}`, email: `browser-${tag}@example.com` },
     at,
   );
   const add = `mutation($input: AddProductInput!) { addProduct(input: $input) { status } }`;

@@ -39,16 +39,19 @@ async fn every_access_rule_holds_for_queries_mutations_and_subscriptions(backend
     assert_eq!(code(&service_add), "FORBIDDEN", "{service_add}");
     let (_, added) = app.graphql_as(Some(&admin), add, json!({})).await;
     assert_eq!(added["data"]["addProduct"]["status"], "ACCEPTED", "{added}");
-    let register = "mutation($name: String!) { registerCustomer(input: { name: $name, email: \"x@example.com\", creditLimitCents: 100000, consistency: AWAIT_VIEW }) { customerId } }";
+    let register = "mutation($name: String!, $email: String!) { registerCustomer(input: { name: $name, email: $email, creditLimitCents: 100000, consistency: AWAIT_VIEW }) { customerId } }";
     let mut customers = Vec::new();
     for name in ["Alice", "Bob"] {
-        let (_, registered) = app.graphql_as(Some(&admin), register, json!({ "name": name })).await;
+        let (_, registered) = app
+            .graphql_as(Some(&admin), register, json!({ "name": name, "email": format!("{name}@example.com") }))
+            .await;
         customers.push(registered["data"]["registerCustomer"]["customerId"].as_str().expect("id").to_string());
     }
     let (alice, bob) = (&customers[0], &customers[1]);
     let alice_token = token(Role::Customer, alice);
     let bob_token = token(Role::Customer, bob);
-    let (_, customer_registers) = app.graphql_as(Some(&alice_token), register, json!({ "name": "Eve" })).await;
+    let (_, customer_registers) =
+        app.graphql_as(Some(&alice_token), register, json!({ "name": "Eve", "email": "eve@example.com" })).await;
     assert_eq!(code(&customer_registers), "FORBIDDEN", "{customer_registers}");
     let (_, restock) = app
         .graphql_as(

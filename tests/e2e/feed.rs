@@ -84,10 +84,10 @@ async fn the_feed_delivers_every_new_order_and_each_change_until_it_is_final(bac
 
 async fn customers_are_listed_newest_first_with_cursors(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let register = "mutation($name: String!) { registerCustomer(input: { name: $name, email: \"c@example.com\", creditLimitCents: 100, consistency: AWAIT_VIEW }) { customerId } }";
+    let register = "mutation($name: String!, $email: String!) { registerCustomer(input: { name: $name, email: $email, creditLimitCents: 100, consistency: AWAIT_VIEW }) { customerId } }";
     let mut ids = Vec::new();
     for name in ["First", "Second", "Third"] {
-        let answer = app.graphql(register, json!({ "name": name })).await;
+        let answer = app.graphql(register, json!({ "name": name, "email": format!("{name}@example.com") })).await;
         ids.push(answer["data"]["registerCustomer"]["customerId"].as_str().expect("id").to_string());
     }
     let page = "query($after: String) { customers(first: 2, after: $after) { nodes { id name } pageInfo { hasNextPage endCursor } } }";
@@ -127,10 +127,12 @@ async fn a_customer_lists_and_follows_only_itself(backend: Backend) {
         )
         .await;
     assert_eq!(added["data"]["addProduct"]["status"], "ACCEPTED", "{added}");
-    let register = "mutation($name: String!) { registerCustomer(input: { name: $name, email: \"x@example.com\", creditLimitCents: 100000, consistency: AWAIT_VIEW }) { customerId } }";
+    let register = "mutation($name: String!, $email: String!) { registerCustomer(input: { name: $name, email: $email, creditLimitCents: 100000, consistency: AWAIT_VIEW }) { customerId } }";
     let mut ids = Vec::new();
     for name in ["Alice", "Bob"] {
-        let (_, registered) = app.graphql_as(Some(&admin), register, json!({ "name": name })).await;
+        let (_, registered) = app
+            .graphql_as(Some(&admin), register, json!({ "name": name, "email": format!("{name}@example.com") }))
+            .await;
         ids.push(registered["data"]["registerCustomer"]["customerId"].as_str().expect("id").to_string());
     }
     let (alice, bob) = (ids[0].clone(), ids[1].clone());

@@ -357,7 +357,7 @@ impl TestApp {
         let response = self
             .graphql(
                 "mutation($input: RegisterCustomerInput!) { registerCustomer(input: $input) { status customerId error { code } } }",
-                json!({ "input": { "name": "Test Customer", "email": "test@example.com", "creditLimitCents": credit_limit_cents, "consistency": "AWAIT_VIEW" } }),
+                json!({ "input": { "name": "Test Customer", "email": format!("test-{}@example.com", Uuid::now_v7()), "creditLimitCents": credit_limit_cents, "consistency": "AWAIT_VIEW" } }),
             )
             .await;
         let payload = &response["data"]["registerCustomer"];

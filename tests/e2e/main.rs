@@ -6,6 +6,7 @@
 mod helpers;
 
 mod auth;
+mod customers;
 mod feed;
 mod http;
 mod orders;

@@ -314,8 +314,9 @@ async fn seed_shop(http: &reqwest::Client, address: SocketAddr) -> String {
         let answer = graphql_at(http, address, add, json!({ "sku": sku, "price": price })).await;
         assert_eq!(answer["data"]["addProduct"]["status"], "ACCEPTED", "{answer}");
     }
-    let register = "mutation { registerCustomer(input: { name: \"Ada\", email: \"ada@example.com\", creditLimitCents: 100000000 }) { status customerId } }";
-    let answer = graphql_at(http, address, register, json!({})).await;
+    let register = "mutation($email: String!) { registerCustomer(input: { name: \"Ada\", email: $email, creditLimitCents: 100000000 }) { status customerId } }";
+    let email = format!("ada-{}@example.com", uuid::Uuid::now_v7());
+    let answer = graphql_at(http, address, register, json!({ "email": email })).await;
     assert_eq!(answer["data"]["registerCustomer"]["status"], "ACCEPTED", "{answer}");
     answer["data"]["registerCustomer"]["customerId"].as_str().expect("customer id").to_string()
 }

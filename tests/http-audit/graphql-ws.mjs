@@ -18,7 +18,8 @@ const post = async (query, variables) => {
 const sku = `ws-${Date.now()}`;
 await post(`mutation($sku: String!) { addProduct(input: { sku: $sku, name: "Lamp", priceCents: 100, initialStock: 5 }) { status } }`, { sku });
 const { registerCustomer } = await post(
-  'mutation { registerCustomer(input: { name: "Ada", email: "ada@example.com", creditLimitCents: 10000 }) { customerId } }',
+  'mutation($email: String!) { registerCustomer(input: { name: "Ada", email: $email, creditLimitCents: 10000 }) { customerId } }',
+  { email: `ada-${sku}@example.com` },
 );
 const { placeOrder } = await post(
   'mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }',

@@ -1,10 +1,22 @@
-//! The customer aggregate.
+//! The customer aggregate, and the email claim each registration makes
+//! first (see [`schema::customer`]).
 
 use schema::Rejection;
 use schema::codes;
-use schema::customer::{self, CustomerCommand, CustomerEvent, CustomerRegistered};
+use schema::customer::{
+    self, CustomerCommand, CustomerEvent, CustomerRegistered, EmailClaimed, EmailCommand, EmailEvent,
+};
 
 use crate::aggregate::Aggregate;
+
+/// A customer command, with what the handler found out first: whether the
+/// registration's email is this customer's (claimed now or before) or
+/// another's.
+#[derive(Debug, Clone)]
+pub struct CustomerInput {
+    pub command: CustomerCommand,
+    pub email_taken: bool,
+}
 
 #[derive(Debug, Default)]
 pub struct Customer {
@@ -14,7 +26,7 @@ pub struct Customer {
 
 impl Aggregate for Customer {
     const TYPE: &'static str = customer::AGGREGATE;
-    type Command = CustomerCommand;
+    type Command = CustomerInput;
     type Event = CustomerEvent;
 
     fn apply(&mut self, event: &CustomerEvent) {
@@ -25,13 +37,19 @@ impl Aggregate for Customer {
         }
     }
 
-    fn decide(&self, command: &CustomerCommand) -> Result<Vec<CustomerEvent>, Rejection> {
-        match command {
+    fn decide(&self, input: &CustomerInput) -> Result<Vec<CustomerEvent>, Rejection> {
+        match &input.command {
             CustomerCommand::RegisterCustomer(register) => {
                 if self.credit_limit_cents.is_some() {
                     return Err(Rejection::new(codes::CUSTOMER_ALREADY_EXISTS, "this customer is already registered"));
                 }
                 register.validate()?;
+                if input.email_taken {
+                    return Err(Rejection::new(
+                        codes::CUSTOMER_EMAIL_TAKEN,
+                        format!("a customer with the email `{}` is already registered", register.email.trim()),
+                    ));
+                }
                 Ok(vec![CustomerEvent::CustomerRegistered(CustomerRegistered {
                     name: register.name.trim().to_string(),
                     email: register.email.trim().to_string(),
@@ -42,17 +60,70 @@ impl Aggregate for Customer {
     }
 }
 
+/// One email address: the customer who claimed it, if any.
+#[derive(Debug, Default)]
+pub struct CustomerEmail {
+    pub owner: Option<String>,
+}
+
+impl Aggregate for CustomerEmail {
+    const TYPE: &'static str = customer::EMAIL_AGGREGATE;
+    type Command = EmailCommand;
+    type Event = EmailEvent;
+
+    fn apply(&mut self, event: &EmailEvent) {
+        match event {
+            EmailEvent::EmailClaimed(claimed) => self.owner = Some(claimed.customer_id.clone()),
+        }
+    }
+
+    /// First come, first served; claiming again for the same customer (a
+    /// redelivered registration) changes nothing.
+    fn decide(&self, command: &EmailCommand) -> Result<Vec<EmailEvent>, Rejection> {
+        match command {
+            EmailCommand::ClaimEmail(claim) => match &self.owner {
+                None => Ok(vec![EmailEvent::EmailClaimed(EmailClaimed { customer_id: claim.customer_id.clone() })]),
+                Some(owner) if *owner == claim.customer_id => Ok(Vec::new()),
+                Some(_) => Err(Rejection::new(codes::CUSTOMER_EMAIL_TAKEN, "the email belongs to another customer")),
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use schema::customer::RegisterCustomer;
+    use schema::customer::{ClaimEmail, RegisterCustomer};
 
-    fn register(limit: i64) -> CustomerCommand {
-        CustomerCommand::RegisterCustomer(RegisterCustomer {
-            name: " Ada ".into(),
-            email: "ada@example.com".into(),
-            credit_limit_cents: limit,
-        })
+    fn register(limit: i64) -> CustomerInput {
+        CustomerInput {
+            command: CustomerCommand::RegisterCustomer(RegisterCustomer {
+                name: " Ada ".into(),
+                email: "ada@example.com".into(),
+                credit_limit_cents: limit,
+            }),
+            email_taken: false,
+        }
+    }
+
+    #[test]
+    fn an_email_goes_to_its_first_claimant_and_a_repeat_claim_changes_nothing() {
+        let claim = |id: &str| EmailCommand::ClaimEmail(ClaimEmail { customer_id: id.into() });
+        let mut email = CustomerEmail::default();
+        let events = email.decide(&claim("c-1")).expect("free");
+        assert_eq!(events, vec![EmailEvent::EmailClaimed(EmailClaimed { customer_id: "c-1".into() })]);
+        email.apply(&events[0]);
+        assert_eq!(email.decide(&claim("c-1")), Ok(Vec::new()));
+        assert_eq!(email.decide(&claim("c-2")).err().map(|r| r.code).as_deref(), Some(codes::CUSTOMER_EMAIL_TAKEN));
+    }
+
+    #[test]
+    fn a_registration_whose_email_is_taken_is_rejected() {
+        let taken = CustomerInput { email_taken: true, ..register(1) };
+        assert_eq!(
+            Customer::default().decide(&taken).err().map(|r| r.code).as_deref(),
+            Some(codes::CUSTOMER_EMAIL_TAKEN)
+        );
     }
 
     #[test]

@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use schema::envelope::Message;
+use schema::customer::{ClaimEmail, CustomerCommand, EmailCommand, email_claim_id};
+use schema::envelope::{Message, derived_id};
 use schema::payment::PaymentCommand;
 use schema::ports::EventPublisher;
-use schema::{CommandEnvelope, CommandOutcome, EventEnvelope};
+use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, OutcomeStatus};
 use tracing::{instrument, warn};
 
 use crate::aggregate::Aggregate;
-use crate::customer::Customer;
+use crate::customer::{Customer, CustomerEmail, CustomerInput};
 use crate::event_store::{Decision, SqlEventStore, StoreError};
 use crate::order::Order;
 use crate::payment::{Payment, PaymentInput, ProviderAnswer};
@@ -69,7 +70,7 @@ impl CommandHandler {
     pub async fn handle(&self, command: &CommandEnvelope) -> Result<CommandOutcome, HandleError> {
         let decision = match command.aggregate_type.as_str() {
             Order::TYPE => self.store.execute::<Order>(command, &decode(command)?).await?,
-            Customer::TYPE => self.store.execute::<Customer>(command, &decode(command)?).await?,
+            Customer::TYPE => self.handle_customer(command).await?,
             Product::TYPE => self.store.execute::<Product>(command, &decode(command)?).await?,
             Payment::TYPE => self.handle_payment(command).await?,
             other => return Err(HandleError::Poison(format!("no handler for aggregate type `{other}`"))),
@@ -78,6 +79,35 @@ impl CommandHandler {
             self.publish(&decision.new_events).await;
         }
         Ok(decision.outcome)
+    }
+
+    /// A registration claims its email first (its own stream, so racing
+    /// registrations serialize there), then is decided knowing whether the
+    /// email was free. The claim has its own command id, derived from the
+    /// registration's: a redelivered registration finds it already made.
+    async fn handle_customer(&self, command: &CommandEnvelope) -> Result<Decision, HandleError> {
+        let typed: CustomerCommand = decode(command)?;
+        if let Some(outcome) = self.store.outcome(command.id).await? {
+            return Ok(Decision { outcome, new_events: Vec::new() });
+        }
+        let CustomerCommand::RegisterCustomer(register) = &typed;
+        let mut email_taken = false;
+        // Invalid input is rejected by the aggregate without claiming anything.
+        if register.validate().is_ok() {
+            let claim = CommandEnvelope::new(
+                derived_id("claim-email", &command.id.to_string()),
+                CustomerEmail::TYPE,
+                email_claim_id(&register.email),
+                command.caused_metadata(),
+                &EmailCommand::ClaimEmail(ClaimEmail { customer_id: command.aggregate_id.clone() }),
+            );
+            let claimed = self.store.execute::<CustomerEmail>(&claim, &decode(&claim)?).await?;
+            if !claimed.new_events.is_empty() {
+                self.publish(&claimed.new_events).await;
+            }
+            email_taken = claimed.outcome.status == OutcomeStatus::Rejected;
+        }
+        Ok(self.store.execute::<Customer>(command, &CustomerInput { command: typed, email_taken }).await?)
     }
 
     /// Payments ask the provider first (once per payment), then decide.

@@ -139,7 +139,9 @@ pub struct CustomerMutation;
 
 #[Object]
 impl CustomerMutation {
-    /// Registers a customer with a credit limit.
+    /// Registers a customer with a credit limit. One customer per email: an
+    /// address already registered (whatever its case or surrounding space)
+    /// is REJECTED with CUSTOMER_EMAIL_TAKEN.
     async fn register_customer(
         &self,
         ctx: &Context<'_>,
