@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -48,6 +49,11 @@ pub struct Common {
     /// How long a mutation waits for the write side's decision before it answers PENDING.
     #[arg(long, env = "CONVEYOR_MUTATION_WAIT", default_value = "5s", value_parser = parse_duration, global = true)]
     pub mutation_wait: Duration,
+    /// The most events a projector applies in one transaction when several
+    /// are ready at once (1: one transaction per event).
+    #[arg(long, env = "CONVEYOR_PROJECTOR_BATCH", default_value_t = read_side::projector::BATCH,
+          value_parser = TypedValueParser::map(clap::value_parser!(u16).range(1..=1000), usize::from), global = true)]
+    pub projector_batch: usize,
     /// Embedded mode: where the SQLite event store and views live.
     #[arg(long, env = "CONVEYOR_DATA_DIR", default_value = "./conveyor-data", global = true)]
     pub data_dir: PathBuf,

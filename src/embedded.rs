@@ -67,7 +67,8 @@ impl Embedded {
 
         let views = ViewStore::new(views_pool.clone());
         for projection in projections() {
-            let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone());
+            let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone())
+                .with_batch(common.projector_batch);
             // Catch up from the store before serving, so the first query sees every accepted order.
             projector.catch_up().await.context("catching the views up failed")?;
             let (feed, stop) = (feed.clone(), shutdown.clone());

@@ -114,6 +114,7 @@ pub async fn start_write_side(
 /// Starts one projector per view.
 pub async fn start_read_side(
     infra: &Infra,
+    common: &Common,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
@@ -126,7 +127,8 @@ pub async fn start_read_side(
     let log: Arc<dyn EventLog> = Arc::new(infra.event_store());
     let notifier: Arc<dyn Notifier> = Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone()));
     for projection in projections() {
-        let projector = Projector::new(infra.pool.clone(), projection, log.clone(), notifier.clone());
+        let projector = Projector::new(infra.pool.clone(), projection, log.clone(), notifier.clone())
+            .with_batch(common.projector_batch);
         let (feed, stop) = (feed.clone(), shutdown.clone());
         tasks.spawn(async move {
             projector.run(feed, false, stop).await;
@@ -206,7 +208,7 @@ pub async fn run_write_side(common: &Common, args: &WriteSideArgs, shutdown: Can
 pub async fn run_read_side(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "read-side").await?;
     let mut tasks = JoinSet::new();
-    start_read_side(&infra, &mut tasks, &shutdown).await?;
+    start_read_side(&infra, common, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "read side running");
     finish(infra, tasks, shutdown).await
 }
@@ -216,7 +218,7 @@ pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationTok
     let mut tasks = JoinSet::new();
     start_write_side(&infra, common, write_side::AGGREGATES, ConsumerSettings::default(), &mut tasks, &shutdown)
         .await?;
-    start_read_side(&infra, &mut tasks, &shutdown).await?;
+    start_read_side(&infra, common, &mut tasks, &shutdown).await?;
     let (address, _) = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
     finish(infra, tasks, shutdown).await

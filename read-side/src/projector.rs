@@ -5,12 +5,18 @@
 //! An event already applied is skipped; an event ahead of the checkpoint
 //! first pulls the missing versions from the event store (the truth), so a
 //! transport that drops or reorders messages costs latency, never data.
+//!
+//! Under load the feed has several events ready at once: they are applied in
+//! one transaction (up to [`BATCH`] by default), in delivery order, each still checked
+//! against its stream's checkpoint, which that transaction advances. One
+//! commit then covers them all; a gap or a failure in the batch rolls it
+//! back and its events go through one by one, with the gap repair.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use schema::EventEnvelope;
 use schema::ports::{EventDelivery, EventFeed, EventLog, Notifier, StreamPosition, ViewChange};
 use schema::sql;
@@ -20,11 +26,16 @@ use tracing::{info, instrument, warn};
 
 use crate::projection::{Projection, ProjectionError};
 
+/// The most events one transaction applies, by default: enough to amortize
+/// the commit, few enough that a retried transaction redoes little.
+pub const BATCH: usize = 64;
+
 pub struct Projector {
     pool: AnyPool,
     projection: Arc<dyn Projection>,
     log: Arc<dyn EventLog>,
     notifier: Arc<dyn Notifier>,
+    batch: usize,
 }
 
 impl Projector {
@@ -34,7 +45,13 @@ impl Projector {
         log: Arc<dyn EventLog>,
         notifier: Arc<dyn Notifier>,
     ) -> Self {
-        Self { pool, projection, log, notifier }
+        Self { pool, projection, log, notifier, batch: BATCH }
+    }
+
+    /// At most `batch` events per transaction (at least one).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
     }
 
     /// Applies `event` (and any missing predecessors), unless already applied.
@@ -76,33 +93,53 @@ impl Projector {
         }
     }
 
-    /// One transaction: re-check the checkpoint, apply, advance it.
+    /// One transaction for one event.
     async fn apply_once(&self, event: &EventEnvelope) -> Result<Applied, ProjectionError> {
-        let name = self.projection.name();
-        let stream = event.stream_id();
         sql::retry("project event", || async {
             let mut tx = self.pool.begin().await?;
-            let applied = checkpoint(&mut tx, name, &stream).await?;
-            if event.stream_version <= applied {
-                tx.commit().await?;
-                return Ok(Applied::Nothing);
-            }
-            if event.stream_version != applied + 1 {
-                return Err(ProjectionError::Behind { applied });
-            }
-            let applied = match self.projection.apply(&mut tx, event).await {
-                Ok(Some(change)) => Applied::Changed(change),
-                Ok(None) => Applied::Nothing,
-                // Skipped, so the stream is not blocked forever; the caller
-                // dead-letters it with the reason.
-                Err(ProjectionError::Contract(reason)) => Applied::Skipped(reason),
-                Err(other) => return Err(other),
-            };
-            advance(&mut tx, name, &stream, event.stream_version).await?;
+            let applied = self.apply_in(&mut tx, event).await?;
             tx.commit().await?;
             Ok(applied)
         })
         .await
+    }
+
+    /// One transaction for several events, in order; the first that is
+    /// ahead of its checkpoint (or fails) rolls them all back.
+    async fn apply_batch(&self, events: &[&EventEnvelope]) -> Result<Vec<Applied>, ProjectionError> {
+        sql::retry("project events", || async {
+            let mut tx = self.pool.begin().await?;
+            let mut results = Vec::with_capacity(events.len());
+            for event in events {
+                results.push(self.apply_in(&mut tx, event).await?);
+            }
+            tx.commit().await?;
+            Ok(results)
+        })
+        .await
+    }
+
+    /// Within a transaction: re-check the checkpoint, apply, advance it.
+    async fn apply_in(&self, tx: &mut AnyConnection, event: &EventEnvelope) -> Result<Applied, ProjectionError> {
+        let name = self.projection.name();
+        let stream = event.stream_id();
+        let applied = checkpoint(tx, name, &stream).await?;
+        if event.stream_version <= applied {
+            return Ok(Applied::Nothing);
+        }
+        if event.stream_version != applied + 1 {
+            return Err(ProjectionError::Behind { applied });
+        }
+        let applied = match self.projection.apply(tx, event).await {
+            Ok(Some(change)) => Applied::Changed(change),
+            Ok(None) => Applied::Nothing,
+            // Skipped, so the stream is not blocked forever; the caller
+            // dead-letters it with the reason.
+            Err(ProjectionError::Contract(reason)) => Applied::Skipped(reason),
+            Err(other) => return Err(other),
+        };
+        advance(tx, name, &stream, event.stream_version).await?;
+        Ok(applied)
     }
 
     async fn announce(&self, change: &ViewChange) {
@@ -179,7 +216,22 @@ impl Projector {
             }
             tokio::select! {
                 delivery = deliveries.next() => match delivery {
-                    Some(Ok(delivery)) => needs_catch_up |= !self.process(delivery, feed.as_ref()).await,
+                    Some(Ok(first)) => {
+                        // Whatever else is ready now joins it, without waiting.
+                        let mut batch = vec![first];
+                        while batch.len() < self.batch {
+                            match deliveries.next().now_or_never() {
+                                Some(Some(Ok(next))) => batch.push(next),
+                                Some(Some(Err(error))) => {
+                                    warn!(%error, projection = name, "event feed error; catching up from the store");
+                                    needs_catch_up = true;
+                                    break;
+                                }
+                                Some(None) | None => break,
+                            }
+                        }
+                        needs_catch_up |= !self.process_batch(batch, feed.as_ref()).await;
+                    }
                     Some(Err(error)) => {
                         warn!(%error, projection = name, "event feed error; catching up from the store");
                         needs_catch_up = true;
@@ -190,6 +242,51 @@ impl Projector {
             }
         }
         info!(projection = name, "projector stopped");
+    }
+
+    /// Applies a batch of deliveries in one transaction (see the module
+    /// doc); returns false when some event could not be applied now.
+    async fn process_batch(&self, batch: Vec<EventDelivery>, feed: &dyn EventFeed) -> bool {
+        if batch.len() == 1 {
+            return match batch.into_iter().next() {
+                Some(delivery) => self.process(delivery, feed).await,
+                None => true,
+            };
+        }
+        // Unreadable deliveries are dead-lettered one by one.
+        let (readable, unreadable): (Vec<_>, Vec<_>) = batch.into_iter().partition(|delivery| delivery.event.is_ok());
+        let mut all_applied = true;
+        for delivery in unreadable {
+            all_applied &= self.process(delivery, feed).await;
+        }
+        // Owned copies: the deliveries themselves are not shared across awaits.
+        let events: Vec<EventEnvelope> = readable.iter().filter_map(|delivery| delivery.event.clone().ok()).collect();
+        let in_order: Vec<&EventEnvelope> = events.iter().collect();
+        match self.apply_batch(&in_order).await {
+            Ok(results) => {
+                let source = format!("projector_{}", self.projection.name());
+                for ((delivery, event), applied) in readable.into_iter().zip(&events).zip(results) {
+                    let mut skipped = Vec::new();
+                    self.record(event, applied, &mut skipped).await;
+                    for reason in skipped {
+                        warn!(%reason, "skipped an unreadable event");
+                        if let Err(error) = feed.dead_letter(&source, &delivery.raw, &reason).await {
+                            warn!(%error, %reason, "dead-letter publish failed");
+                        }
+                    }
+                    if let Err(error) = delivery.ack.ack().await {
+                        warn!(%error, "ack failed; the event will be redelivered and skipped");
+                    }
+                }
+            }
+            // A gap or a failure: one by one, with gap repair and retries.
+            Err(_) => {
+                for delivery in readable {
+                    all_applied &= self.process(delivery, feed).await;
+                }
+            }
+        }
+        all_applied
     }
 
     /// Returns false when the event could not be applied now.

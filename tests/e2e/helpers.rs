@@ -143,6 +143,7 @@ impl Isolation {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             namespace: self.namespace.clone(),
             mutation_wait: Duration::from_secs(10),
+            projector_batch: read_side::projector::BATCH,
             data_dir: self.data_dir.clone().unwrap_or_default(),
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
@@ -252,7 +253,7 @@ impl TestApp {
                 start_write_side(&infra, &common, write_side::AGGREGATES, consumer, &mut tasks, &shutdown)
                     .await
                     .expect("write side");
-                start_read_side(&infra, &mut tasks, &shutdown).await.expect("read side");
+                start_read_side(&infra, &common, &mut tasks, &shutdown).await.expect("read side");
                 let (address, views) = start_gateway(&infra, &common, &mut tasks, &shutdown).await.expect("gateway");
                 (address, views, tokio::spawn(supervise(tasks, shutdown.clone())))
             }

@@ -2,14 +2,16 @@
 //! relay, a rebuild that gives the same rows, and resuming after a restart.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt};
 use read_side::embedded::BroadcastNotifier;
 use read_side::orders::{OrderRepository, OrderStatus, OrdersProjection};
 use read_side::{Projector, ViewStore};
 use schema::order::{CancelOrder, OrderCommand, OrderLine, PlaceOrder};
-use schema::ports::{EventLog, EventPublisher, PortError};
+use schema::ports::{Acknowledge, EventDelivery, EventFeed, EventLog, EventPublisher, PortError};
 use schema::{CommandEnvelope, EventEnvelope, Metadata};
 use uuid::Uuid;
 use write_side::{CommandHandler, OutboxRelay, RelaySettings, SimulatedProvider};
@@ -18,6 +20,7 @@ use crate::helpers::{Backend, Isolation, TestApp, assert_views_match_a_replay, c
 
 crate::on_both_backends!(
     a_projector_repairs_a_gap_from_the_event_store,
+    a_batch_of_ready_events_with_a_gap_and_a_repeat_converges,
     the_outbox_relay_publishes_what_the_handler_could_not,
     rebuilding_the_views_from_the_event_store_gives_the_same_rows,
     a_restarted_system_keeps_its_orders_and_resumes_projecting,
@@ -37,6 +40,50 @@ impl EventPublisher for FlakyPublisher {
         }
         self.carried.lock().expect("lock").extend_from_slice(events);
         Ok(())
+    }
+}
+
+/// A feed that has a fixed list of events ready at once, then ends; counts acks.
+struct ReadyFeed {
+    events: std::sync::Mutex<Vec<EventEnvelope>>,
+    acked: Arc<AtomicUsize>,
+}
+
+struct CountingAck(Arc<AtomicUsize>);
+
+#[async_trait]
+impl Acknowledge for CountingAck {
+    async fn ack(self: Box<Self>) -> Result<(), PortError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    async fn retry(self: Box<Self>, _delay: Duration) -> Result<(), PortError> {
+        Ok(())
+    }
+    async fn reject(self: Box<Self>) -> Result<(), PortError> {
+        Ok(())
+    }
+    fn delivered(&self) -> u64 {
+        1
+    }
+}
+
+#[async_trait]
+impl EventFeed for ReadyFeed {
+    async fn subscribe(
+        &self,
+        _consumer: &str,
+        _aggregate_types: &[&str],
+    ) -> Result<BoxStream<'static, Result<EventDelivery, PortError>>, PortError> {
+        let events = std::mem::take(&mut *self.events.lock().expect("lock"));
+        let acked = self.acked.clone();
+        Ok(stream::iter(events.into_iter().map(move |event| {
+            Ok(EventDelivery { event: Ok(event), raw: Vec::new(), ack: Box::new(CountingAck(acked.clone())) })
+        }))
+        .boxed())
+    }
+    async fn dead_letter(&self, _source: &str, _raw: &[u8], reason: &str) -> Result<(), PortError> {
+        panic!("nothing here is unreadable, yet dead-lettered: {reason}");
     }
 }
 
@@ -94,6 +141,57 @@ async fn a_projector_repairs_a_gap_from_the_event_store(backend: Backend) {
     projector.handle(&carried[0]).await.expect("skipped");
     projector.handle(&carried[1]).await.expect("skipped");
     assert_eq!(orders.get(&order_id.to_string()).await.expect("query"), Some(view));
+}
+
+async fn a_batch_of_ready_events_with_a_gap_and_a_repeat_converges(backend: Backend) {
+    let isolation = Isolation::new(backend).await;
+    let (store, views) = stores(&isolation).await;
+    let transport = Arc::new(FlakyPublisher { up: AtomicBool::new(true), carried: Default::default() });
+    let handler = handler(&store, transport.clone());
+    let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    for order in [a, b, c] {
+        handler.handle(&command(order, place())).await.expect("placed");
+        handler.handle(&command(order, cancel("batch"))).await.expect("cancelled");
+    }
+    let carried = transport.carried.lock().expect("lock").clone();
+    let (a2, b1, b2, c1, c2) = (&carried[1], &carried[2], &carried[3], &carried[4], &carried[5]);
+    let log: Arc<dyn EventLog> = Arc::new(store.clone());
+    let orders = OrderRepository::new(ViewStore::new(views.clone()));
+    let acked = Arc::new(AtomicUsize::new(0));
+    // All ready at once, so each run applies them as one batch; `run` ends with its feed.
+    let run = |ready: Vec<&EventEnvelope>| {
+        let feed = Arc::new(ReadyFeed {
+            events: std::sync::Mutex::new(ready.into_iter().cloned().collect()),
+            acked: acked.clone(),
+        });
+        let projector = Projector::new(
+            views.clone(),
+            Arc::new(OrdersProjection),
+            log.clone(),
+            Arc::new(BroadcastNotifier::new(64)),
+        );
+        projector.run(feed, false, tokio_util::sync::CancellationToken::new())
+    };
+    let state = |order: Uuid| {
+        let orders = orders.clone();
+        async move {
+            let view = orders.get(&order.to_string()).await.expect("query").expect("in the view");
+            (view.version, view.status)
+        }
+    };
+
+    // A clean batch: c's whole stream, b's first event, and a repeat.
+    run(vec![c1, c2, b1, c1]).await;
+    assert_eq!(acked.load(Ordering::SeqCst), 4, "every delivery is acknowledged");
+    assert_eq!(state(c).await, (2, OrderStatus::Cancelled));
+    assert_eq!(state(b).await, (1, OrderStatus::Pending));
+    // A batch with a gap (a's second event without its first): it is rolled
+    // back and applied one by one, the gap repaired from the event store.
+    run(vec![a2, b2, b1]).await;
+    assert_eq!(acked.load(Ordering::SeqCst), 7, "every delivery is acknowledged");
+    for order in [a, b, c] {
+        assert_eq!(state(order).await, (2, OrderStatus::Cancelled), "order {order}");
+    }
 }
 
 async fn the_outbox_relay_publishes_what_the_handler_could_not(backend: Backend) {
