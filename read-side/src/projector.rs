@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use schema::EventEnvelope;
-use schema::ports::{EventDelivery, EventFeed, EventLog, Notifier, StreamPosition, ViewChange};
+use schema::ports::{Acknowledge, EventDelivery, EventFeed, EventLog, Notifier, StreamPosition, ViewChange};
 use schema::sql;
 use sqlx::{AnyConnection, AnyPool};
 use tokio_util::sync::CancellationToken;
@@ -264,19 +264,10 @@ impl Projector {
         let in_order: Vec<&EventEnvelope> = events.iter().collect();
         match self.apply_batch(&in_order).await {
             Ok(results) => {
-                let source = format!("projector_{}", self.projection.name());
                 for ((delivery, event), applied) in readable.into_iter().zip(&events).zip(results) {
                     let mut skipped = Vec::new();
                     self.record(event, applied, &mut skipped).await;
-                    for reason in skipped {
-                        warn!(%reason, "skipped an unreadable event");
-                        if let Err(error) = feed.dead_letter(&source, &delivery.raw, &reason).await {
-                            warn!(%error, %reason, "dead-letter publish failed");
-                        }
-                    }
-                    if let Err(error) = delivery.ack.ack().await {
-                        warn!(%error, "ack failed; the event will be redelivered and skipped");
-                    }
+                    self.settle(&delivery.raw, delivery.ack, skipped, feed).await;
                 }
             }
             // A gap or a failure: one by one, with gap repair and retries.
@@ -287,6 +278,20 @@ impl Projector {
             }
         }
         all_applied
+    }
+
+    /// After the commit: dead-letters what had to be skipped, then acks.
+    async fn settle(&self, raw: &[u8], ack: Box<dyn Acknowledge>, skipped: Vec<String>, feed: &dyn EventFeed) {
+        let source = format!("projector_{}", self.projection.name());
+        for reason in skipped {
+            warn!(%reason, "skipped an unreadable event");
+            if let Err(error) = feed.dead_letter(&source, raw, &reason).await {
+                warn!(%error, %reason, "dead-letter publish failed");
+            }
+        }
+        if let Err(error) = ack.ack().await {
+            warn!(%error, "ack failed; the event will be redelivered and skipped");
+        }
     }
 
     /// Returns false when the event could not be applied now.
@@ -306,15 +311,7 @@ impl Projector {
         };
         match self.handle(&event).await {
             Ok(skipped) => {
-                for reason in skipped {
-                    warn!(%reason, "skipped an unreadable event");
-                    if let Err(error) = feed.dead_letter(&source, &delivery.raw, &reason).await {
-                        warn!(%error, %reason, "dead-letter publish failed");
-                    }
-                }
-                if let Err(error) = delivery.ack.ack().await {
-                    warn!(%error, "ack failed; the event will be redelivered and skipped");
-                }
+                self.settle(&delivery.raw, delivery.ack, skipped, feed).await;
                 true
             }
             Err(error) => {
