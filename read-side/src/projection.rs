@@ -37,7 +37,10 @@ pub trait Projection: Send + Sync + 'static {
     /// Names the checkpoint rows and the durable consumer.
     fn name(&self) -> &'static str;
 
-    /// The aggregate types whose events this projection reads.
+    /// The aggregate types whose events this projection reads. The first
+    /// owns the rows that events of the others refer to (orders, before the
+    /// stock and payment steps taken for them): a catch-up applies its
+    /// streams first.
     fn aggregate_types(&self) -> &'static [&'static str];
 
     /// Applies one event inside the projector's transaction. Returns the

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use schema::EventEnvelope;
-use schema::ports::{Acknowledge, EventDelivery, EventFeed, EventLog, Notifier, StreamPosition, ViewChange};
+use schema::envelope::stream_id;
+use schema::ports::{Acknowledge, EventDelivery, EventFeed, EventLog, Notifier, StreamHead, ViewChange};
 use schema::sql;
 use sqlx::{AnyConnection, AnyPool};
 use tokio_util::sync::CancellationToken;
@@ -152,24 +153,29 @@ impl Projector {
     /// Applies everything in the event store past this projection's
     /// checkpoints: the start of embedded mode, and repairs after the feed
     /// lost messages. From empty checkpoints, it rebuilds the view.
+    /// Only the streams whose head is past their checkpoint are read, so a
+    /// restart with the views current reads no events at all.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
         let applied = self.checkpoints().await?;
         let types = self.projection.aggregate_types();
-        let mut after: Option<StreamPosition> = None;
         let mut count = 0;
-        loop {
-            let page = self.log.read_all(after.as_ref(), 1000).await?;
-            let Some(last) = page.last() else {
-                return Ok(count);
-            };
-            after = Some(StreamPosition { stream_id: last.stream_id(), version: last.stream_version });
-            for event in page.iter().filter(|event| types.contains(&event.aggregate_type.as_str())) {
-                if event.stream_version > applied.get(&event.stream_id()).copied().unwrap_or(0) {
-                    self.handle(event).await?;
-                    count += 1;
-                }
+        // The projection's first type first: the rows the others refer to
+        // (an order's, before its stock and payment steps) exist by then.
+        let rank = |head: &StreamHead| types.iter().position(|kind| *kind == head.aggregate_type);
+        let mut heads: Vec<(usize, StreamHead)> =
+            self.log.stream_heads().await?.into_iter().filter_map(|head| Some((rank(&head)?, head))).collect();
+        heads.sort_by(|(a, left), (b, right)| (a, &left.aggregate_id).cmp(&(b, &right.aggregate_id)));
+        for (_, head) in heads {
+            let done = applied.get(&stream_id(&head.aggregate_type, &head.aggregate_id)).copied().unwrap_or(0);
+            if head.version <= done {
+                continue;
+            }
+            for event in self.log.read_stream(&head.aggregate_type, &head.aggregate_id, done + 1, head.version).await? {
+                self.handle(&event).await?;
+                count += 1;
             }
         }
+        Ok(count)
     }
 
     async fn checkpoints(&self) -> Result<HashMap<String, u64>, sqlx::Error> {

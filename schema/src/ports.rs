@@ -60,6 +60,19 @@ pub trait EventLog: Send + Sync {
 
     /// A page of all events ordered by (stream id, version), after a position.
     async fn read_all(&self, after: Option<&StreamPosition>, limit: u32) -> Result<Vec<EventEnvelope>, PortError>;
+
+    /// Every stream with its last version: one pass over the (stream id,
+    /// version) index and no payloads, so a catch-up reads only the streams
+    /// that moved past its checkpoints.
+    async fn stream_heads(&self) -> Result<Vec<StreamHead>, PortError>;
+}
+
+/// A stream and its last version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamHead {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub version: u64,
 }
 
 /// A place in the event log, for paging through it.

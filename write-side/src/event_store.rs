@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use chrono::Utc;
 use schema::envelope::{Message, stream_id};
-use schema::ports::{EventLog, PortError, StreamPosition};
+use schema::ports::{EventLog, PortError, StreamHead, StreamPosition};
 use schema::sql::{self, RetryableError, from_micros, to_micros};
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeStatus};
 use sqlx::any::AnyRow;
@@ -245,6 +245,25 @@ impl EventLog for SqlEventStore {
             .await
             .map_err(PortError::backend)?;
         rows.iter().map(event_from_row).collect::<Result<_, _>>().map_err(PortError::backend)
+    }
+
+    async fn stream_heads(&self) -> Result<Vec<StreamHead>, PortError> {
+        // The type and id are the same on every row of a stream; MIN picks it.
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT MIN(aggregate_type) AS aggregate_type, MIN(aggregate_id) AS aggregate_id, MAX(version) AS version \
+             FROM events GROUP BY stream_id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(PortError::backend)?;
+        Ok(rows
+            .into_iter()
+            .map(|(aggregate_type, aggregate_id, version)| StreamHead {
+                aggregate_type,
+                aggregate_id,
+                version: version as u64,
+            })
+            .collect())
     }
 }
 
