@@ -12,7 +12,7 @@ use super::Services;
 use super::commands::{CommandError, CommandStatus, Consistency, await_view, caller, command_id, send};
 use super::errors::{coded, internal, parse_id};
 use super::orders::{Order, order_connection};
-use super::pagination::{connection_complexity, decode_cursor, encode_cursor, page_size};
+use super::pagination::{connection_complexity, decode_time_cursor, encode_time_cursor, page_size};
 
 /// A registered customer, as the `customers` view has it.
 pub struct Customer(pub CustomerView);
@@ -112,7 +112,7 @@ impl CustomerQuery {
     ) -> Result<Connection<String, Customer, EmptyFields, EmptyFields>, Error> {
         let only = caller(ctx)?.customer_scope("list customers")?;
         let first = page_size(first)?;
-        let after = after.as_deref().map(decode_customer_cursor).transpose()?;
+        let after = after.as_deref().map(decode_time_cursor).transpose()?;
         let services = ctx.data::<Services>()?;
         let position = after.as_ref().map(|(micros, id)| (*micros, id.as_str()));
         let mut rows = services.customers.list(only.as_deref(), position, first + 1).await.map_err(internal)?;
@@ -120,18 +120,11 @@ impl CustomerQuery {
         rows.truncate(first as usize);
         let mut connection = Connection::new(after.is_some(), has_next);
         connection.edges.extend(rows.into_iter().map(|row| {
-            let cursor = encode_cursor(&format!("{}:{}", row.registered_at.timestamp_micros(), row.customer_id));
+            let cursor = encode_time_cursor(row.registered_at.timestamp_micros(), &row.customer_id);
             Edge::new(cursor, Customer(row))
         }));
         Ok(connection)
     }
-}
-
-fn decode_customer_cursor(cursor: &str) -> Result<(i64, String), Error> {
-    let invalid = || coded(schema::codes::INVALID_INPUT, "after is not a cursor from this connection");
-    let text = decode_cursor(cursor)?;
-    let (micros, id) = text.split_once(':').ok_or_else(invalid)?;
-    Ok((micros.parse().map_err(|_| invalid())?, id.to_string()))
 }
 
 #[derive(Default)]

@@ -30,7 +30,22 @@ pub fn encode_cursor(position: &str) -> String {
 }
 
 pub fn decode_cursor(cursor: &str) -> Result<String, Error> {
-    let invalid = || coded(codes::INVALID_INPUT, "after is not a cursor from this connection");
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| invalid())?;
-    String::from_utf8(bytes).map_err(|_| invalid())
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).map_err(|_| not_a_cursor())?;
+    String::from_utf8(bytes).map_err(|_| not_a_cursor())
+}
+
+/// A cursor for lists ordered newest first by (timestamp, id).
+pub fn encode_time_cursor(micros: i64, id: &str) -> String {
+    encode_cursor(&format!("{micros}:{id}"))
+}
+
+/// The (timestamp micros, id) an [`encode_time_cursor`] cursor holds.
+pub fn decode_time_cursor(cursor: &str) -> Result<(i64, String), Error> {
+    let text = decode_cursor(cursor)?;
+    let (micros, id) = text.split_once(':').ok_or_else(not_a_cursor)?;
+    Ok((micros.parse().map_err(|_| not_a_cursor())?, id.to_string()))
+}
+
+fn not_a_cursor() -> Error {
+    coded(codes::INVALID_INPUT, "after is not a cursor from this connection")
 }

@@ -16,7 +16,7 @@ use crate::graphql::Services;
 use crate::graphql::commands::{CommandResult, caller, outcome_parts};
 use crate::graphql::errors::{coded, internal, parse_id, unavailable};
 use crate::graphql::loaders::Prefetched;
-use crate::graphql::pagination::{connection_complexity, decode_cursor, encode_cursor, page_size};
+use crate::graphql::pagination::{connection_complexity, decode_time_cursor, encode_time_cursor, page_size};
 
 pub use mutations::OrderMutation;
 pub use subscription::OrderSubscription;
@@ -38,17 +38,15 @@ pub async fn order_connection(
     let prefetched = Arc::new(Prefetched::for_orders(ctx, &rows).await?);
     let mut connection = Connection::new(after.is_some(), has_next);
     connection.edges.extend(rows.into_iter().map(|row| {
-        let cursor = encode_cursor(&format!("{}:{}", row.placed_at.timestamp_micros(), row.order_id));
+        let cursor = encode_time_cursor(row.placed_at.timestamp_micros(), &row.order_id);
         Edge::new(cursor, Order(row, Some(prefetched.clone())))
     }));
     Ok(connection)
 }
 
 fn decode_order_cursor(cursor: &str) -> Result<OrderCursor, Error> {
-    let invalid = || coded(schema::codes::INVALID_INPUT, "after is not a cursor from this connection");
-    let text = decode_cursor(cursor)?;
-    let (micros, order_id) = text.split_once(':').ok_or_else(invalid)?;
-    Ok(OrderCursor { placed_at_micros: micros.parse().map_err(|_| invalid())?, order_id: order_id.to_string() })
+    let (placed_at_micros, order_id) = decode_time_cursor(cursor)?;
+    Ok(OrderCursor { placed_at_micros, order_id })
 }
 
 #[derive(Default)]
