@@ -159,8 +159,10 @@ pub struct WriteSideArgs {
     /// can run, scale and fail as its own process.
     #[arg(long, env = "CONVEYOR_ONLY", value_delimiter = ',')]
     pub only: Vec<Aggregate>,
-    /// Commands decided concurrently by this process.
-    #[arg(long, env = "CONVEYOR_COMMAND_CONCURRENCY", default_value_t = 32)]
+    /// Commands taken at once by each of this process's consumers: they
+    /// wait together and are committed in groups, so this bounds memory and
+    /// redelivery work, not database load.
+    #[arg(long, env = "CONVEYOR_COMMAND_CONCURRENCY", default_value_t = 256)]
     pub concurrency: usize,
     /// How long JetStream waits for a command's ack before delivering it again
     /// (to another copy, when this one died).

@@ -14,7 +14,10 @@ use read_side::{Projector, ViewStore, projections};
 use schema::ports::{EventFeed, EventLog, EventPublisher, Notifier, Readiness};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use write_side::{CommandHandler, InProcessCommandBus, OutboxRelay, RelaySettings, SagaRunner, SqlEventStore};
+use write_side::{
+    CommandHandler, InProcessCommandBus, OutboxRelay, RelaySettings, SagaRunner, SqlEventStore, StepRoute,
+    lane_settings_for,
+};
 
 use crate::config::Common;
 use crate::server::supervise;
@@ -45,12 +48,12 @@ impl Embedded {
         let views_pool = schema::sql::connect(&views_url, 4)
             .await
             .with_context(|| format!("cannot open the views in {}", data_dir.display()))?;
-        let store = SqlEventStore::new(events_pool);
+        let hub = InProcessEventHub::new(4096);
+        let publisher: Arc<dyn EventPublisher> = Arc::new(hub.clone());
+        let store = SqlEventStore::publishing(events_pool.clone(), publisher.clone(), lane_settings_for(&events_pool));
         store.migrate().await.context("event store migration failed")?;
         read_side::migrate(&views_pool).await.context("view migration failed")?;
 
-        let hub = InProcessEventHub::new(4096);
-        let publisher: Arc<dyn EventPublisher> = Arc::new(hub.clone());
         let feed: Arc<dyn EventFeed> = Arc::new(hub);
         let notifier: Arc<dyn Notifier> = Arc::new(BroadcastNotifier::new(4096));
         let log: Arc<dyn EventLog> = Arc::new(store.clone());
@@ -78,15 +81,20 @@ impl Embedded {
             });
         }
 
-        let handler = CommandHandler::new(store.clone(), publisher, Arc::new(common.domain.provider()));
-        let bus = Arc::new(InProcessCommandBus::new(handler, 64));
-        let saga = SagaRunner::new(store.clone(), bus.clone(), common.domain.saga());
-        // Nothing in process survives a crash: sagas catch up from the store.
-        saga.catch_up(log.as_ref()).await.context("catching the order sagas up failed")?;
+        let handler = CommandHandler::new(store.clone(), Arc::new(common.domain.provider()))
+            .with_provider_timeout(common.domain.saga_step_timeout);
+        // Sagas start in their orders' transactions, so none is missing
+        // after a crash: the sweeper resumes them, nothing reads the log.
+        let saga = SagaRunner::new(
+            store.clone(),
+            StepRoute::local(handler.clone(), write_side::AGGREGATES),
+            common.domain.saga(),
+        )
+        .context("cannot start the order saga")?;
+        let bus = Arc::new(InProcessCommandBus::new(handler, 1024));
         let stop = shutdown.clone();
-        let saga_feed = feed.clone();
         tasks.spawn(async move {
-            saga.run(saga_feed, stop).await;
+            saga.run(stop).await;
             Ok(())
         });
         let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone());

@@ -18,7 +18,7 @@ use sqlx::AnyPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use write_side::nats::{ConsumerSettings, JetStreamEventPublisher, run_command_consumer};
-use write_side::{CommandHandler, OutboxRelay, RelaySettings, SagaRunner, SqlEventStore};
+use write_side::{CommandHandler, OutboxRelay, RelaySettings, SagaRunner, SqlEventStore, StepRoute, lane_settings_for};
 
 use crate::config::{Common, Server, WriteSideArgs};
 
@@ -26,28 +26,51 @@ use crate::config::{Common, Server, WriteSideArgs};
 #[derive(Clone)]
 pub struct Infra {
     pub client: async_nats::Client,
+    /// The write side's pool (event store, sagas).
     pub pool: AnyPool,
+    /// The projectors' pool: the same as `pool` in a one-side process, its
+    /// own in `conveyor all`, so that a busy side cannot starve another.
+    pub read_pool: AnyPool,
+    /// The gateway's pool (view queries), likewise.
+    pub gateway_pool: AnyPool,
     pub ns: Namespace,
     pub streams: StreamSettings,
 }
 
 impl Infra {
     /// Connects to both, failing fast with one line naming what is unreachable.
-    pub async fn connect(common: &Common, server: &Server, role: &str) -> anyhow::Result<Self> {
+    pub async fn connect(common: &Common, server: &Server, role: &str, sides: Sides) -> anyhow::Result<Self> {
         let ns = Namespace::new(&common.namespace)?;
         let client = schema::nats::connect(&server.nats, &format!("conveyor-{role}"))
             .await
             .with_context(|| format!("cannot reach NATS at {}", server.nats))?;
-        let pool = schema::sql::connect(&server.database, server.db_connections)
-            .await
-            .with_context(|| format!("cannot reach the database at {}", redact(&server.database)))?;
+        let connect = |size: u32| async move {
+            schema::sql::connect(&server.database, size)
+                .await
+                .with_context(|| format!("cannot reach the database at {}", redact(&server.database)))
+        };
+        let pool = connect(server.db_connections).await?;
+        let (read_pool, gateway_pool) = if sides == Sides::All {
+            let share = (server.db_connections / 2).max(2);
+            (connect(share).await?, connect(share).await?)
+        } else {
+            (pool.clone(), pool.clone())
+        };
         let streams = StreamSettings { replicas: server.stream_replicas, ..Default::default() };
-        Ok(Self { client, pool, ns, streams })
+        Ok(Self { client, pool, read_pool, gateway_pool, ns, streams })
     }
 
-    fn event_store(&self) -> SqlEventStore {
-        SqlEventStore::new(self.pool.clone())
+    /// The event store, for reading (projectors' gap repair).
+    fn event_log(&self) -> SqlEventStore {
+        SqlEventStore::new(self.read_pool.clone())
     }
+}
+
+/// Which sides a process runs: one, or all of them (each gets its own pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sides {
+    One,
+    All,
 }
 
 /// A URL without its password, for messages.
@@ -63,7 +86,8 @@ fn redact(url: &str) -> String {
 }
 
 /// Starts the command consumers (one per aggregate group), the outbox
-/// relay, and, with the order group, the order saga.
+/// relay, and, with the order group, the order saga (installed before any
+/// command is taken: orders start their sagas in their own transaction).
 pub async fn start_write_side(
     infra: &Infra,
     common: &Common,
@@ -72,23 +96,28 @@ pub async fn start_write_side(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let store = infra.event_store();
-    store.migrate().await.context("event store migration failed")?;
     let js = jetstream::new(infra.client.clone());
     ensure_commands_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the commands stream")?;
     ensure_events_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the events stream")?;
     let outcomes =
         ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
     let publisher = Arc::new(JetStreamEventPublisher::new(js, infra.ns.clone()));
-    let handler = CommandHandler::new(store.clone(), publisher.clone(), Arc::new(common.domain.provider()));
+    let store = SqlEventStore::publishing(infra.pool.clone(), publisher.clone(), lane_settings_for(&infra.pool));
+    store.migrate().await.context("event store migration failed")?;
+    let handler = CommandHandler::new(store.clone(), Arc::new(common.domain.provider()))
+        .with_provider_timeout(common.domain.saga_step_timeout);
     if aggregates.contains(&schema::order::AGGREGATE) {
-        let bus = Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes.clone(), infra.ns.clone()));
-        let saga = SagaRunner::new(store.clone(), bus, common.domain.saga());
-        let feed: Arc<dyn EventFeed> =
-            Arc::new(JetStreamEventFeed::new(infra.client.clone(), infra.ns.clone()).with_ack_wait(consumer.ack_wait));
+        let route = if write_side::AGGREGATES.iter().all(|group| aggregates.contains(group)) {
+            StepRoute::local(handler.clone(), aggregates)
+        } else {
+            let bus = Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes.clone(), infra.ns.clone()));
+            StepRoute::split(handler.clone(), aggregates, bus)
+        };
+        let saga =
+            SagaRunner::new(store.clone(), route, common.domain.saga()).context("cannot start the order saga")?;
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            saga.run(feed, stop).await;
+            saga.run(stop).await;
             Ok(())
         });
     }
@@ -118,16 +147,16 @@ pub async fn start_read_side(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<()> {
-    read_side::migrate(&infra.pool).await.context("view migration failed")?;
+    read_side::migrate(&infra.read_pool).await.context("view migration failed")?;
     // Projectors read missing events from the store, which may not exist yet.
-    infra.event_store().migrate().await.context("event store migration failed")?;
+    infra.event_log().migrate().await.context("event store migration failed")?;
     let js = jetstream::new(infra.client.clone());
     ensure_events_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the events stream")?;
     let feed: Arc<dyn EventFeed> = Arc::new(JetStreamEventFeed::new(infra.client.clone(), infra.ns.clone()));
-    let log: Arc<dyn EventLog> = Arc::new(infra.event_store());
+    let log: Arc<dyn EventLog> = Arc::new(infra.event_log());
     let notifier: Arc<dyn Notifier> = Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone()));
     for projection in projections() {
-        let projector = Projector::new(infra.pool.clone(), projection, log.clone(), notifier.clone())
+        let projector = Projector::new(infra.read_pool.clone(), projection, log.clone(), notifier.clone())
             .with_batch(common.projector_batch);
         let (feed, stop) = (feed.clone(), shutdown.clone());
         tasks.spawn(async move {
@@ -146,12 +175,12 @@ pub async fn start_gateway(
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(SocketAddr, ViewStore)> {
-    read_side::migrate(&infra.pool).await.context("view migration failed")?;
+    read_side::migrate(&infra.gateway_pool).await.context("view migration failed")?;
     let js = jetstream::new(infra.client.clone());
     ensure_commands_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the commands stream")?;
     let outcomes =
         ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
-    let views = ViewStore::new(infra.pool.clone());
+    let views = ViewStore::new(infra.gateway_pool.clone());
     let services = Services::new(
         Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes, infra.ns.clone())),
         views.clone(),
@@ -184,7 +213,7 @@ pub async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: Cancell
 }
 
 pub async fn run_gateway(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let infra = Infra::connect(common, server, "gateway").await?;
+    let infra = Infra::connect(common, server, "gateway", Sides::One).await?;
     let mut tasks = JoinSet::new();
     let (address, _) = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "gateway serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
@@ -192,7 +221,7 @@ pub async fn run_gateway(common: &Common, server: &Server, shutdown: Cancellatio
 }
 
 pub async fn run_write_side(common: &Common, args: &WriteSideArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let infra = Infra::connect(common, &args.server, "write-side").await?;
+    let infra = Infra::connect(common, &args.server, "write-side", Sides::One).await?;
     let aggregates: Vec<&'static str> = if args.only.is_empty() {
         write_side::AGGREGATES.to_vec()
     } else {
@@ -206,7 +235,7 @@ pub async fn run_write_side(common: &Common, args: &WriteSideArgs, shutdown: Can
 }
 
 pub async fn run_read_side(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let infra = Infra::connect(common, server, "read-side").await?;
+    let infra = Infra::connect(common, server, "read-side", Sides::One).await?;
     let mut tasks = JoinSet::new();
     start_read_side(&infra, common, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "read side running");
@@ -214,7 +243,7 @@ pub async fn run_read_side(common: &Common, server: &Server, shutdown: Cancellat
 }
 
 pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let infra = Infra::connect(common, server, "all").await?;
+    let infra = Infra::connect(common, server, "all", Sides::All).await?;
     let mut tasks = JoinSet::new();
     start_write_side(&infra, common, write_side::AGGREGATES, ConsumerSettings::default(), &mut tasks, &shutdown)
         .await?;
@@ -231,6 +260,8 @@ async fn finish(infra: Infra, tasks: JoinSet<anyhow::Result<()>>, shutdown: Canc
         tracing::warn!(%error, "could not flush NATS on shutdown");
     }
     infra.pool.close().await;
+    infra.read_pool.close().await;
+    infra.gateway_pool.close().await;
     tracing::info!("stopped");
     result
 }

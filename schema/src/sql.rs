@@ -22,6 +22,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::E
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
+        // No ping per acquire: a dead connection fails its statement, which
+        // is retried like any other transient error (`is_retryable`).
+        .test_before_acquire(false)
         .after_connect(|conn, _meta| {
             Box::pin(async move {
                 match conn.backend_name() {
@@ -120,7 +123,7 @@ impl RetryableError for sqlx::Error {
 
 /// 1 ms doubling to 256 ms, each with up to 100% jitter so that colliding
 /// transactions spread out instead of colliding again.
-fn backoff(attempt: u32) -> Duration {
+pub fn backoff(attempt: u32) -> Duration {
     let base = 1u64 << attempt.min(8);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use conveyor::config::{Common, Domain, Server};
 use conveyor::embedded::Embedded;
-use conveyor::server::{Infra, start_gateway, start_read_side, start_write_side, supervise};
+use conveyor::server::{Infra, Sides, start_gateway, start_read_side, start_write_side, supervise};
 use futures::{SinkExt, StreamExt};
 use read_side::ViewStore;
 use read_side::orders::OrderRepository;
@@ -247,7 +247,8 @@ impl TestApp {
                 (embedded.address, embedded.views.clone(), tokio::spawn(embedded.run_until_stopped()))
             }
             Backend::Server => {
-                let infra = Infra::connect(&common, &isolation.server(), "test").await.expect("infrastructure");
+                let infra =
+                    Infra::connect(&common, &isolation.server(), "test", Sides::All).await.expect("infrastructure");
                 let mut tasks = tokio::task::JoinSet::new();
                 let consumer = write_side::nats::ConsumerSettings::default();
                 start_write_side(&infra, &common, write_side::AGGREGATES, consumer, &mut tasks, &shutdown)

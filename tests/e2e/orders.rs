@@ -321,7 +321,6 @@ async fn a_redelivered_command_gets_its_stored_outcome_and_appends_nothing(backe
     let envelope = CommandEnvelope::new(id, "order", order_id.clone(), Metadata::origin(id, "test"), &command);
     let handler = write_side::CommandHandler::new(
         app.store.clone(),
-        std::sync::Arc::new(read_side::embedded::InProcessEventHub::new(16)),
         std::sync::Arc::new(write_side::SimulatedProvider::default()),
     );
     let first = handler.handle(&envelope).await.expect("decided");

@@ -21,7 +21,7 @@ use crate::helpers::{Backend, Isolation, TestApp, assert_views_match_a_replay, c
 crate::on_both_backends!(
     a_projector_repairs_a_gap_from_the_event_store,
     a_batch_of_ready_events_with_a_gap_and_a_repeat_converges,
-    the_outbox_relay_publishes_what_the_handler_could_not,
+    the_outbox_relay_publishes_what_a_crash_left_unpublished,
     rebuilding_the_views_from_the_event_store_gives_the_same_rows,
     a_restarted_system_keeps_its_orders_and_resumes_projecting,
 );
@@ -87,17 +87,44 @@ impl EventFeed for ReadyFeed {
     }
 }
 
-/// The event store and the views of an isolation, migrated, with no system running.
-async fn stores(isolation: &Isolation) -> (write_side::SqlEventStore, sqlx::AnyPool) {
+/// The event store and the views of an isolation, migrated, with no system
+/// running; the store publishes what it commits through `transport`, or
+/// nothing (as after a crash) without one.
+async fn stores(
+    isolation: &Isolation,
+    transport: Option<Arc<FlakyPublisher>>,
+) -> (write_side::SqlEventStore, sqlx::AnyPool) {
     let (store_pool, views_pool) = isolation.pools().await;
-    let store = write_side::SqlEventStore::new(store_pool);
+    let store = match transport {
+        Some(transport) => {
+            let lanes = write_side::lane_settings_for(&store_pool);
+            write_side::SqlEventStore::publishing(store_pool, transport, lanes)
+        }
+        None => write_side::SqlEventStore::new(store_pool),
+    };
     store.migrate().await.expect("event store migrates");
     read_side::migrate(&views_pool).await.expect("views migrate");
     (store, views_pool)
 }
 
-fn handler(store: &write_side::SqlEventStore, transport: Arc<FlakyPublisher>) -> CommandHandler {
-    CommandHandler::new(store.clone(), transport, Arc::new(SimulatedProvider::default()))
+fn handler(store: &write_side::SqlEventStore) -> CommandHandler {
+    CommandHandler::new(store.clone(), Arc::new(SimulatedProvider::default()))
+}
+
+/// What the transport carried once it carried `count` events (publication
+/// follows the commit, off the caller's path).
+async fn carried(transport: &FlakyPublisher, count: usize) -> Vec<EventEnvelope> {
+    tokio::time::timeout(crate::helpers::WAIT, async {
+        loop {
+            let carried = transport.carried.lock().expect("lock").clone();
+            if carried.len() >= count {
+                return carried;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the transport did not carry {count} events in time"))
 }
 
 fn command(order_id: Uuid, command: OrderCommand) -> CommandEnvelope {
@@ -118,13 +145,13 @@ fn cancel(reason: &str) -> OrderCommand {
 
 async fn a_projector_repairs_a_gap_from_the_event_store(backend: Backend) {
     let isolation = Isolation::new(backend).await;
-    let (store, views) = stores(&isolation).await;
     let transport = Arc::new(FlakyPublisher { up: AtomicBool::new(true), carried: Default::default() });
-    let handler = handler(&store, transport.clone());
+    let (store, views) = stores(&isolation, Some(transport.clone())).await;
+    let handler = handler(&store);
     let order_id = Uuid::now_v7();
     handler.handle(&command(order_id, place())).await.expect("placed");
     handler.handle(&command(order_id, cancel("gap"))).await.expect("cancelled");
-    let carried = transport.carried.lock().expect("lock").clone();
+    let carried = carried(&transport, 2).await;
     assert_eq!(carried.len(), 2);
 
     // Deliver only version 2: the projector must fetch version 1 itself.
@@ -145,15 +172,15 @@ async fn a_projector_repairs_a_gap_from_the_event_store(backend: Backend) {
 
 async fn a_batch_of_ready_events_with_a_gap_and_a_repeat_converges(backend: Backend) {
     let isolation = Isolation::new(backend).await;
-    let (store, views) = stores(&isolation).await;
     let transport = Arc::new(FlakyPublisher { up: AtomicBool::new(true), carried: Default::default() });
-    let handler = handler(&store, transport.clone());
+    let (store, views) = stores(&isolation, Some(transport.clone())).await;
+    let handler = handler(&store);
     let (a, b, c) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     for order in [a, b, c] {
         handler.handle(&command(order, place())).await.expect("placed");
         handler.handle(&command(order, cancel("batch"))).await.expect("cancelled");
     }
-    let carried = transport.carried.lock().expect("lock").clone();
+    let carried = carried(&transport, 6).await;
     let (a2, b1, b2, c1, c2) = (&carried[1], &carried[2], &carried[3], &carried[4], &carried[5]);
     let log: Arc<dyn EventLog> = Arc::new(store.clone());
     let orders = OrderRepository::new(ViewStore::new(views.clone()));
@@ -194,11 +221,12 @@ async fn a_batch_of_ready_events_with_a_gap_and_a_repeat_converges(backend: Back
     }
 }
 
-async fn the_outbox_relay_publishes_what_the_handler_could_not(backend: Backend) {
+async fn the_outbox_relay_publishes_what_a_crash_left_unpublished(backend: Backend) {
     let isolation = Isolation::new(backend).await;
-    let (store, _views) = stores(&isolation).await;
+    // No publication after the commits: as if the process died right after them.
+    let (store, _views) = stores(&isolation, None).await;
     let transport = Arc::new(FlakyPublisher { up: AtomicBool::new(false), carried: Default::default() });
-    let handler = handler(&store, transport.clone());
+    let handler = handler(&store);
     let order_id = Uuid::now_v7();
     let outcome = handler.handle(&command(order_id, place())).await.expect("decided despite the transport");
     assert_eq!(outcome.status, schema::OutcomeStatus::Accepted);

@@ -19,4 +19,12 @@ pub trait Aggregate: Default + Send + Sync + 'static {
 
     /// The events a command causes, or why it is rejected.
     fn decide(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Rejection>;
+
+    /// Whether `command` normally starts its stream (placing an order,
+    /// adding a product). The store then appends without reading the
+    /// stream first; if the stream was not empty after all, the append's
+    /// unique key catches it and the store reads and decides again.
+    fn starts_stream(_command: &Self::Command) -> bool {
+        false
+    }
 }

@@ -29,6 +29,11 @@ impl Aggregate for Customer {
     type Command = CustomerInput;
     type Event = CustomerEvent;
 
+    /// A registration (or an email claim) is the first event of its stream.
+    fn starts_stream(_command: &Self::Command) -> bool {
+        true
+    }
+
     fn apply(&mut self, event: &CustomerEvent) {
         match event {
             CustomerEvent::CustomerRegistered(registered) => {
@@ -70,6 +75,11 @@ impl Aggregate for CustomerEmail {
     const TYPE: &'static str = customer::EMAIL_AGGREGATE;
     type Command = EmailCommand;
     type Event = EmailEvent;
+
+    /// A registration (or an email claim) is the first event of its stream.
+    fn starts_stream(_command: &Self::Command) -> bool {
+        true
+    }
 
     fn apply(&mut self, event: &EmailEvent) {
         match event {

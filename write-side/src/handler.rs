@@ -1,15 +1,16 @@
-//! The command handler: routes a command to its aggregate, decides it in the
-//! event store, then publishes the new events. Publication is best effort
-//! here: whatever fails stays in the outbox for the relay.
+//! The command handler: routes a command to its aggregate and decides it in
+//! the event store, which commits it with whatever else is queued and
+//! publishes the new events after the commit, off this path (the outbox
+//! relay covers a crash in between).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use schema::customer::{ClaimEmail, CustomerCommand, EmailCommand, email_claim_id};
 use schema::envelope::{Message, derived_id};
 use schema::payment::PaymentCommand;
-use schema::ports::EventPublisher;
-use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, OutcomeStatus};
-use tracing::{instrument, warn};
+use schema::{CommandEnvelope, CommandOutcome, OutcomeStatus};
+use tracing::instrument;
 
 use crate::aggregate::Aggregate;
 use crate::customer::{Customer, CustomerEmail, CustomerInput};
@@ -47,8 +48,10 @@ impl From<StoreError> for HandleError {
 #[derive(Clone)]
 pub struct CommandHandler {
     store: SqlEventStore,
-    publisher: Arc<dyn EventPublisher>,
     provider: Arc<dyn PaymentProvider>,
+    /// How long the payment provider may take before the attempt counts as
+    /// unanswered: a timeout is about a dependency, never about a queue.
+    provider_timeout: Duration,
 }
 
 fn decode<C: Message>(command: &CommandEnvelope) -> Result<C, HandleError> {
@@ -56,8 +59,14 @@ fn decode<C: Message>(command: &CommandEnvelope) -> Result<C, HandleError> {
 }
 
 impl CommandHandler {
-    pub fn new(store: SqlEventStore, publisher: Arc<dyn EventPublisher>, provider: Arc<dyn PaymentProvider>) -> Self {
-        Self { store, publisher, provider }
+    pub fn new(store: SqlEventStore, provider: Arc<dyn PaymentProvider>) -> Self {
+        Self { store, provider, provider_timeout: Duration::from_secs(5) }
+    }
+
+    /// Bounds each call to the payment provider.
+    pub fn with_provider_timeout(mut self, timeout: Duration) -> Self {
+        self.provider_timeout = timeout;
+        self
     }
 
     pub fn store(&self) -> &SqlEventStore {
@@ -68,17 +77,20 @@ impl CommandHandler {
     /// events it appended. Once this returns `Ok`, the outcome is committed.
     #[instrument(skip_all, fields(command_id = %command.id, command = %command.type_name))]
     pub async fn handle(&self, command: &CommandEnvelope) -> Result<CommandOutcome, HandleError> {
+        Ok(self.decide(command).await?.outcome)
+    }
+
+    /// As [`Self::handle`], with the events the command appended now: for
+    /// a saga step run in this process, which reads its result from them.
+    pub async fn decide(&self, command: &CommandEnvelope) -> Result<Decision, HandleError> {
         let decision = match command.aggregate_type.as_str() {
-            Order::TYPE => self.store.execute::<Order>(command, &decode(command)?).await?,
+            Order::TYPE => self.store.execute::<Order>(command, decode(command)?).await?,
             Customer::TYPE => self.handle_customer(command).await?,
-            Product::TYPE => self.store.execute::<Product>(command, &decode(command)?).await?,
+            Product::TYPE => self.store.execute::<Product>(command, decode(command)?).await?,
             Payment::TYPE => self.handle_payment(command).await?,
             other => return Err(HandleError::Poison(format!("no handler for aggregate type `{other}`"))),
         };
-        if !decision.new_events.is_empty() {
-            self.publish(&decision.new_events).await;
-        }
-        Ok(decision.outcome)
+        Ok(decision)
     }
 
     /// A registration claims its email first (its own stream, so racing
@@ -101,13 +113,10 @@ impl CommandHandler {
                 command.caused_metadata(),
                 &EmailCommand::ClaimEmail(ClaimEmail { customer_id: command.aggregate_id.clone() }),
             );
-            let claimed = self.store.execute::<CustomerEmail>(&claim, &decode(&claim)?).await?;
-            if !claimed.new_events.is_empty() {
-                self.publish(&claimed.new_events).await;
-            }
+            let claimed = self.store.execute::<CustomerEmail>(&claim, decode(&claim)?).await?;
             email_taken = claimed.outcome.status == OutcomeStatus::Rejected;
         }
-        Ok(self.store.execute::<Customer>(command, &CustomerInput { command: typed, email_taken }).await?)
+        Ok(self.store.execute::<Customer>(command, CustomerInput { command: typed, email_taken }).await?)
     }
 
     /// Payments ask the provider first (once per payment), then decide.
@@ -123,26 +132,18 @@ impl CommandHandler {
                 let (customer, _) = self.store.load::<Customer>(&authorize.customer_id).await?;
                 provider = Some(match customer.credit_limit_cents {
                     None => ProviderAnswer::Declined("unknown customer".into()),
-                    Some(limit) => self
-                        .provider
-                        .authorize(command.id, authorize.amount_cents, limit)
-                        .await
-                        .map_err(|error| HandleError::Unavailable(error.to_string()))?,
+                    Some(limit) => {
+                        let answer = self.provider.authorize(command.id, authorize.amount_cents, limit);
+                        tokio::time::timeout(self.provider_timeout, answer)
+                            .await
+                            .map_err(|_| {
+                                HandleError::Unavailable("the payment provider did not answer in time".into())
+                            })?
+                            .map_err(|error| HandleError::Unavailable(error.to_string()))?
+                    }
                 });
             }
         }
-        Ok(self.store.execute::<Payment>(command, &PaymentInput { command: typed, provider }).await?)
-    }
-
-    async fn publish(&self, events: &[EventEnvelope]) {
-        match self.publisher.publish(events).await {
-            Ok(()) => {
-                let ids: Vec<_> = events.iter().map(|event| event.id).collect();
-                if let Err(error) = self.store.mark_published(&ids).await {
-                    warn!(%error, "published, but the outbox rows remain; the relay will publish them again");
-                }
-            }
-            Err(error) => warn!(%error, "publishing failed; the outbox relay will retry"),
-        }
+        Ok(self.store.execute::<Payment>(command, PaymentInput { command: typed, provider }).await?)
     }
 }

@@ -20,8 +20,8 @@ pub mod saga;
 mod stream_locks;
 
 pub use embedded::InProcessCommandBus;
-pub use event_store::{SqlEventStore, StoreError};
+pub use event_store::{CommitHook, LaneSettings, SqlEventStore, StoreError, lane_settings_for};
 pub use handler::{AGGREGATES, CommandHandler};
 pub use outbox::{OutboxRelay, RelaySettings};
 pub use payment_provider::{PaymentProvider, SimulatedProvider};
-pub use saga::{SagaRunner, SagaSettings};
+pub use saga::{SagaRunner, SagaSettings, StepRoute};

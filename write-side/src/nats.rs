@@ -53,7 +53,7 @@ impl EventPublisher for JetStreamEventPublisher {
 /// How the command consumer runs.
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
-    /// Commands decided at once by one process.
+    /// Commands taken at once by one consumer (they are committed in groups).
     pub concurrency: usize,
     /// Deliveries before a command that keeps failing is dead-lettered.
     pub max_deliver: i64,
@@ -63,7 +63,7 @@ pub struct ConsumerSettings {
 
 impl Default for ConsumerSettings {
     fn default() -> Self {
-        Self { concurrency: 32, max_deliver: 20, ack_wait: Duration::from_secs(10) }
+        Self { concurrency: 256, max_deliver: 20, ack_wait: Duration::from_secs(10) }
     }
 }
 

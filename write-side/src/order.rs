@@ -29,6 +29,10 @@ impl Aggregate for Order {
     type Command = OrderCommand;
     type Event = OrderEvent;
 
+    fn starts_stream(command: &Self::Command) -> bool {
+        matches!(command, OrderCommand::PlaceOrder(_))
+    }
+
     fn apply(&mut self, event: &OrderEvent) {
         self.status = Some(match event {
             OrderEvent::OrderPlaced(placed) => {

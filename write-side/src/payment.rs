@@ -53,6 +53,10 @@ impl Aggregate for Payment {
     type Command = PaymentInput;
     type Event = PaymentEvent;
 
+    fn starts_stream(command: &Self::Command) -> bool {
+        matches!(command.command, PaymentCommand::AuthorizePayment(_))
+    }
+
     fn apply(&mut self, event: &PaymentEvent) {
         match event {
             PaymentEvent::PaymentAuthorized(authorized) => {

@@ -93,6 +93,15 @@ pub struct Fulfillment {
     pub outcome_code: Option<String>,
     /// Microseconds since the epoch after which a step with no answer is compensated.
     pub deadline_micros: i64,
+    /// Whether the order's cancellation has been acted on.
+    #[serde(default)]
+    pub cancel_seen: bool,
+    /// Whether the order's shipment has been acted on.
+    #[serde(default)]
+    pub ship_seen: bool,
+    /// Attempts in a row that got no answer: the retry backs off with them.
+    #[serde(default)]
+    pub attempts: u32,
 }
 
 impl Fulfillment {
@@ -109,7 +118,49 @@ impl Fulfillment {
             unanswered: Vec::new(),
             outcome_code: None,
             deadline_micros,
+            cancel_seen: false,
+            ship_seen: false,
+            attempts: 0,
         }
+    }
+
+    /// Acts on the order's cancellation and shipment, each once, as soon as
+    /// the saga can (a shipment only once confirmed). True if anything changed.
+    pub fn take_signals(&mut self, cancelled: bool, shipped: bool) -> bool {
+        let mut changed = false;
+        if cancelled && !self.cancel_seen {
+            self.cancel_seen = true;
+            self.order_cancelled();
+            changed = true;
+        }
+        if shipped && !self.ship_seen && self.phase == Phase::Confirmed {
+            self.ship_seen = true;
+            self.order_shipped();
+            changed = true;
+        }
+        changed
+    }
+
+    /// The steps to take now, which may run concurrently: every sku's
+    /// reservation at once; anything else one at a time. Empty while
+    /// waiting (confirmed) or done.
+    pub fn next_steps(&self) -> Vec<Step> {
+        if self.phase == Phase::Running && self.customer_checked {
+            let reserves: Vec<Step> = self
+                .lines
+                .iter()
+                .filter(|line| !self.reserved.iter().any(|reserved| reserved.sku == line.sku))
+                .map(|line| Step::Reserve {
+                    sku: line.sku.clone(),
+                    quantity: line.quantity,
+                    expected_unit_price_cents: line.expected_unit_price_cents,
+                })
+                .collect();
+            if !reserves.is_empty() {
+                return reserves;
+            }
+        }
+        self.next_step().into_iter().collect()
     }
 
     /// The step to take now; `None` while waiting (confirmed) or done.
@@ -138,6 +189,7 @@ impl Fulfillment {
     /// Folds a step's result in. `now_micros` decides whether a missing
     /// answer is still awaited or compensated.
     pub fn record(&mut self, step: &Step, result: StepResult, now_micros: i64) {
+        self.attempts = if result == StepResult::NoAnswer { self.attempts.saturating_add(1) } else { 0 };
         if self.phase == Phase::Running && result == StepResult::NoAnswer && !self.unanswered.contains(&step.key()) {
             self.unanswered.push(step.key());
         }
@@ -412,6 +464,46 @@ mod tests {
         let keys: Vec<_> = steps.iter().map(Step::key).collect();
         assert_eq!(&keys[5..], ["release:a", "release:b", "refund"]);
         assert_eq!(saga.outcome_code.as_deref(), Some(codes::ORDER_CANCELLED));
+    }
+
+    #[test]
+    fn every_sku_is_reserved_at_once_and_a_refusal_among_them_releases_the_others() {
+        let mut saga = saga();
+        saga.record(&Step::CheckCustomer, done(), 0);
+        let steps = saga.next_steps();
+        let keys: Vec<_> = steps.iter().map(Step::key).collect();
+        assert_eq!(keys, ["reserve:a", "reserve:b"]);
+        // Answers are recorded successes first (as the runner does), so a
+        // reservation that succeeded beside a refusal is released.
+        saga.record(&steps[0], priced(250), 0);
+        saga.record(&steps[1], refused(codes::OUT_OF_STOCK), 0);
+        let keys: Vec<_> = run(&mut saga, happy).iter().map(Step::key).collect();
+        assert_eq!(keys, ["release:a", "reject"]);
+    }
+
+    #[test]
+    fn signals_are_taken_once_and_a_shipment_waits_for_the_confirmation() {
+        let mut saga = saga();
+        saga.record(&Step::CheckCustomer, done(), 0);
+        assert!(!saga.take_signals(false, true), "not confirmed yet: the shipment waits");
+        run(&mut saga, happy);
+        assert_eq!(saga.phase, Phase::Confirmed);
+        assert!(saga.take_signals(false, true));
+        assert!(!saga.take_signals(false, true), "taken once");
+        let keys: Vec<_> = run(&mut saga, happy).iter().map(Step::key).collect();
+        assert_eq!(keys, ["capture", "commit:a", "commit:b"]);
+        assert!(saga.take_signals(true, true), "a cancellation is noted even when too late");
+        assert_eq!(saga.phase, Phase::Done);
+    }
+
+    #[test]
+    fn missing_answers_count_up_and_an_answer_resets_them() {
+        let mut saga = saga();
+        saga.record(&Step::CheckCustomer, StepResult::NoAnswer, 0);
+        saga.record(&Step::CheckCustomer, StepResult::NoAnswer, 0);
+        assert_eq!(saga.attempts, 2);
+        saga.record(&Step::CheckCustomer, done(), 0);
+        assert_eq!(saga.attempts, 0);
     }
 
     #[test]

@@ -1,28 +1,34 @@
-//! The order-fulfillment saga's runner: starts a saga on `OrderPlaced`,
-//! feeds it the order's later events, sends its steps as commands over the
-//! command bus (ids derived from the order and the step, so nothing is done
-//! twice), and keeps its state in SQL so that it survives a crash. A sweeper
-//! resumes sagas whose step got no answer, or whose process died.
+//! The order-fulfillment saga's runner. A saga starts in the transaction
+//! that places its order ([`intake`]: a commit hook on the event store), so
+//! no order is ever without one and no event feed is read for it; an
+//! order's cancellation and shipment reach it the same way. The runner then
+//! drives it ([`drive`]): each step is a command, run in this process when
+//! its handler group is here and over the command bus otherwise
+//! ([`route`]), with an id derived from the order and the step so that
+//! nothing is done twice. Its state lives in SQL, so a crash loses
+//! nothing: a sweeper resumes sagas whose lease ran out or whose step got no
+//! answer, backing off as the misses add up.
 
+mod drive;
 mod fulfillment;
+mod intake;
+mod route;
 mod steps;
 mod store;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
-use futures::StreamExt;
-use schema::EventEnvelope;
-use schema::order::{self, OrderEvent};
-use schema::ports::{CommandBus, EventFeed, EventLog};
 use schema::sql::{self, RetryableError};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, instrument, warn};
+use tracing::{info, warn};
 use uuid::Uuid;
 
 pub use fulfillment::{Fulfillment, Phase, Step, StepResult};
+pub use route::StepRoute;
 
 use crate::event_store::{SqlEventStore, StoreError};
 use crate::stream_locks::StreamLocks;
@@ -32,16 +38,24 @@ const ACTOR: &str = "saga:order-fulfillment";
 
 #[derive(Debug, Clone)]
 pub struct SagaSettings {
-    /// How long one step's command may go unanswered before it is retried.
+    /// How long a step sent over the command bus, or the payment provider,
+    /// may go unanswered before the attempt counts as missing. Steps run in
+    /// this process are not timed: a queue is not a failure.
     pub step_timeout: Duration,
-    /// How long a saga may take to confirm before a step without an answer
-    /// is compensated instead of retried.
+    /// How long a saga may take to confirm before a step that keeps getting
+    /// no answer is compensated instead of retried.
     pub saga_timeout: Duration,
-    /// Pause before retrying a step that got no answer.
+    /// Pause before retrying a step that got no answer; it doubles with
+    /// each miss in a row, up to [`MAX_RETRY_DELAY`].
     pub retry_delay: Duration,
     /// How often to look for sagas to resume.
     pub sweep_interval: Duration,
+    /// Sagas driven at once by this process; the rest wait their turn.
+    pub concurrency: usize,
 }
+
+/// The longest pause between retries of a step that gets no answer.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
 impl Default for SagaSettings {
     fn default() -> Self {
@@ -50,7 +64,20 @@ impl Default for SagaSettings {
             saga_timeout: Duration::from_secs(30),
             retry_delay: Duration::from_secs(1),
             sweep_interval: Duration::from_millis(500),
+            concurrency: 512,
         }
+    }
+}
+
+impl SagaSettings {
+    /// How long a driving process owns a saga before a sweeper may take it over.
+    fn lease(&self) -> Duration {
+        self.step_timeout * 2
+    }
+
+    /// The pause before the next try after `misses` attempts without an answer.
+    fn retry_after(&self, misses: u32) -> Duration {
+        self.retry_delay.saturating_mul(1 << misses.saturating_sub(1).min(5)).min(MAX_RETRY_DELAY)
     }
 }
 
@@ -84,60 +111,50 @@ struct Causes {
 #[derive(Clone)]
 pub struct SagaRunner {
     store: SqlEventStore,
-    bus: Arc<dyn CommandBus>,
+    route: StepRoute,
     settings: SagaSettings,
     locks: StreamLocks,
     tasks: TaskTracker,
+    permits: Arc<Semaphore>,
+    /// Sagas queued or being driven here: the sweeper leaves them alone.
+    driving: Arc<Mutex<HashSet<String>>>,
+    /// Sagas the intake started or changed, to drive at once.
+    wakes: Arc<Mutex<Option<mpsc::UnboundedReceiver<String>>>>,
 }
 
 impl SagaRunner {
-    pub fn new(store: SqlEventStore, bus: Arc<dyn CommandBus>, settings: SagaSettings) -> Self {
-        Self { store, bus, settings, locks: StreamLocks::default(), tasks: TaskTracker::new() }
+    /// A runner whose sagas start in `store`'s transactions: it installs
+    /// its intake as the store's commit hook.
+    pub fn new(store: SqlEventStore, route: StepRoute, settings: SagaSettings) -> Result<Self, SagaError> {
+        let (wake, wakes) = mpsc::unbounded_channel();
+        store.set_commit_hook(Arc::new(intake::SagaIntake::new(settings.clone(), wake)))?;
+        Ok(Self {
+            store,
+            route,
+            permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            settings,
+            locks: StreamLocks::default(),
+            tasks: TaskTracker::new(),
+            driving: Arc::default(),
+            wakes: Arc::new(Mutex::new(Some(wakes))),
+        })
     }
 
-    /// Consumes order events and sweeps for due sagas until `shutdown`,
-    /// then lets the steps in flight finish.
-    pub async fn run(self, feed: Arc<dyn EventFeed>, shutdown: CancellationToken) {
-        let subscription = loop {
-            match feed.subscribe("saga_order_fulfillment", &[order::AGGREGATE]).await {
-                Ok(subscription) => break subscription,
-                Err(error) => {
-                    warn!(%error, "saga cannot subscribe to order events; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
+    /// Drives the sagas the intake wakes, and sweeps for due ones, until
+    /// `shutdown`; then lets the steps in flight finish.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let Some(mut wakes) = self.wakes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take() else {
+            warn!("the order saga runner was started twice; the second one does nothing");
+            return;
         };
-        let mut deliveries = Box::pin(subscription.take_until(shutdown.clone().cancelled_owned()));
         let mut sweep = tokio::time::interval(self.settings.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info!("order saga running");
         loop {
             tokio::select! {
-                delivery = deliveries.next() => match delivery {
-                    Some(Ok(delivery)) => {
-                        let result = match &delivery.event {
-                            Ok(event) => self.on_event(event).await,
-                            Err(reason) => Err(SagaError::Contract(reason.clone())),
-                        };
-                        let settled = match result {
-                            Ok(()) => delivery.ack.ack().await,
-                            Err(SagaError::Contract(reason)) => {
-                                let _ = feed.dead_letter("saga_order_fulfillment", &delivery.raw, &reason).await;
-                                delivery.ack.reject().await
-                            }
-                            Err(error) => {
-                                warn!(%error, "saga could not take an event; redelivering");
-                                delivery.ack.retry(self.settings.retry_delay).await
-                            }
-                        };
-                        if let Err(error) = settled {
-                            warn!(%error, "could not settle a saga event");
-                        }
-                    }
-                    Some(Err(error)) => warn!(%error, "saga event feed error"),
+                _ = shutdown.cancelled() => break,
+                woken = wakes.recv() => match woken {
+                    Some(order_id) => self.spawn_drive(order_id),
                     None => break,
                 },
                 _ = sweep.tick() => {
@@ -154,112 +171,23 @@ impl SagaRunner {
         info!("order saga stopped");
     }
 
-    /// Starts, or moves on, the saga an order event belongs to.
-    pub async fn on_event(&self, event: &EventEnvelope) -> Result<(), SagaError> {
-        if self.take(event).await? {
-            self.spawn_drive(event.aggregate_id.clone());
-        }
-        Ok(())
-    }
-
-    /// Records what an order event means for its saga; true if it has steps to take.
-    async fn take(&self, event: &EventEnvelope) -> Result<bool, SagaError> {
-        let order_id = event.aggregate_id.clone();
-        match OrderEvent::decode(event).map_err(|error| SagaError::Contract(error.to_string()))? {
-            OrderEvent::OrderPlaced(placed) => self.start(event, placed).await?,
-            OrderEvent::OrderCancelled(_) => self.update(&order_id, event.id, Fulfillment::order_cancelled).await?,
-            OrderEvent::OrderShipped(_) => self.update(&order_id, event.id, Fulfillment::order_shipped).await?,
-            OrderEvent::OrderConfirmed(_) | OrderEvent::OrderRejected(_) => return Ok(false),
-        }
-        Ok(true)
-    }
-
-    /// Takes every order event in the event store (idempotently): for a
-    /// transport that keeps nothing (embedded mode), so an order a crash left
-    /// without its saga still gets one. The sweeper then drives what is due.
-    pub async fn catch_up(&self, log: &dyn EventLog) -> Result<u64, SagaError> {
-        let mut after: Option<schema::ports::StreamPosition> = None;
-        let mut taken = 0;
-        let started: std::collections::HashSet<String> =
-            sql::retry("list sagas", || sqlx::query_scalar("SELECT saga_id FROM sagas").fetch_all(self.store.pool()))
-                .await?
-                .into_iter()
-                .collect();
-        loop {
-            let page =
-                log.read_all(after.as_ref(), 1000).await.map_err(|error| SagaError::Contract(error.to_string()))?;
-            let Some(last) = page.last() else { return Ok(taken) };
-            after = Some(schema::ports::StreamPosition { stream_id: last.stream_id(), version: last.stream_version });
-            for event in page.iter().filter(|event| event.aggregate_type == order::AGGREGATE) {
-                // Only what may be missing: a start without its saga, or a later event.
-                if event.type_name == "OrderPlaced" && started.contains(&event.aggregate_id) {
-                    continue;
-                }
-                if event.type_name != "OrderPlaced"
-                    && event.type_name != "OrderCancelled"
-                    && event.type_name != "OrderShipped"
-                {
-                    continue;
-                }
-                if self.take(event).await? {
-                    taken += 1;
-                }
-            }
-        }
-    }
-
-    /// Applies an order event to a stored saga (optimistically, retried).
-    async fn update(&self, order_id: &str, cause: Uuid, change: fn(&mut Fulfillment)) -> Result<(), SagaError> {
-        let _turn = self.locks.lock(order_id.to_string()).await;
-        for _ in 0..20 {
-            let Some((mut saga, _, version)) = self.load(order_id).await? else { return Ok(()) };
-            let before = saga.clone();
-            change(&mut saga);
-            if saga == before {
-                return Ok(());
-            }
-            let causes = Causes { correlation_id: Uuid::nil(), causation_id: cause };
-            if self.save(order_id, &saga, version, Some(&causes), Utc::now().timestamp_micros()).await? {
-                return Ok(());
-            }
-        }
-        Err(SagaError::Contract(format!("saga {order_id} kept changing under an update")))
-    }
-
+    /// Drives one saga in the background, at most `concurrency` at once.
     fn spawn_drive(&self, order_id: String) {
+        self.driving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(order_id.clone());
         let runner = self.clone();
         self.tasks.spawn(async move {
-            if let Err(error) = runner.drive(&order_id).await {
+            let permit = runner.permits.clone().acquire_owned().await;
+            if permit.is_ok()
+                && let Err(error) = runner.drive(&order_id).await
+            {
                 warn!(%error, order_id, "saga step failed; retrying shortly");
                 runner.retry_soon(&order_id).await;
             }
+            runner.driving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&order_id);
         });
     }
 
-    /// Takes steps until the saga waits for an event, waits for an answer, or ends.
-    #[instrument(skip(self))]
-    pub async fn drive(&self, order_id: &str) -> Result<(), SagaError> {
-        let _turn = self.locks.lock(order_id.to_string()).await;
-        loop {
-            let Some((mut saga, causes, version)) = self.load(order_id).await? else { return Ok(()) };
-            let Some(step) = saga.next_step() else { return Ok(()) };
-            // Lease the saga for this step, so sweepers leave it alone meanwhile.
-            let lease = Utc::now().timestamp_micros() + (self.settings.step_timeout * 2).as_micros() as i64;
-            if !self.save(order_id, &saga, version, None, lease).await? {
-                continue;
-            }
-            let result = self.execute(&saga, &causes, &step).await?;
-            let waiting = result == StepResult::NoAnswer;
-            let now = Utc::now().timestamp_micros();
-            saga.record(&step, result, now);
-            let next_attempt = now + self.settings.retry_delay.as_micros() as i64;
-            if !self.save(order_id, &saga, version + 1, None, next_attempt).await? {
-                continue;
-            }
-            // Still waiting for the same answer: the sweeper retries after the delay.
-            if waiting && saga.next_step().as_ref() == Some(&step) {
-                return Ok(());
-            }
-        }
+    fn is_driving(&self, order_id: &str) -> bool {
+        self.driving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(order_id)
     }
 }

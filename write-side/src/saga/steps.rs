@@ -1,15 +1,17 @@
-//! A saga step on the wire: the command it sends (its id derived from the
-//! order and the step), and what the answer means.
+//! A saga step as a command (its id derived from the order and the step),
+//! and what its answer means. A reservation's price and an authorization's
+//! verdict are read from the events the command appended: at hand when the
+//! step ran here, else read by their versions — never the whole stream.
 
 use chrono::Utc;
 use schema::envelope::{Message, derived_id};
 use schema::order::{self, ConfirmOrder, OrderCommand, RejectOrder};
 use schema::payment::{self, AuthorizePayment, CapturePayment, PaymentCommand, PaymentEvent, RefundPayment};
-use schema::ports::{Dispatched, EventLog};
+use schema::ports::EventLog;
 use schema::product::{self, CommitStock, ProductCommand, ProductEvent, ReleaseStock, ReserveStock};
-use schema::{CommandEnvelope, CommandOutcome, Metadata, OutcomeStatus, codes};
-use tracing::warn;
+use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeStatus, codes};
 
+use super::route::Answer;
 use super::{ACTOR, Causes, Fulfillment, SagaError, SagaRunner, Step, StepResult};
 use crate::customer::Customer;
 
@@ -21,72 +23,68 @@ impl SagaRunner {
         step: &Step,
     ) -> Result<StepResult, SagaError> {
         let order_id = saga.order_id.clone();
-        let (aggregate, aggregate_id, command): (&str, String, Result<(String, serde_json::Value), SagaError>) =
-            match step {
-                Step::CheckCustomer => {
-                    let (customer, _) = self.store.load::<Customer>(&saga.customer_id).await?;
-                    return Ok(match customer.credit_limit_cents {
-                        Some(_) => StepResult::Done { unit_price_cents: None, approved: None },
-                        None => StepResult::Refused {
-                            code: codes::CUSTOMER_NOT_FOUND.into(),
-                            message: format!("no customer {}", saga.customer_id),
-                        },
-                    });
-                }
-                Step::Reserve { sku, quantity, expected_unit_price_cents } => (
-                    product::AGGREGATE,
-                    sku.clone(),
-                    parts(&ProductCommand::ReserveStock(ReserveStock {
-                        order_id: order_id.clone(),
-                        quantity: *quantity,
-                        expected_unit_price_cents: *expected_unit_price_cents,
-                    })),
-                ),
-                Step::Release { sku } => (
-                    product::AGGREGATE,
-                    sku.clone(),
-                    parts(&ProductCommand::ReleaseStock(ReleaseStock { order_id: order_id.clone() })),
-                ),
-                Step::Commit { sku } => (
-                    product::AGGREGATE,
-                    sku.clone(),
-                    parts(&ProductCommand::CommitStock(CommitStock { order_id: order_id.clone() })),
-                ),
-                Step::Authorize { amount_cents } => (
-                    payment::AGGREGATE,
-                    order_id.clone(),
-                    parts(&PaymentCommand::AuthorizePayment(AuthorizePayment {
-                        order_id: order_id.clone(),
-                        customer_id: saga.customer_id.clone(),
-                        amount_cents: *amount_cents,
-                    })),
-                ),
-                Step::Refund => (
-                    payment::AGGREGATE,
-                    order_id.clone(),
-                    parts(&PaymentCommand::RefundPayment(RefundPayment { order_id: order_id.clone() })),
-                ),
-                Step::Capture => {
-                    (payment::AGGREGATE, order_id.clone(), parts(&PaymentCommand::CapturePayment(CapturePayment {})))
-                }
-                Step::Confirm { lines, total_cents } => (
-                    order::AGGREGATE,
-                    order_id.clone(),
-                    parts(&OrderCommand::ConfirmOrder(ConfirmOrder {
-                        lines: lines.clone(),
-                        total_cents: *total_cents,
-                    })),
-                ),
-                Step::Reject { code, message } => (
-                    order::AGGREGATE,
-                    order_id.clone(),
-                    parts(&OrderCommand::RejectOrder(RejectOrder { code: code.clone(), message: message.clone() })),
-                ),
-            };
-        let (type_name, payload) = command?;
-        let id = derived_id("saga", &format!("{order_id}:{}", step.key()));
+        let (aggregate, aggregate_id, (type_name, payload)) = match step {
+            Step::CheckCustomer => {
+                let (customer, _) = self.store.load::<Customer>(&saga.customer_id).await?;
+                return Ok(match customer.credit_limit_cents {
+                    Some(_) => StepResult::Done { unit_price_cents: None, approved: None },
+                    None => StepResult::Refused {
+                        code: codes::CUSTOMER_NOT_FOUND.into(),
+                        message: format!("no customer {}", saga.customer_id),
+                    },
+                });
+            }
+            Step::Reserve { sku, quantity, expected_unit_price_cents } => (
+                product::AGGREGATE,
+                sku.clone(),
+                ProductCommand::ReserveStock(ReserveStock {
+                    order_id: order_id.clone(),
+                    quantity: *quantity,
+                    expected_unit_price_cents: *expected_unit_price_cents,
+                })
+                .to_parts(),
+            ),
+            Step::Release { sku } => (
+                product::AGGREGATE,
+                sku.clone(),
+                ProductCommand::ReleaseStock(ReleaseStock { order_id: order_id.clone() }).to_parts(),
+            ),
+            Step::Commit { sku } => (
+                product::AGGREGATE,
+                sku.clone(),
+                ProductCommand::CommitStock(CommitStock { order_id: order_id.clone() }).to_parts(),
+            ),
+            Step::Authorize { amount_cents } => (
+                payment::AGGREGATE,
+                order_id.clone(),
+                PaymentCommand::AuthorizePayment(AuthorizePayment {
+                    order_id: order_id.clone(),
+                    customer_id: saga.customer_id.clone(),
+                    amount_cents: *amount_cents,
+                })
+                .to_parts(),
+            ),
+            Step::Refund => (
+                payment::AGGREGATE,
+                order_id.clone(),
+                PaymentCommand::RefundPayment(RefundPayment { order_id: order_id.clone() }).to_parts(),
+            ),
+            Step::Capture => {
+                (payment::AGGREGATE, order_id.clone(), PaymentCommand::CapturePayment(CapturePayment {}).to_parts())
+            }
+            Step::Confirm { lines, total_cents } => (
+                order::AGGREGATE,
+                order_id.clone(),
+                OrderCommand::ConfirmOrder(ConfirmOrder { lines: lines.clone(), total_cents: *total_cents }).to_parts(),
+            ),
+            Step::Reject { code, message } => (
+                order::AGGREGATE,
+                order_id.clone(),
+                OrderCommand::RejectOrder(RejectOrder { code: code.clone(), message: message.clone() }).to_parts(),
+            ),
+        };
         let envelope = CommandEnvelope {
-            id,
+            id: derived_id("saga", &format!("{order_id}:{}", step.key())),
             schema_version: 1,
             type_name,
             aggregate_type: aggregate.into(),
@@ -99,60 +97,92 @@ impl SagaRunner {
             timestamp: Utc::now(),
             payload,
         };
-        let outcome = match self.bus.dispatch(envelope, self.settings.step_timeout).await {
-            Ok(Dispatched::Decided(outcome)) => outcome,
-            Ok(Dispatched::Pending) => return Ok(StepResult::NoAnswer),
-            Err(error) => {
-                warn!(%error, order_id, step = %step.key(), "saga step not delivered; will retry");
-                return Ok(StepResult::NoAnswer);
+        let (outcome, events) = match self.route.send(envelope, self.settings.step_timeout).await {
+            Answer::Decided(outcome, events) => (outcome, events),
+            Answer::Refused(rejection) => {
+                return Ok(StepResult::Refused { code: rejection.code, message: rejection.message });
             }
+            Answer::Missing => return Ok(StepResult::NoAnswer),
         };
         if outcome.status == OutcomeStatus::Rejected {
             let rejection = outcome.rejection.unwrap_or_else(|| schema::Rejection::new(codes::INTERNAL, "rejected"));
             return Ok(StepResult::Refused { code: rejection.code, message: rejection.message });
         }
         Ok(match step {
-            Step::Reserve { sku, .. } => StepResult::Done {
-                unit_price_cents: Some(self.reserved_price(sku, &order_id, &outcome).await?),
-                approved: None,
-            },
+            Step::Reserve { sku, .. } => {
+                let events = self.decided_events(&outcome, events).await?;
+                StepResult::Done {
+                    unit_price_cents: Some(self.reserved_price(sku, &order_id, &events).await?),
+                    approved: None,
+                }
+            }
             Step::Authorize { .. } => {
-                StepResult::Done { unit_price_cents: None, approved: Some(self.payment_approved(&order_id).await?) }
+                let events = self.decided_events(&outcome, events).await?;
+                StepResult::Done {
+                    unit_price_cents: None,
+                    approved: Some(self.payment_approved(&order_id, &events).await?),
+                }
             }
             _ => StepResult::Done { unit_price_cents: None, approved: None },
         })
     }
 
-    /// The catalog price the order's stock was reserved at.
-    async fn reserved_price(&self, sku: &str, order_id: &str, outcome: &CommandOutcome) -> Result<i64, SagaError> {
-        let events = self
-            .store
-            .read_stream(product::AGGREGATE, sku, 1, outcome.stream_version)
+    /// The events a command appended: those at hand, or its outcome's versions from the store.
+    async fn decided_events(
+        &self,
+        outcome: &CommandOutcome,
+        at_hand: Option<Vec<EventEnvelope>>,
+    ) -> Result<Vec<EventEnvelope>, SagaError> {
+        if let Some(events) = at_hand.filter(|events| events.len() == outcome.event_ids.len()) {
+            return Ok(events);
+        }
+        if outcome.event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = outcome.stream_version + 1 - outcome.event_ids.len() as u64;
+        self.store
+            .read_stream(&outcome.aggregate_type, &outcome.aggregate_id, first, outcome.stream_version)
             .await
-            .map_err(|error| SagaError::Contract(error.to_string()))?;
-        events
-            .iter()
-            .rev()
-            .find_map(|event| match ProductEvent::decode(event) {
+            .map_err(|error| SagaError::Contract(error.to_string()))
+    }
+
+    /// The catalog price the order's stock was reserved at: in the
+    /// reservation's event, or (when the order held its reservation
+    /// already) found in the product's history, the rare slow way.
+    async fn reserved_price(&self, sku: &str, order_id: &str, events: &[EventEnvelope]) -> Result<i64, SagaError> {
+        let price = |events: &[EventEnvelope]| {
+            events.iter().rev().find_map(|event| match ProductEvent::decode(event) {
                 Ok(ProductEvent::StockReserved(reserved)) if reserved.order_id == order_id => {
                     Some(reserved.unit_price_cents)
                 }
                 _ => None,
             })
-            .ok_or_else(|| SagaError::Contract(format!("no reservation of {sku} for order {order_id}")))
+        };
+        if let Some(cents) = price(events) {
+            return Ok(cents);
+        }
+        let history = self
+            .store
+            .read_stream(product::AGGREGATE, sku, 1, u64::MAX)
+            .await
+            .map_err(|error| SagaError::Contract(error.to_string()))?;
+        price(&history).ok_or_else(|| SagaError::Contract(format!("no reservation of {sku} for order {order_id}")))
     }
 
-    /// Whether the payment was authorized (rather than declined).
-    async fn payment_approved(&self, order_id: &str) -> Result<bool, SagaError> {
-        let events = self
+    /// Whether the payment was authorized (rather than declined): from the
+    /// authorization's events, or the payment's (short) stream.
+    async fn payment_approved(&self, order_id: &str, events: &[EventEnvelope]) -> Result<bool, SagaError> {
+        let authorized = |events: &[EventEnvelope]| {
+            events.iter().any(|event| matches!(PaymentEvent::decode(event), Ok(PaymentEvent::PaymentAuthorized(_))))
+        };
+        if !events.is_empty() {
+            return Ok(authorized(events));
+        }
+        let history = self
             .store
             .read_stream(payment::AGGREGATE, order_id, 1, u64::MAX)
             .await
             .map_err(|error| SagaError::Contract(error.to_string()))?;
-        Ok(events.iter().any(|event| matches!(PaymentEvent::decode(event), Ok(PaymentEvent::PaymentAuthorized(_)))))
+        Ok(authorized(&history))
     }
-}
-
-fn parts<C: Message>(command: &C) -> Result<(String, serde_json::Value), SagaError> {
-    Ok(command.to_parts())
 }

@@ -1,0 +1,117 @@
+//! One aggregate's command as a lane sees it: how to fold its stream, how to
+//! decide it, and whom to answer.
+
+use chrono::Utc;
+use schema::envelope::Message;
+use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeStatus};
+use uuid::Uuid;
+
+use super::group_commit::{Job, Reply, State};
+use super::{Decision, StoreError};
+use crate::aggregate::Aggregate;
+
+pub(super) struct Pending<A: Aggregate> {
+    command: CommandEnvelope,
+    typed: A::Command,
+    stream: String,
+    reply: Reply,
+}
+
+impl<A: Aggregate> Pending<A> {
+    pub fn new(command: CommandEnvelope, typed: A::Command, stream: String, reply: Reply) -> Self {
+        Self { command, typed, stream, reply }
+    }
+}
+
+impl<A: Aggregate> Job for Pending<A> {
+    fn command(&self) -> &CommandEnvelope {
+        &self.command
+    }
+
+    fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    fn starts_stream(&self) -> bool {
+        A::starts_stream(&self.typed)
+    }
+
+    fn fold(&self, history: &[EventEnvelope]) -> Result<State, StoreError> {
+        let (aggregate, version) = fold::<A>(history)?;
+        Ok(State { aggregate: Box::new(aggregate), version })
+    }
+
+    fn decide(&self, state: &mut State) -> Result<(CommandOutcome, Vec<EventEnvelope>), StoreError> {
+        let version = state.version;
+        let aggregate = state
+            .aggregate
+            .downcast_mut::<A>()
+            .ok_or_else(|| StoreError::Contract(format!("stream {} holds another aggregate type", self.stream)))?;
+        let mut outcome = CommandOutcome {
+            command_id: self.command.id,
+            aggregate_type: A::TYPE.into(),
+            aggregate_id: self.command.aggregate_id.clone(),
+            status: OutcomeStatus::Accepted,
+            rejection: None,
+            stream_version: version,
+            event_ids: Vec::new(),
+            decided_at: Utc::now(),
+            fingerprint: Some(self.command.fingerprint()),
+        };
+        match aggregate.decide(&self.typed) {
+            Ok(events) => {
+                for event in &events {
+                    aggregate.apply(event);
+                }
+                let envelopes = envelopes::<A>(&self.command, version, &events);
+                state.version += envelopes.len() as u64;
+                outcome.stream_version = state.version;
+                outcome.event_ids = envelopes.iter().map(|event| event.id).collect();
+                Ok((outcome, envelopes))
+            }
+            Err(rejection) => {
+                outcome.status = OutcomeStatus::Rejected;
+                outcome.rejection = Some(rejection);
+                Ok((outcome, Vec::new()))
+            }
+        }
+    }
+
+    fn reply(self: Box<Self>, result: Result<Decision, StoreError>) {
+        // The caller may have given up waiting; the decision stands.
+        let _ = self.reply.send(result);
+    }
+}
+
+/// The state after `history` and its version (the number of events).
+pub(super) fn fold<A: Aggregate>(history: &[EventEnvelope]) -> Result<(A, u64), StoreError> {
+    let mut state = A::default();
+    for stored in history {
+        let event = A::Event::decode(stored).map_err(|error| StoreError::Contract(error.to_string()))?;
+        state.apply(&event);
+    }
+    Ok((state, history.len() as u64))
+}
+
+fn envelopes<A: Aggregate>(command: &CommandEnvelope, after_version: u64, events: &[A::Event]) -> Vec<EventEnvelope> {
+    let metadata: Metadata = command.caused_metadata();
+    let timestamp = Utc::now();
+    events
+        .iter()
+        .enumerate()
+        .map(|(index, event)| {
+            let (type_name, payload) = event.to_parts();
+            EventEnvelope {
+                id: Uuid::now_v7(),
+                schema_version: A::Event::schema_version(&type_name).unwrap_or(1),
+                type_name,
+                aggregate_type: A::TYPE.into(),
+                aggregate_id: command.aggregate_id.clone(),
+                stream_version: after_version + index as u64 + 1,
+                metadata: metadata.clone(),
+                timestamp,
+                payload,
+            }
+        })
+        .collect()
+}

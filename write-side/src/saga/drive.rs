@@ -1,0 +1,79 @@
+//! Driving one saga: take the steps it is ready for (several reservations
+//! at once), record their answers, store the state once per round, and go
+//! on until it waits for an answer, for the customer, or is done.
+
+use chrono::Utc;
+use futures::future::join_all;
+use tracing::instrument;
+
+use super::{SagaError, SagaRunner, Step, StepResult};
+
+impl SagaRunner {
+    #[instrument(skip(self))]
+    pub async fn drive(&self, order_id: &str) -> Result<(), SagaError> {
+        let _turn = self.locks.lock(order_id.to_string()).await;
+        let Some(mut stored) = self.load(order_id).await? else { return Ok(()) };
+        loop {
+            let signalled = stored.saga.take_signals(stored.cancel_requested, stored.ship_requested);
+            let steps = stored.saga.next_steps();
+            if steps.is_empty() {
+                // Nothing to do: store what the signals changed, and stop
+                // the sweepers from coming back for it.
+                if (signalled || stored.active != stored.should_be_active())
+                    && !self.save(&stored, Utc::now().timestamp_micros()).await?
+                {
+                    stored = self.reload(order_id).await?.ok_or_else(gone)?;
+                    continue;
+                }
+                return Ok(());
+            }
+            let results = join_all(steps.iter().map(|step| self.execute(&stored.saga, &stored.causes, step))).await;
+            let mut answered: Vec<(&Step, StepResult)> = steps
+                .iter()
+                .zip(results)
+                .map(|(step, result)| result.map(|result| (step, result)))
+                .collect::<Result<_, _>>()?;
+            // Successes first: a reservation made beside a refused one is
+            // then known, and released by the compensation.
+            answered.sort_by_key(|(_, result)| match result {
+                StepResult::Done { .. } => 0,
+                StepResult::NoAnswer => 1,
+                StepResult::Refused { .. } => 2,
+            });
+            let now = Utc::now().timestamp_micros();
+            let waiting = answered.iter().any(|(_, result)| *result == StepResult::NoAnswer);
+            let only_reads = answered.iter().all(|(step, _)| **step == Step::CheckCustomer);
+            for (step, result) in answered {
+                stored.saga.record(step, result, now);
+            }
+            if only_reads && !waiting && !signalled {
+                continue;
+            }
+            let next_attempt = if waiting {
+                now + self.settings.retry_after(stored.saga.attempts).as_micros() as i64
+            } else {
+                now + self.settings.lease().as_micros() as i64
+            };
+            if !self.save(&stored, next_attempt).await? {
+                // Changed meanwhile (a cancellation, another process):
+                // start over from what is stored. The steps taken are
+                // idempotent, so taking them again costs nothing.
+                stored = self.reload(order_id).await?.ok_or_else(gone)?;
+                continue;
+            }
+            stored.version += 1;
+            stored.active = stored.should_be_active();
+            if waiting {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn reload(&self, order_id: &str) -> Result<Option<super::store::Stored>, SagaError> {
+        self.load(order_id).await
+    }
+}
+
+fn gone() -> SagaError {
+    SagaError::Contract("a saga disappeared while it was driven".into())
+}

@@ -1,0 +1,71 @@
+//! Where a saga step's command goes: to the handler in this process when
+//! its aggregate's group runs here (no JetStream round trip, no timeout: a
+//! busy queue is waited out, not failed), over the command bus when it runs
+//! elsewhere (`write-side --only …` deployments).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use schema::ports::{CommandBus, Dispatched};
+use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Rejection, codes};
+use tracing::warn;
+
+use crate::handler::{CommandHandler, HandleError};
+
+#[derive(Clone)]
+pub struct StepRoute {
+    local: Option<(CommandHandler, Vec<&'static str>)>,
+    remote: Option<Arc<dyn CommandBus>>,
+}
+
+/// What became of a step's command.
+pub(super) enum Answer {
+    /// Decided; with the events it appended now, when they are at hand.
+    Decided(CommandOutcome, Option<Vec<EventEnvelope>>),
+    /// Refused before the aggregate saw it (a command that can never be handled).
+    Refused(Rejection),
+    /// No answer yet: try again later.
+    Missing,
+}
+
+impl StepRoute {
+    /// Every step runs in this process (embedded mode, `conveyor all`).
+    pub fn local(handler: CommandHandler, aggregates: &[&'static str]) -> Self {
+        Self { local: Some((handler, aggregates.to_vec())), remote: None }
+    }
+
+    /// Steps for `aggregates` run here, the rest go over `bus`.
+    pub fn split(handler: CommandHandler, aggregates: &[&'static str], bus: Arc<dyn CommandBus>) -> Self {
+        Self { local: Some((handler, aggregates.to_vec())), remote: Some(bus) }
+    }
+
+    pub(super) async fn send(&self, command: CommandEnvelope, remote_wait: Duration) -> Answer {
+        if let Some((handler, aggregates)) = &self.local
+            && aggregates.contains(&command.aggregate_type.as_str())
+        {
+            return match handler.decide(&command).await {
+                Ok(decision) => Answer::Decided(decision.outcome, Some(decision.new_events)),
+                Err(HandleError::Poison(reason)) => {
+                    warn!(reason, command_id = %command.id, "a saga step's command cannot be handled");
+                    Answer::Refused(Rejection::new(codes::INTERNAL, reason))
+                }
+                Err(error) => {
+                    warn!(%error, command_id = %command.id, "saga step got no answer; will retry");
+                    Answer::Missing
+                }
+            };
+        }
+        let Some(bus) = &self.remote else {
+            warn!(aggregate = %command.aggregate_type, "no handler and no command bus for a saga step");
+            return Answer::Missing;
+        };
+        match bus.dispatch(command, remote_wait).await {
+            Ok(Dispatched::Decided(outcome)) => Answer::Decided(outcome, None),
+            Ok(Dispatched::Pending) => Answer::Missing,
+            Err(error) => {
+                warn!(%error, "saga step not delivered; will retry");
+                Answer::Missing
+            }
+        }
+    }
+}
