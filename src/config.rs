@@ -83,6 +83,14 @@ pub struct Common {
     /// WebSocket: how often the server pings an idle connection.
     #[arg(long, env = "CONVEYOR_WS_PING_INTERVAL", default_value = "15s", value_parser = parse_duration, global = true)]
     pub ws_ping_interval: Duration,
+    /// Commands one gateway process waits on at once; beyond it a mutation
+    /// answers OVERLOADED (HTTP 503, Retry-After) at once. 0: no limit.
+    #[arg(long, env = "CONVEYOR_MAX_INFLIGHT_COMMANDS", default_value_t = 1024, global = true)]
+    pub max_inflight_commands: usize,
+    /// Orders accepted but not yet confirmed or rejected at which placeOrder
+    /// answers OVERLOADED (HTTP 503, Retry-After). 0: no limit.
+    #[arg(long, env = "CONVEYOR_MAX_UNDECIDED_ORDERS", default_value_t = 20_000, global = true)]
+    pub max_undecided_orders: u64,
     #[command(flatten)]
     pub domain: Domain,
 }
@@ -98,6 +106,14 @@ impl Common {
             auth: self.authenticator()?,
             websocket: gateway::WsSettings { init_timeout: self.ws_init_timeout, ping_interval: self.ws_ping_interval },
         })
+    }
+
+    /// The gateway's admission limits (invariant 9).
+    pub fn admission(&self) -> gateway::AdmissionSettings {
+        gateway::AdmissionSettings {
+            max_inflight_commands: self.max_inflight_commands,
+            max_undecided_orders: self.max_undecided_orders,
+        }
     }
 
     fn authenticator(&self) -> anyhow::Result<gateway::Authenticator> {

@@ -8,14 +8,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use gateway::{Gateway, Services};
+use gateway::{Admission, Gateway, Services};
 use read_side::embedded::{BroadcastNotifier, InProcessEventHub};
 use read_side::{Projector, ViewStore, projections};
-use schema::ports::{EventFeed, EventLog, EventPublisher, Notifier, Readiness};
+use schema::ports::{Backlog, EventFeed, EventLog, EventPublisher, Notifier, Readiness};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use write_side::{
-    CommandHandler, InProcessCommandBus, OutboxRelay, RelaySettings, SagaRunner, SqlEventStore, StepRoute,
+    CommandHandler, InProcessCommandBus, OutboxRelay, RelaySettings, SagaRunner, SqlBacklog, SqlEventStore, StepRoute,
     lane_settings_for,
 };
 
@@ -27,6 +27,8 @@ pub struct Embedded {
     pub address: SocketAddr,
     pub store: SqlEventStore,
     pub views: ViewStore,
+    /// The gateway's admission limits and backlog readings.
+    pub admission: Admission,
     tasks: JoinSet<anyhow::Result<()>>,
     shutdown: CancellationToken,
 }
@@ -97,14 +99,23 @@ impl Embedded {
             saga.run(stop).await;
             Ok(())
         });
-        let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone());
+        // The backlog is counted over a connection of its own: the event
+        // store's one connection is the writer's, and a WAL reader never
+        // waits for it.
+        let backlog_pool = schema::sql::connect(&events_url, 1)
+            .await
+            .with_context(|| format!("cannot open the event store in {}", data_dir.display()))?;
+        let backlog: Arc<dyn Backlog> = Arc::new(SqlBacklog::new(backlog_pool));
+        let admission = Admission::start(common.admission(), Some(backlog), shutdown.clone());
+        let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone())
+            .with_admission(admission.clone());
         let readiness: Vec<(&'static str, Arc<dyn Readiness>)> = vec![("database", Arc::new(views.clone()))];
         let gateway = Gateway::build(&common.http()?, services, readiness)
             .await
             .with_context(|| format!("cannot listen on {}", common.listen))?;
         let address = gateway.local_addr()?;
         tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-        Ok(Self { address, store, views, tasks, shutdown })
+        Ok(Self { address, store, views, admission, tasks, shutdown })
     }
 
     /// Runs until the shutdown token is cancelled or a component fails.

@@ -7,18 +7,20 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use async_nats::jetstream;
-use gateway::{Gateway, Services};
+use gateway::{Admission, Gateway, Services};
 use read_side::nats::{JetStreamEventFeed, NatsNotifier};
 use read_side::{Projector, ViewStore, projections};
 use schema::Namespace;
 use schema::nats::{StreamSettings, ensure_commands_stream, ensure_events_stream, ensure_outcomes_bucket};
 use schema::nats_bus::{NatsCommandBus, NatsReadiness};
-use schema::ports::{EventFeed, EventLog, Notifier, Readiness};
+use schema::ports::{Backlog, EventFeed, EventLog, Notifier, Readiness};
 use sqlx::AnyPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use write_side::nats::{ConsumerSettings, JetStreamEventPublisher, run_command_consumer};
-use write_side::{CommandHandler, OutboxRelay, RelaySettings, SagaRunner, SqlEventStore, StepRoute, lane_settings_for};
+use write_side::{
+    CommandHandler, OutboxRelay, RelaySettings, SagaRunner, SqlBacklog, SqlEventStore, StepRoute, lane_settings_for,
+};
 
 use crate::config::{Common, Server, WriteSideArgs};
 
@@ -167,27 +169,39 @@ pub async fn start_read_side(
     Ok(())
 }
 
-/// Binds the gateway; returns its address and its view store (whose
-/// statement count tests read). It serves until `shutdown`.
+/// A bound gateway, with the handles tests read.
+pub struct StartedGateway {
+    pub address: SocketAddr,
+    /// Its view store (whose statement count tests read).
+    pub views: ViewStore,
+    /// Its admission limits and backlog readings.
+    pub admission: Admission,
+}
+
+/// Binds the gateway, which serves until `shutdown`.
 pub async fn start_gateway(
     infra: &Infra,
     common: &Common,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<(SocketAddr, ViewStore)> {
+) -> anyhow::Result<StartedGateway> {
     read_side::migrate(&infra.gateway_pool).await.context("view migration failed")?;
     let js = jetstream::new(infra.client.clone());
     ensure_commands_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the commands stream")?;
     let outcomes =
         ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
     let views = ViewStore::new(infra.gateway_pool.clone());
+    // The sagas live in the same database as the views this pool reaches.
+    let backlog: Arc<dyn Backlog> = Arc::new(SqlBacklog::new(infra.gateway_pool.clone()));
+    let admission = Admission::start(common.admission(), Some(backlog), shutdown.clone());
     let services = Services::new(
         Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes, infra.ns.clone())),
         views.clone(),
         Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone())),
         common.mutation_wait,
         shutdown.clone(),
-    );
+    )
+    .with_admission(admission.clone());
     let readiness: Vec<(&'static str, Arc<dyn Readiness>)> =
         vec![("nats", Arc::new(NatsReadiness(infra.client.clone()))), ("database", Arc::new(views.clone()))];
     let gateway = Gateway::build(&common.http()?, services, readiness)
@@ -195,7 +209,7 @@ pub async fn start_gateway(
         .with_context(|| format!("cannot listen on {}", common.listen))?;
     let address = gateway.local_addr()?;
     tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-    Ok((address, views))
+    Ok(StartedGateway { address, views, admission })
 }
 
 /// Waits for every task; the first failure stops the others.
@@ -215,7 +229,7 @@ pub async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: Cancell
 pub async fn run_gateway(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "gateway", Sides::One).await?;
     let mut tasks = JoinSet::new();
-    let (address, _) = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
+    let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?.address;
     tracing::info!(namespace = %infra.ns, "gateway serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
     finish(infra, tasks, shutdown).await
 }
@@ -248,7 +262,7 @@ pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationTok
     start_write_side(&infra, common, write_side::AGGREGATES, ConsumerSettings::default(), &mut tasks, &shutdown)
         .await?;
     start_read_side(&infra, common, &mut tasks, &shutdown).await?;
-    let (address, _) = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
+    let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?.address;
     tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
     finish(infra, tasks, shutdown).await
 }

@@ -3,6 +3,7 @@
 //! changes. It never imports the write side: commands and outcomes are all
 //! it knows of it.
 
+pub mod admission;
 pub mod auth;
 pub mod graphql;
 mod http;
@@ -22,6 +23,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+pub use admission::{Admission, AdmissionSettings};
 pub use auth::{Authenticator, Caller, Role};
 pub use graphql::{ConveyorSchema, Services, sdl};
 pub use http::GRAPHQL_PATH;

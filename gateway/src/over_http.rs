@@ -7,10 +7,17 @@
 //! * `application/json` (when accepted, or with no `Accept` at all, as legacy
 //!   clients send): always `200`, errors in the body.
 //! * An `Accept` that allows neither: `406`.
+//! * Either way, a request refused by admission and nothing else (no `data`,
+//!   every error `OVERLOADED`) is `503` with `Retry-After`, so proxies, load
+//!   balancers and plain HTTP clients back off as well; the specification
+//!   leaves such non-GraphQL statuses (rate limits, overload) to the server.
 
 use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType, Selection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use schema::codes;
+
+use crate::graphql::errors::RETRY_AFTER_SECONDS;
 
 pub const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 pub const JSON: &str = "application/json";
@@ -99,9 +106,35 @@ pub fn respond(media: MediaType, response: &async_graphql::Response) -> Response
         MediaType::GraphQLResponseJson => (StatusCode::OK, GRAPHQL_RESPONSE_JSON),
         MediaType::Json => (StatusCode::OK, JSON),
     };
+    let retry_after = overloaded_only(response);
+    let status = if retry_after.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { status };
     let mut http = (status, body).into_response();
     http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(seconds) = retry_after {
+        http.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     http
+}
+
+/// The retry hint in seconds (the largest one) when the response has no
+/// data and only `OVERLOADED` errors; `None` otherwise.
+fn overloaded_only(response: &async_graphql::Response) -> Option<u64> {
+    if response.errors.is_empty() || response.data != async_graphql::Value::Null {
+        return None;
+    }
+    let mut longest = 0;
+    for error in &response.errors {
+        let extensions = error.extensions.as_ref()?;
+        if extensions.get("code") != Some(&async_graphql::Value::from(codes::OVERLOADED)) {
+            return None;
+        }
+        let seconds = match extensions.get(RETRY_AFTER_SECONDS) {
+            Some(async_graphql::Value::Number(seconds)) => seconds.as_u64(),
+            _ => None,
+        };
+        longest = longest.max(seconds.unwrap_or(1));
+    }
+    Some(longest.max(1))
 }
 
 #[cfg(test)]
@@ -129,6 +162,37 @@ mod tests {
         );
         assert_eq!(negotiate(&accept("*/*")), Some(MediaType::Json));
         assert_eq!(negotiate(&accept("text/html")), None);
+    }
+
+    fn error(code: &str) -> async_graphql::ServerError {
+        let mut error = async_graphql::ServerError::new("refused", None);
+        let mut extensions = async_graphql::ErrorExtensionValues::default();
+        extensions.set("code", code);
+        if code == codes::OVERLOADED {
+            extensions.set(RETRY_AFTER_SECONDS, 3);
+        }
+        error.extensions = Some(extensions);
+        error
+    }
+
+    #[test]
+    fn an_overload_and_nothing_else_is_503_with_retry_after_in_both_media_types() {
+        for media in [MediaType::GraphQLResponseJson, MediaType::Json] {
+            let refused = async_graphql::Response::from_errors(vec![error(codes::OVERLOADED)]);
+            let http = respond(media, &refused);
+            assert_eq!(http.status(), StatusCode::SERVICE_UNAVAILABLE, "{media:?}");
+            assert_eq!(http.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("3"));
+
+            let mixed = async_graphql::Response::from_errors(vec![error(codes::OVERLOADED), error(codes::INVALID_ID)]);
+            assert_ne!(respond(media, &mixed).status(), StatusCode::SERVICE_UNAVAILABLE, "another error too");
+            assert!(respond(media, &mixed).headers().get(header::RETRY_AFTER).is_none());
+
+            let mut partial = async_graphql::Response::new(
+                async_graphql::Value::from_json(serde_json::json!({ "a": 1 })).expect("value"),
+            );
+            partial.errors.push(error(codes::OVERLOADED));
+            assert_eq!(respond(media, &partial).status(), StatusCode::OK, "some data was returned");
+        }
     }
 
     #[test]

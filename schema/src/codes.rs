@@ -67,6 +67,10 @@ pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
 /// A dependency (NATS, the database) is unreachable; retrying later may work.
 pub const UNAVAILABLE: &str = "UNAVAILABLE";
+/// Conveyor is taking no more of this work now (too many commands in flight,
+/// or too many orders still undecided); nothing was done. Retry after
+/// `extensions.retryAfterSeconds` (HTTP: 503 with `Retry-After`).
+pub const OVERLOADED: &str = "OVERLOADED";
 /// Something failed inside Conveyor; the details are in the logs, under the correlation id.
 pub const INTERNAL: &str = "INTERNAL";
 
@@ -105,5 +109,6 @@ pub const ALL: &[&str] = &[
     GRAPHQL_VALIDATION_FAILED,
     PERSISTED_QUERY_NOT_FOUND,
     UNAVAILABLE,
+    OVERLOADED,
     INTERNAL,
 ];

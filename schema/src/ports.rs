@@ -145,6 +145,16 @@ pub trait Notifier: Send + Sync {
     async fn watch_view(&self, view: &str) -> Result<BoxStream<'static, ViewChange>, PortError>;
 }
 
+/// Gateway ← write side: how much accepted work is still unfinished, so the
+/// edge can refuse new orders before it takes more than it can finish
+/// (invariant 9). Read by one background task per gateway, never per request.
+#[async_trait]
+pub trait Backlog: Send + Sync {
+    /// Orders accepted whose business transaction has not reached a final
+    /// status yet (their sagas are still running).
+    async fn undecided_orders(&self) -> Result<u64, PortError>;
+}
+
 /// A dependency that `/readyz` checks.
 #[async_trait]
 pub trait Readiness: Send + Sync {

@@ -153,6 +153,8 @@ impl Isolation {
             jwt_public_key: None,
             ws_init_timeout: Duration::from_secs(10),
             ws_ping_interval: Duration::from_secs(15),
+            max_inflight_commands: 1024,
+            max_undecided_orders: 20_000,
             domain: Domain::default(),
         }
     }
@@ -212,6 +214,8 @@ pub struct TestApp {
     pub store: SqlEventStore,
     /// The gateway's view store: counts the SQL statements queries run.
     pub gateway_views: ViewStore,
+    /// The gateway's admission limits and backlog readings.
+    pub admission: gateway::Admission,
     shutdown: CancellationToken,
     running: Option<JoinHandle<anyhow::Result<()>>>,
     // Dropped last: the system must stop before its database goes.
@@ -241,10 +245,12 @@ impl TestApp {
         let shutdown = CancellationToken::new();
         let mut common = isolation.common();
         configure(&mut common);
-        let (address, gateway_views, running) = match isolation.backend {
+        let (address, gateway_views, admission, running) = match isolation.backend {
             Backend::Embedded => {
                 let embedded = Embedded::start(&common, shutdown.clone()).await.expect("embedded mode starts");
-                (embedded.address, embedded.views.clone(), tokio::spawn(embedded.run_until_stopped()))
+                let (address, views, admission) =
+                    (embedded.address, embedded.views.clone(), embedded.admission.clone());
+                (address, views, admission, tokio::spawn(embedded.run_until_stopped()))
             }
             Backend::Server => {
                 let infra =
@@ -255,8 +261,8 @@ impl TestApp {
                     .await
                     .expect("write side");
                 start_read_side(&infra, &common, &mut tasks, &shutdown).await.expect("read side");
-                let (address, views) = start_gateway(&infra, &common, &mut tasks, &shutdown).await.expect("gateway");
-                (address, views, tokio::spawn(supervise(tasks, shutdown.clone())))
+                let gateway = start_gateway(&infra, &common, &mut tasks, &shutdown).await.expect("gateway");
+                (gateway.address, gateway.views, gateway.admission, tokio::spawn(supervise(tasks, shutdown.clone())))
             }
         };
         let (store, _) = isolation.stores().await;
@@ -265,6 +271,7 @@ impl TestApp {
             http: reqwest::Client::new(),
             store,
             gateway_views,
+            admission,
             shutdown,
             running: Some(running),
             isolation,

@@ -10,6 +10,7 @@ mod customers;
 mod feed;
 mod http;
 mod orders;
+mod overload;
 mod processes;
 mod projection;
 mod saga;

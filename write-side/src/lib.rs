@@ -6,6 +6,7 @@
 //! [`nats`] and [`embedded`] are the transport adapters.
 
 pub mod aggregate;
+pub mod backlog;
 pub mod customer;
 pub mod embedded;
 pub mod event_store;
@@ -19,6 +20,7 @@ pub mod product;
 pub mod saga;
 mod stream_locks;
 
+pub use backlog::SqlBacklog;
 pub use embedded::InProcessCommandBus;
 pub use event_store::{CommitHook, LaneSettings, SqlEventStore, StoreError, lane_settings_for};
 pub use handler::{AGGREGATES, CommandHandler};

@@ -1,5 +1,6 @@
 //! What every mutation shares: the command id (from the idempotency key),
-//! the dispatch with its wait bound, and the outcome as GraphQL types.
+//! the dispatch with its wait bound (and its in-flight slot, see
+//! `crate::admission`), and the outcome as GraphQL types.
 
 use async_graphql::{Context, Enum, Error, SimpleObject};
 use futures::StreamExt;
@@ -9,7 +10,7 @@ use schema::{CommandEnvelope, CommandOutcome, Metadata, OutcomeStatus, codes};
 use uuid::Uuid;
 
 use super::Services;
-use super::errors::{coded, unavailable};
+use super::errors::{coded, overloaded, unavailable};
 use crate::auth::Caller;
 
 const MAX_IDEMPOTENCY_KEY_CHARS: usize = 128;
@@ -136,6 +137,9 @@ pub async fn send<C: Message>(
     command: &C,
 ) -> Result<Sent, Error> {
     let services = ctx.data::<Services>()?;
+    // Held while the dispatch waits for the outcome; none free is OVERLOADED
+    // at once, before anything is sent. A cancelled request drops it too.
+    let _permit = services.admission.try_command_permit().map_err(overloaded)?;
     let deadline = tokio::time::Instant::now() + services.mutation_wait;
     let envelope = CommandEnvelope::new(
         command_id,
@@ -161,4 +165,98 @@ pub async fn send<C: Message>(
             Sent { command_id, status, error, outcome: Some(outcome), deadline }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use read_side::ViewStore;
+    use read_side::embedded::BroadcastNotifier;
+    use schema::ports::{CommandBus, Dispatched, PortError};
+    use schema::{CommandEnvelope, CommandOutcome};
+    use tokio::sync::{Semaphore, mpsc};
+    use tokio_util::sync::CancellationToken;
+    use uuid::Uuid;
+
+    use crate::admission::{Admission, AdmissionSettings};
+    use crate::auth::Caller;
+    use crate::graphql::{Services, build};
+
+    /// A bus whose dispatches wait until the test releases them.
+    struct HeldBus {
+        entered: mpsc::UnboundedSender<()>,
+        release: Semaphore,
+        dispatched: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl CommandBus for HeldBus {
+        async fn dispatch(&self, _command: CommandEnvelope, _wait: Duration) -> Result<Dispatched, PortError> {
+            self.dispatched.fetch_add(1, Ordering::SeqCst);
+            let _ = self.entered.send(());
+            let _released = self.release.acquire().await.map_err(PortError::backend)?;
+            Ok(Dispatched::Pending)
+        }
+
+        async fn outcome(&self, _command_id: Uuid) -> Result<Option<CommandOutcome>, PortError> {
+            Ok(None)
+        }
+    }
+
+    fn register(n: u32) -> async_graphql::Request {
+        async_graphql::Request::new(format!(
+            "mutation {{ registerCustomer(input: {{ name: \"N\", email: \"n{n}@example.com\", creditLimitCents: 1 }}) \
+             {{ status }} }}"
+        ))
+        .data(Caller::Open)
+    }
+
+    fn code(response: &async_graphql::Response) -> Option<String> {
+        let extensions = response.errors.first()?.extensions.as_ref()?;
+        match extensions.get("code") {
+            Some(async_graphql::Value::String(code)) => Some(code.clone()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_dispatch_holds_its_in_flight_slot_until_its_outcome() {
+        let (entered, mut entries) = mpsc::unbounded_channel();
+        let bus = Arc::new(HeldBus { entered, release: Semaphore::new(0), dispatched: AtomicUsize::new(0) });
+        let pool = schema::sql::connect("sqlite::memory:", 1).await.expect("in-memory SQLite");
+        let shutdown = CancellationToken::new();
+        let settings = AdmissionSettings { max_inflight_commands: 1, max_undecided_orders: 0 };
+        let services = Services::new(
+            bus.clone(),
+            ViewStore::new(pool),
+            Arc::new(BroadcastNotifier::new(4)),
+            Duration::from_secs(5),
+            shutdown.clone(),
+        )
+        .with_admission(Admission::start(settings, None, shutdown));
+        let schema = build(services, false);
+
+        let waiting = tokio::spawn({
+            let schema = schema.clone();
+            async move { schema.execute(register(1)).await }
+        });
+        entries.recv().await.expect("the first mutation reaches the bus");
+        // The first one waits for its outcome, holding the only slot.
+        let refused = schema.execute(register(2)).await;
+        assert_eq!(code(&refused).as_deref(), Some(schema::codes::OVERLOADED), "{:?}", refused.errors);
+        assert_eq!(bus.dispatched.load(Ordering::SeqCst), 1, "the refused mutation was not dispatched");
+
+        bus.release.add_permits(1);
+        let answered = waiting.await.expect("the first mutation completes");
+        assert!(answered.errors.is_empty(), "{:?}", answered.errors);
+        // Its outcome in, the slot is free again.
+        bus.release.add_permits(1);
+        let admitted = schema.execute(register(3)).await;
+        assert!(admitted.errors.is_empty(), "{:?}", admitted.errors);
+        assert_eq!(bus.dispatched.load(Ordering::SeqCst), 2);
+    }
 }

@@ -9,6 +9,12 @@ use schema::codes;
 use schema::ports::PortError;
 use uuid::Uuid;
 
+use crate::admission::Refusal;
+
+/// The extension that carries an `OVERLOADED` error's retry hint, in whole
+/// seconds (HTTP's `Retry-After` takes the same number).
+pub const RETRY_AFTER_SECONDS: &str = "retryAfterSeconds";
+
 /// An error the client caused or can act on.
 pub fn coded(code: &str, message: impl Into<String>) -> Error {
     let code = code.to_string();
@@ -35,6 +41,16 @@ pub fn unavailable(error: PortError) -> Error {
             extensions.set("correlationId", correlation_id.to_string());
         },
     )
+}
+
+/// Admission refused the request before anything was dispatched: the client
+/// may retry after the hint (at least a second, as `Retry-After` counts).
+pub fn overloaded(refusal: Refusal) -> Error {
+    let seconds = refusal.retry_after().as_secs().max(1);
+    Error::new(refusal.message()).extend_with(|_, extensions| {
+        extensions.set("code", codes::OVERLOADED);
+        extensions.set(RETRY_AFTER_SECONDS, seconds);
+    })
 }
 
 /// Parses a UUID argument, or fails with `INVALID_ID`.

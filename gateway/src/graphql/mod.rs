@@ -21,6 +21,8 @@ use read_side::products::ProductRepository;
 use schema::ports::{CommandBus, Notifier};
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Admission;
+
 use customers::{CustomerMutation, CustomerQuery};
 use loaders::{CustomerLoader, ProductLoader, TimelineLoader};
 use orders::{OrderMutation, OrderQuery, OrderSubscription};
@@ -49,6 +51,8 @@ pub struct Services {
     pub mutation_wait: Duration,
     /// Ends subscriptions when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Whether a mutation may be dispatched now (invariant 9).
+    pub admission: Admission,
 }
 
 /// Nesting deeper than this is refused before execution.
@@ -73,7 +77,13 @@ impl Services {
             notifier,
             mutation_wait,
             shutdown,
+            admission: Admission::unlimited(),
         }
+    }
+
+    /// The same, with the edge's limits.
+    pub fn with_admission(self, admission: Admission) -> Self {
+        Self { admission, ..self }
     }
 }
 

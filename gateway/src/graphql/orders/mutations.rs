@@ -7,7 +7,7 @@ use schema::order::{self as contract, CancelOrder, OrderCommand, PlaceOrder, Shi
 
 use crate::graphql::Services;
 use crate::graphql::commands::{CommandError, CommandStatus, Consistency, await_view, caller, command_id, send};
-use crate::graphql::errors::{coded, internal, parse_id};
+use crate::graphql::errors::{coded, internal, overloaded, parse_id};
 
 use super::types::Order;
 
@@ -142,6 +142,7 @@ impl OrderMutation {
         let command_id = command_id(ctx, "placeOrder", input.idempotency_key.as_deref())?;
         // Derived from the command id, so a retried placeOrder names the same order.
         let order_id = derived_id("order", &command_id.to_string()).to_string();
+        admit_new_order(ctx, command_id, input.idempotency_key.is_some()).await?;
         let sent = send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::PlaceOrder(command)).await?;
         PlaceOrderPayload::answer(ctx, sent, order_id, input.consistency).await
     }
@@ -166,6 +167,27 @@ impl OrderMutation {
             send(ctx, command_id, contract::AGGREGATE, &order_id, &OrderCommand::ShipOrder(ShipOrder {})).await?;
         ShipOrderPayload::answer(ctx, sent, order_id, input.consistency).await
     }
+}
+
+/// Refuses a new order while the saga backlog is at its limit (see
+/// `crate::admission`). A retried idempotency key whose order was already
+/// decided adds no work, so it goes through and gets its stored answer; one
+/// still undecided (PENDING) is refused like a new order, and stands. The
+/// lookup (one read of the outcome by id) holds an in-flight slot, so
+/// clients retrying in a loop cannot turn it into unbounded work.
+async fn admit_new_order(ctx: &Context<'_>, command_id: uuid::Uuid, keyed: bool) -> Result<(), Error> {
+    let services = ctx.data::<Services>()?;
+    let Some(refusal) = services.admission.new_order_refusal() else { return Ok(()) };
+    if keyed {
+        let _slot = services.admission.try_command_permit().map_err(overloaded)?;
+        match services.bus.outcome(command_id).await {
+            Ok(Some(_decided)) => return Ok(()),
+            Ok(None) => {}
+            // Already refusing: an unreadable outcome is refused too.
+            Err(error) => tracing::debug!(%error, "cannot look up a retried order's outcome"),
+        }
+    }
+    Err(overloaded(refusal))
 }
 
 /// Customers may act only on their own orders; staff and open mode on any.
