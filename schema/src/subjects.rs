@@ -61,6 +61,11 @@ impl Namespace {
         format!("{}.outcome.{command_id}", self.0)
     }
 
+    /// `<ns>.outcome.*`: every command's outcome.
+    pub fn outcome_filter(&self) -> String {
+        format!("{}.outcome.*", self.0)
+    }
+
     /// `<ns>.changed.<view>.<id>`
     pub fn changed_subject(&self, view: &str, id: &str) -> String {
         format!("{}.changed.{view}.{}", self.0, subject_token(id))

@@ -33,10 +33,12 @@ impl SqlBacklog {
 #[async_trait]
 impl Backlog for SqlBacklog {
     async fn undecided_orders(&self) -> Result<u64, PortError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sagas WHERE active = 1")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(PortError::backend)?;
+        // A read can be cancelled with 40001 too (SERIALIZABLE): retried.
+        let count: i64 = schema::sql::retry("count undecided orders", || {
+            sqlx::query_scalar("SELECT COUNT(*) FROM sagas WHERE active = 1").fetch_one(&self.pool)
+        })
+        .await
+        .map_err(PortError::backend)?;
         Ok(u64::try_from(count).unwrap_or_default())
     }
 }

@@ -156,12 +156,17 @@ impl Context {
         }
     }
 
-    /// Makes the outcome visible: the bucket (for late or repeated askers)
-    /// first, then the subject (for the gateway waiting right now).
+    /// Makes the outcome visible, at once: on the subject (for the gateway
+    /// waiting right now) and in the bucket (for late or repeated askers),
+    /// whose acknowledgement the command's own ack then waits for.
     async fn announce(&self, outcome: &CommandOutcome) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let payload: Bytes = serde_json::to_vec(outcome)?.into();
-        self.outcomes.put(outcome.command_id.to_string(), payload.clone()).await?;
-        self.client.publish(self.ns.outcome_subject(&outcome.command_id), payload).await?;
+        let (stored, published) = tokio::join!(
+            self.outcomes.put(outcome.command_id.to_string(), payload.clone()),
+            self.client.publish(self.ns.outcome_subject(&outcome.command_id), payload)
+        );
+        stored?;
+        published?;
         Ok(())
     }
 

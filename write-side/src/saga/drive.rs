@@ -6,13 +6,25 @@ use chrono::Utc;
 use futures::future::join_all;
 use tracing::instrument;
 
+use super::store::Stored;
 use super::{SagaError, SagaRunner, Step, StepResult};
 
 impl SagaRunner {
-    #[instrument(skip(self))]
+    /// Drives a saga from its stored state.
     pub async fn drive(&self, order_id: &str) -> Result<(), SagaError> {
+        self.drive_from(order_id, None).await
+    }
+
+    /// Drives a saga from `fresh` (a state just stored, when at hand) or
+    /// from what is stored.
+    #[instrument(skip(self, fresh))]
+    pub(super) async fn drive_from(&self, order_id: &str, fresh: Option<Stored>) -> Result<(), SagaError> {
         let _turn = self.locks.lock(order_id.to_string()).await;
-        let Some(mut stored) = self.load(order_id).await? else { return Ok(()) };
+        let loaded = match fresh {
+            Some(stored) => Some(stored),
+            None => self.load(order_id).await?,
+        };
+        let Some(mut stored) = loaded else { return Ok(()) };
         loop {
             let signalled = stored.saga.take_signals(stored.cancel_requested, stored.ship_requested);
             let steps = stored.saga.next_steps();
@@ -69,7 +81,7 @@ impl SagaRunner {
         }
     }
 
-    async fn reload(&self, order_id: &str) -> Result<Option<super::store::Stored>, SagaError> {
+    async fn reload(&self, order_id: &str) -> Result<Option<Stored>, SagaError> {
         self.load(order_id).await
     }
 }

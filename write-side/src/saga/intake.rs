@@ -11,17 +11,30 @@ use schema::order::{self, OrderEvent, PlaceOrder};
 use sqlx::{AnyConnection, AssertSqlSafe};
 use tokio::sync::mpsc;
 
-use super::{Fulfillment, KIND, SagaSettings};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::store::Stored;
+use super::{Causes, Fulfillment, KIND, SagaSettings};
 use crate::event_store::CommitHook;
 
 pub(super) struct SagaIntake {
     settings: SagaSettings,
-    wake: mpsc::UnboundedSender<String>,
+    wake: mpsc::UnboundedSender<Wake>,
+    /// Sagas inserted by transactions not yet committed, by order id, so
+    /// that the runner need not read back what it just wrote.
+    started: Mutex<HashMap<String, Stored>>,
+}
+
+/// A saga to drive: a new one with its stored state, or one to read.
+pub(super) struct Wake {
+    pub order_id: String,
+    pub fresh: Option<Stored>,
 }
 
 impl SagaIntake {
-    pub fn new(settings: SagaSettings, wake: mpsc::UnboundedSender<String>) -> Self {
-        Self { settings, wake }
+    pub fn new(settings: SagaSettings, wake: mpsc::UnboundedSender<Wake>) -> Self {
+        Self { settings, wake, started: Mutex::default() }
     }
 }
 
@@ -47,13 +60,10 @@ impl CommitHook for SagaIntake {
         let lease_end = now + self.settings.lease().as_micros() as i64;
         let deadline = now + self.settings.saga_timeout.as_micros() as i64;
         let mut started = Vec::new();
+        let mut signals = Vec::new();
         for event in events.iter().filter(|event| is_order(event)) {
             if let Some(column) = signal(event) {
-                let sql = format!(
-                    "UPDATE sagas SET {column} = 1, version = version + 1, active = 1, next_attempt_at = $2, \
-                     updated_at = $2 WHERE saga_id = $1"
-                );
-                sqlx::query(AssertSqlSafe(sql)).bind(&event.aggregate_id).bind(now).execute(&mut *conn).await?;
+                signals.push((event, column));
             } else if event.type_name == "OrderPlaced" {
                 let Ok(OrderEvent::OrderPlaced(placed)) = OrderEvent::decode(event) else {
                     return Err(sqlx::Error::Protocol(format!("unreadable OrderPlaced event {}", event.id)));
@@ -65,6 +75,18 @@ impl CommitHook for SagaIntake {
                     deadline,
                 );
                 let state = serde_json::to_string(&saga).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+                let stored = Stored {
+                    saga,
+                    causes: Causes { correlation_id: event.metadata.correlation_id, causation_id: event.id },
+                    version: 1,
+                    active: true,
+                    cancel_requested: false,
+                    ship_requested: false,
+                };
+                self.started
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .insert(event.aggregate_id.clone(), stored);
                 started.push((event, state));
             }
         }
@@ -92,15 +114,31 @@ impl CommitHook for SagaIntake {
             }
             query.execute(&mut *conn).await?;
         }
+        // After the inserts: an order placed and cancelled in one batch.
+        for (event, column) in signals {
+            let sql = format!(
+                "UPDATE sagas SET {column} = 1, version = version + 1, active = 1, next_attempt_at = $2, \
+                 updated_at = $2 WHERE saga_id = $1"
+            );
+            sqlx::query(AssertSqlSafe(sql)).bind(&event.aggregate_id).bind(now).execute(&mut *conn).await?;
+            // Its fresh state is stale now: the runner reads the row.
+            self.started.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&event.aggregate_id);
+        }
         Ok(())
     }
 
     fn committed(&self, events: &[EventEnvelope]) {
+        let mut started = self.started.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for event in events.iter().filter(|event| is_order(event)) {
             if event.type_name == "OrderPlaced" || signal(event).is_some() {
+                let fresh = started.remove(&event.aggregate_id);
                 // A runner that is gone leaves the saga to the sweepers.
-                let _ = self.wake.send(event.aggregate_id.clone());
+                let _ = self.wake.send(Wake { order_id: event.aggregate_id.clone(), fresh });
             }
+        }
+        // What a failed transaction left (it will be tried again, and insert anew).
+        if started.len() > 100_000 {
+            started.clear();
         }
     }
 }

@@ -15,6 +15,7 @@ mod intake;
 mod route;
 mod steps;
 mod store;
+mod writer;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -116,10 +117,11 @@ pub struct SagaRunner {
     locks: StreamLocks,
     tasks: TaskTracker,
     permits: Arc<Semaphore>,
+    writer: writer::SagaWriter,
     /// Sagas queued or being driven here: the sweeper leaves them alone.
     driving: Arc<Mutex<HashSet<String>>>,
     /// Sagas the intake started or changed, to drive at once.
-    wakes: Arc<Mutex<Option<mpsc::UnboundedReceiver<String>>>>,
+    wakes: Arc<Mutex<Option<mpsc::UnboundedReceiver<intake::Wake>>>>,
 }
 
 impl SagaRunner {
@@ -128,10 +130,12 @@ impl SagaRunner {
     pub fn new(store: SqlEventStore, route: StepRoute, settings: SagaSettings) -> Result<Self, SagaError> {
         let (wake, wakes) = mpsc::unbounded_channel();
         store.set_commit_hook(Arc::new(intake::SagaIntake::new(settings.clone(), wake)))?;
+        let store_pool = store.pool().clone();
         Ok(Self {
             store,
             route,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+            writer: writer::SagaWriter::start(store_pool),
             settings,
             locks: StreamLocks::default(),
             tasks: TaskTracker::new(),
@@ -154,7 +158,7 @@ impl SagaRunner {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 woken = wakes.recv() => match woken {
-                    Some(order_id) => self.spawn_drive(order_id),
+                    Some(wake) => self.spawn_drive(wake.order_id, wake.fresh),
                     None => break,
                 },
                 _ = sweep.tick() => {
@@ -172,13 +176,13 @@ impl SagaRunner {
     }
 
     /// Drives one saga in the background, at most `concurrency` at once.
-    fn spawn_drive(&self, order_id: String) {
+    fn spawn_drive(&self, order_id: String, fresh: Option<store::Stored>) {
         self.driving.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(order_id.clone());
         let runner = self.clone();
         self.tasks.spawn(async move {
             let permit = runner.permits.clone().acquire_owned().await;
             if permit.is_ok()
-                && let Err(error) = runner.drive(&order_id).await
+                && let Err(error) = runner.drive_from(&order_id, fresh).await
             {
                 warn!(%error, order_id, "saga step failed; retrying shortly");
                 runner.retry_soon(&order_id).await;

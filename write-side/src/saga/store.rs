@@ -9,6 +9,7 @@ use sqlx::Row;
 use tracing::warn;
 use uuid::Uuid;
 
+use super::writer::Save;
 use super::{Causes, Fulfillment, Phase, SagaError, SagaRunner};
 
 /// A saga as stored.
@@ -62,7 +63,7 @@ impl SagaRunner {
         .await?;
         for order_id in due {
             if !self.is_driving(&order_id) {
-                self.spawn_drive(order_id);
+                self.spawn_drive(order_id, None);
             }
         }
         Ok(())
@@ -97,25 +98,18 @@ impl SagaRunner {
         }))
     }
 
-    /// Stores the saga if nobody changed it since `version`; false if someone did.
+    /// Stores the saga if nobody changed it since `version`; false if
+    /// someone did. Saves from many sagas share a commit ([`super::writer`]).
     pub(super) async fn save(&self, stored: &Stored, next_attempt_at: i64) -> Result<bool, SagaError> {
-        sql::retry("save saga", || self.save_once(stored, next_attempt_at)).await
-    }
-
-    async fn save_once(&self, stored: &Stored, next_attempt_at: i64) -> Result<bool, SagaError> {
         let state = serde_json::to_string(&stored.saga).map_err(|error| SagaError::Contract(error.to_string()))?;
-        let updated = sqlx::query(
-            "UPDATE sagas SET state = $3, version = $2 + 1, active = $4, next_attempt_at = $5, updated_at = $6 \
-             WHERE saga_id = $1 AND version = $2",
-        )
-        .bind(&stored.saga.order_id)
-        .bind(stored.version)
-        .bind(state)
-        .bind(i64::from(stored.should_be_active()))
-        .bind(next_attempt_at)
-        .bind(Utc::now().timestamp_micros())
-        .execute(self.store.pool())
-        .await?;
-        Ok(updated.rows_affected() == 1)
+        self.writer
+            .save(Save {
+                saga_id: stored.saga.order_id.clone(),
+                version: stored.version,
+                state,
+                active: stored.should_be_active(),
+                next_attempt_at,
+            })
+            .await
     }
 }
