@@ -73,7 +73,8 @@ impl Embedded {
         let views = ViewStore::new(views_pool.clone());
         for projection in projections() {
             let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone())
-                .with_batch(common.projector_batch);
+                .with_batch(common.projector_batch)
+                .with_workers(common.projector_workers.unwrap_or(read_side::projector::EMBEDDED_WORKERS));
             // Catch up from the store before serving, so the first query sees every accepted order.
             projector.catch_up().await.context("catching the views up failed")?;
             let (feed, stop) = (feed.clone(), shutdown.clone());

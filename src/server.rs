@@ -142,7 +142,7 @@ pub async fn start_write_side(
     Ok(())
 }
 
-/// Starts one projector per view.
+/// Starts one projector per view, each with its workers.
 pub async fn start_read_side(
     infra: &Infra,
     common: &Common,
@@ -159,7 +159,8 @@ pub async fn start_read_side(
     let notifier: Arc<dyn Notifier> = Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone()));
     for projection in projections() {
         let projector = Projector::new(infra.read_pool.clone(), projection, log.clone(), notifier.clone())
-            .with_batch(common.projector_batch);
+            .with_batch(common.projector_batch)
+            .with_workers(common.projector_workers.unwrap_or(read_side::projector::SERVER_WORKERS));
         let (feed, stop) = (feed.clone(), shutdown.clone());
         tasks.spawn(async move {
             projector.run(feed, false, stop).await;

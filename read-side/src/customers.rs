@@ -1,6 +1,7 @@
 //! The `customers` view: who they are, how many orders, how much spent,
 //! how many still open. Fed by customer and order events, in any order:
-//! a row is upserted by whichever arrives first.
+//! a row is upserted by whichever arrives first. Every event is one or two
+//! writes and no read.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -11,9 +12,9 @@ use schema::order::{self, OrderEvent};
 use schema::ports::ViewChange;
 use schema::sql::{from_micros, to_micros};
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
+use sqlx::{AssertSqlSafe, Row};
 
-use crate::projection::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError, ViewTx};
 use crate::views::{Bind, ViewStore};
 
 pub const VIEW: &str = "customers";
@@ -43,149 +44,112 @@ impl Projection for CustomersProjection {
         &[customer::AGGREGATE, order::AGGREGATE]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &EventEnvelope,
-    ) -> Result<Option<ViewChange>, ProjectionError> {
+    async fn apply(&self, tx: &mut ViewTx<'_>, event: &EventEnvelope) -> Result<Option<ViewChange>, ProjectionError> {
         let contract = |error: schema::ContractError| ProjectionError::Contract(error.to_string());
         let at = to_micros(event.timestamp);
         let customer_id = if event.aggregate_type == customer::AGGREGATE {
             let CustomerEvent::CustomerRegistered(registered) = CustomerEvent::decode(event).map_err(contract)?;
-            ensure_row(conn, &event.aggregate_id, at).await?;
-            sqlx::query(
-                "UPDATE customers SET registered = 1, name = $2, email = $3, credit_limit_cents = $4, \
-                 registered_at = $5, \
-                 updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE customer_id = $1",
-            )
+            sqlx::query(AssertSqlSafe(format!(
+                "{INSERT_CUSTOMER} VALUES ($1, 1, $2, $3, $4, 0, 0, 0, $5, $5) ON CONFLICT (customer_id) DO UPDATE SET \
+                 registered = 1, name = excluded.name, email = excluded.email, \
+                 credit_limit_cents = excluded.credit_limit_cents, registered_at = excluded.registered_at, {LATEST}"
+            )))
             .bind(&event.aggregate_id)
             .bind(&registered.name)
             .bind(&registered.email)
             .bind(registered.credit_limit_cents)
             .bind(at)
-            .execute(&mut *conn)
+            .execute(tx.statement())
             .await?;
             event.aggregate_id.clone()
         } else {
             let order_id = &event.aggregate_id;
             match OrderEvent::decode(event).map_err(contract)? {
                 OrderEvent::OrderPlaced(placed) => {
-                    ensure_row(conn, &placed.customer_id, at).await?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "{INSERT_CUSTOMER} VALUES ($1, 0, '', '', 0, 1, 0, 1, $2, $2) ON CONFLICT (customer_id) \
+                         DO UPDATE SET order_count = customers.order_count + 1, \
+                         open_orders = customers.open_orders + 1, {LATEST}"
+                    )))
+                    .bind(&placed.customer_id)
+                    .bind(at)
+                    .execute(tx.statement())
+                    .await?;
                     sqlx::query(
                         "INSERT INTO customer_orders (order_id, customer_id, open, spent_cents) VALUES ($1, $2, 1, 0)",
                     )
                     .bind(order_id)
                     .bind(&placed.customer_id)
-                    .execute(&mut *conn)
+                    .execute(tx.statement())
                     .await?;
-                    bump(conn, &placed.customer_id, 1, 1, 0, at).await?;
                     placed.customer_id
                 }
                 OrderEvent::OrderConfirmed(confirmed) => {
-                    set_order(conn, order_id, None, Some(confirmed.total_cents)).await?;
-                    bump(conn, &confirmed.customer_id, 0, 0, confirmed.total_cents, at).await?;
+                    sqlx::query("UPDATE customer_orders SET spent_cents = $2 WHERE order_id = $1")
+                        .bind(order_id)
+                        .bind(confirmed.total_cents)
+                        .execute(tx.statement())
+                        .await?;
+                    sqlx::query(
+                        "UPDATE customers SET lifetime_spend_cents = lifetime_spend_cents + $2, \
+                         updated_at = CASE WHEN updated_at > $3 THEN updated_at ELSE $3 END WHERE customer_id = $1",
+                    )
+                    .bind(&confirmed.customer_id)
+                    .bind(confirmed.total_cents)
+                    .bind(at)
+                    .execute(tx.statement())
+                    .await?;
                     confirmed.customer_id
                 }
-                OrderEvent::OrderRejected(rejected) => {
-                    close(conn, order_id, &rejected.customer_id, false, at).await?;
-                    rejected.customer_id
-                }
-                OrderEvent::OrderCancelled(_) => {
-                    let customer_id = customer_of(conn, order_id).await?;
-                    close(conn, order_id, &customer_id, true, at).await?;
-                    customer_id
-                }
-                OrderEvent::OrderShipped(shipped) => {
-                    close(conn, order_id, &shipped.customer_id, false, at).await?;
-                    shipped.customer_id
-                }
+                OrderEvent::OrderRejected(_) | OrderEvent::OrderShipped(_) => close(tx, order_id, false, at).await?,
+                OrderEvent::OrderCancelled(_) => close(tx, order_id, true, at).await?,
             }
         };
         Ok(Some(ViewChange { view: VIEW.into(), id: customer_id, version: at as u64 }))
     }
 }
 
-async fn ensure_row(conn: &mut AnyConnection, customer_id: &str, at: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO customers (customer_id, registered, name, email, credit_limit_cents, order_count, \
-         lifetime_spend_cents, open_orders, registered_at, updated_at) VALUES ($1, 0, '', '', 0, 0, 0, 0, $2, $2) \
-         ON CONFLICT (customer_id) DO NOTHING",
+/// The start of an upsert of a customers row: a row appears with the
+/// customer's registration or first order, whichever is projected first.
+const INSERT_CUSTOMER: &str = "INSERT INTO customers (customer_id, registered, name, email, credit_limit_cents, \
+     order_count, lifetime_spend_cents, open_orders, registered_at, updated_at)";
+
+/// An upsert keeps the later of the row's and the event's times.
+const LATEST: &str = "updated_at = CASE WHEN customers.updated_at > excluded.updated_at \
+     THEN customers.updated_at ELSE excluded.updated_at END";
+
+/// The order left the open ones; a cancellation also gives its spend back.
+/// Two writes, no read: the customer's row takes what the order's
+/// `customer_orders` row says (before the second statement closes it), and
+/// returns whose it is. Returns that customer.
+async fn close(tx: &mut ViewTx<'_>, order_id: &str, refund: bool, at: i64) -> Result<String, ProjectionError> {
+    let customer: Option<String> = sqlx::query_scalar(
+        "UPDATE customers SET \
+         open_orders = open_orders - (SELECT open FROM customer_orders WHERE order_id = $1), \
+         lifetime_spend_cents = lifetime_spend_cents - \
+           (SELECT CASE WHEN $2 = 1 THEN spent_cents ELSE 0 END FROM customer_orders WHERE order_id = $1), \
+         updated_at = CASE WHEN updated_at > $3 THEN updated_at ELSE $3 END \
+         WHERE customer_id = (SELECT customer_id FROM customer_orders WHERE order_id = $1) RETURNING customer_id",
     )
-    .bind(customer_id)
+    .bind(order_id)
+    .bind(i64::from(refund))
     .bind(at)
-    .execute(&mut *conn)
+    .fetch_optional(tx.statement())
     .await?;
-    Ok(())
-}
-
-async fn bump(
-    conn: &mut AnyConnection,
-    customer_id: &str,
-    orders: i64,
-    open: i64,
-    spent: i64,
-    at: i64,
-) -> Result<(), sqlx::Error> {
+    // No customer_orders row: the order's first event is not applied,
+    // which its own stream's checkpoint rules out; never guess.
+    let Some(customer) = customer else {
+        return Err(ProjectionError::Gap { stream: format!("order-{order_id}"), version: 1 });
+    };
     sqlx::query(
-        "UPDATE customers SET order_count = order_count + $2, open_orders = open_orders + $3, \
-         lifetime_spend_cents = lifetime_spend_cents + $4, \
-         updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE customer_id = $1",
-    )
-    .bind(customer_id)
-    .bind(orders)
-    .bind(open)
-    .bind(spent)
-    .bind(at)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-async fn customer_of(conn: &mut AnyConnection, order_id: &str) -> Result<String, ProjectionError> {
-    let customer: Option<String> = sqlx::query_scalar("SELECT customer_id FROM customer_orders WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    customer.ok_or_else(|| ProjectionError::Gap { stream: format!("order-{order_id}"), version: 1 })
-}
-
-async fn set_order(
-    conn: &mut AnyConnection,
-    order_id: &str,
-    open: Option<bool>,
-    spent: Option<i64>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE customer_orders SET open = COALESCE($2, open), spent_cents = COALESCE($3, spent_cents) \
+        "UPDATE customer_orders SET open = 0, spent_cents = CASE WHEN $2 = 1 THEN 0 ELSE spent_cents END \
          WHERE order_id = $1",
     )
     .bind(order_id)
-    .bind(open.map(i64::from))
-    .bind(spent)
-    .execute(&mut *conn)
+    .bind(i64::from(refund))
+    .execute(tx.statement())
     .await?;
-    Ok(())
-}
-
-/// The order left the open ones; a cancellation also gives its spend back.
-async fn close(
-    conn: &mut AnyConnection,
-    order_id: &str,
-    customer_id: &str,
-    refund: bool,
-    at: i64,
-) -> Result<(), ProjectionError> {
-    let state: Option<(i64, i64)> = sqlx::query_as("SELECT open, spent_cents FROM customer_orders WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some((open, spent)) = state else {
-        return Err(ProjectionError::Gap { stream: format!("order-{order_id}"), version: 1 });
-    };
-    let refunded = if refund { spent } else { 0 };
-    set_order(conn, order_id, Some(false), Some(spent - refunded)).await?;
-    bump(conn, customer_id, 0, -open, -refunded, at).await?;
-    Ok(())
+    Ok(customer)
 }
 
 const COLUMNS: &str = "customer_id, name, email, credit_limit_cents, order_count, lifetime_spend_cents, open_orders, \

@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use sqlx::AnyPool;
 
-pub use projection::{Projection, ProjectionError};
-pub use projector::Projector;
+pub use projection::{Projection, ProjectionError, ViewTx};
+pub use projector::{Projector, ProjectorCounts};
 pub use views::ViewStore;
 
 /// Creates the view tables if needed (see [`schema::sql::migrate`]).

@@ -9,10 +9,10 @@ use schema::envelope::Message;
 use schema::ports::ViewChange;
 use schema::product::{self, ProductEvent};
 use schema::sql::{from_micros, to_micros};
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
-use crate::projection::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError, ViewTx};
 use crate::views::{Bind, ViewStore};
 
 pub const VIEW: &str = "products";
@@ -47,11 +47,7 @@ impl Projection for ProductsProjection {
         &[product::AGGREGATE]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &EventEnvelope,
-    ) -> Result<Option<ViewChange>, ProjectionError> {
+    async fn apply(&self, tx: &mut ViewTx<'_>, event: &EventEnvelope) -> Result<Option<ViewChange>, ProjectionError> {
         let decoded = ProductEvent::decode(event).map_err(|error| ProjectionError::Contract(error.to_string()))?;
         let (sku, at, version) = (&event.aggregate_id, to_micros(event.timestamp), event.stream_version as i64);
         if let ProductEvent::ProductAdded(added) = &decoded {
@@ -65,7 +61,7 @@ impl Projection for ProductsProjection {
             .bind(added.initial_stock)
             .bind(version)
             .bind(at)
-            .execute(&mut *conn)
+            .execute(tx.statement())
             .await?;
         } else {
             let (on_hand, reserved) = match &decoded {
@@ -86,7 +82,7 @@ impl Projection for ProductsProjection {
             .bind(reserved)
             .bind(version)
             .bind(at)
-            .execute(&mut *conn)
+            .execute(tx.statement())
             .await?;
         }
         Ok(Some(ViewChange { view: VIEW.into(), id: sku.clone(), version: event.stream_version }))

@@ -1,5 +1,7 @@
 //! What a projection is: a named view fed by some aggregate types' events.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use schema::EventEnvelope;
 use schema::ports::ViewChange;
@@ -19,6 +21,12 @@ pub enum ProjectionError {
     /// Earlier events of the stream are missing and could not be fetched yet.
     #[error("stream {stream} has a gap before version {version}")]
     Gap { stream: String, version: u64 },
+    /// The event refers to a row that another stream's events create, and
+    /// they have not been projected yet: most likely they are in flight in
+    /// another worker's transaction, so the projector waits briefly and
+    /// tries again before it gives the event back to the feed.
+    #[error("{needs} is not in the view yet (for {stream})")]
+    NotYet { needs: String, stream: String },
     #[error("event log unavailable: {0}")]
     Log(#[from] schema::ports::PortError),
 }
@@ -44,10 +52,29 @@ pub trait Projection: Send + Sync + 'static {
     fn aggregate_types(&self) -> &'static [&'static str];
 
     /// Applies one event inside the projector's transaction. Returns the
-    /// view row that changed, to announce after commit.
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &EventEnvelope,
-    ) -> Result<Option<ViewChange>, ProjectionError>;
+    /// view row that changed, to announce after commit. The projector has
+    /// checked the stream's checkpoint and advances it; the projection only
+    /// writes its rows, with as few statements as it can (one where one
+    /// will do: `UPDATE … RETURNING`, `INSERT … ON CONFLICT DO UPDATE`).
+    async fn apply(&self, tx: &mut ViewTx<'_>, event: &EventEnvelope) -> Result<Option<ViewChange>, ProjectionError>;
+}
+
+/// The projector's transaction as a projection sees it. A projection
+/// reaches the connection only through [`ViewTx::statement`], which counts
+/// one statement per call, so tests can prove what an event costs.
+pub struct ViewTx<'t> {
+    conn: &'t mut AnyConnection,
+    statements: &'t AtomicU64,
+}
+
+impl<'t> ViewTx<'t> {
+    pub(crate) fn new(conn: &'t mut AnyConnection, statements: &'t AtomicU64) -> Self {
+        Self { conn, statements }
+    }
+
+    /// The connection, to run one statement on.
+    pub fn statement(&mut self) -> &mut AnyConnection {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.conn
+    }
 }

@@ -144,6 +144,7 @@ impl Isolation {
             namespace: self.namespace.clone(),
             mutation_wait: Duration::from_secs(10),
             projector_batch: read_side::projector::BATCH,
+            projector_workers: None,
             data_dir: self.data_dir.clone().unwrap_or_default(),
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,
@@ -186,7 +187,8 @@ impl Isolation {
                 std::fs::create_dir_all(dir).expect("data dir");
                 let url = |file: &str| format!("sqlite://{}?mode=rwc", dir.join(file).display());
                 let events = schema::sql::connect(&url("events.sqlite"), 1).await.expect("event store");
-                let views = schema::sql::connect(&url("views.sqlite"), 1).await.expect("views");
+                // As many as embedded mode opens, so projector workers can overlap.
+                let views = schema::sql::connect(&url("views.sqlite"), 4).await.expect("views");
                 (events, views)
             }
         }

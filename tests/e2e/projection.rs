@@ -1,22 +1,32 @@
 //! The read side's guarantees: gap repair from the event store, the outbox
-//! relay, a rebuild that gives the same rows, and resuming after a restart.
+//! relay, a rebuild that gives the same rows, and resuming after a restart;
+//! and what keeps projectors up with the write side: batches that cost two
+//! checkpoint statements however many events they hold, and workers that
+//! apply streams in parallel, each in its order.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::future::join_all;
 use futures::stream::{self, BoxStream, StreamExt};
+use read_side::customers::CustomersProjection;
 use read_side::embedded::BroadcastNotifier;
 use read_side::orders::{OrderRepository, OrderStatus, OrdersProjection};
-use read_side::{Projector, ViewStore};
+use read_side::projector::BATCH;
+use read_side::{Projection, Projector, ProjectorCounts, ViewStore};
 use schema::order::{CancelOrder, OrderCommand, OrderLine, PlaceOrder};
-use schema::ports::{Acknowledge, EventDelivery, EventFeed, EventLog, EventPublisher, PortError};
+use schema::ports::{
+    Acknowledge, EventDelivery, EventFeed, EventLog, EventPublisher, PortError, StreamHead, StreamPosition,
+};
 use schema::{CommandEnvelope, EventEnvelope, Metadata};
 use uuid::Uuid;
 use write_side::{CommandHandler, OutboxRelay, RelaySettings, SimulatedProvider};
 
-use crate::helpers::{Backend, Isolation, TestApp, assert_views_match_a_replay, customer, items};
+use crate::helpers::{
+    Backend, Isolation, TestApp, ViewSnapshot, assert_views_match_a_replay, customer, is_final, items, snapshot,
+};
 
 crate::on_both_backends!(
     a_projector_repairs_a_gap_from_the_event_store,
@@ -24,6 +34,9 @@ crate::on_both_backends!(
     the_outbox_relay_publishes_what_a_crash_left_unpublished,
     rebuilding_the_views_from_the_event_store_gives_the_same_rows,
     a_restarted_system_keeps_its_orders_and_resumes_projecting,
+    a_batch_costs_two_checkpoint_statements_however_many_events_it_holds,
+    workers_apply_many_streams_at_once_each_in_stream_order,
+    a_burst_projected_by_four_workers_per_view_equals_a_replay,
 );
 
 /// A transport that is down until switched on; remembers what it carried.
@@ -287,4 +300,163 @@ async fn a_restarted_system_keeps_its_orders_and_resumes_projecting(backend: Bac
     let after_id = after["orderId"].as_str().expect("an order id");
     app.wait_for_order(&before_id, "refunded", |order| order["paymentStatus"] == "REFUNDED").await;
     app.wait_for_order(after_id, "confirmed", |order| order["status"] == "CONFIRMED").await;
+}
+
+/// Every projection replayed from `log` into fresh views of `backend`'s
+/// kind, `batch` events per transaction: what each cost, and the rows.
+async fn replay(
+    backend: Backend,
+    log: Arc<dyn EventLog>,
+    batch: usize,
+) -> (Vec<(String, ProjectorCounts)>, ViewSnapshot) {
+    let isolation = Isolation::new(backend).await;
+    let (_, views) = isolation.pools().await;
+    read_side::migrate(&views).await.expect("views migrate");
+    let mut counts = Vec::new();
+    for projection in read_side::projections() {
+        let name = projection.name().to_string();
+        let projector = Projector::new(views.clone(), projection, log.clone(), Arc::new(BroadcastNotifier::new(16)))
+            .with_batch(batch);
+        projector.catch_up().await.expect("replayed");
+        counts.push((name, projector.counts()));
+    }
+    let rows = snapshot(&ViewStore::new(views.clone())).await;
+    views.close().await;
+    (counts, rows)
+}
+
+async fn a_batch_costs_two_checkpoint_statements_however_many_events_it_holds(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let customer = app.shop().await;
+    let placed = join_all((0..12).map(|_| app.place_order(&customer, items(), None))).await;
+    let ids: Vec<String> = placed.iter().map(|order| order["orderId"].as_str().expect("an order id").into()).collect();
+    for id in &ids {
+        app.wait_for_order(id, "confirmed", |order| order["status"] == "CONFIRMED").await;
+    }
+    // Cancellations add refunds and releases: every kind of step event.
+    for id in &ids[..3] {
+        assert_eq!(app.cancel_order(id, "costs", None).await["status"], "ACCEPTED");
+        app.wait_for_order(id, "refunded and released", |order| {
+            order["paymentStatus"] == "REFUNDED" && order["stockStatus"] == "RELEASED"
+        })
+        .await;
+    }
+
+    // The same events, applied one per transaction and then BATCH at a time.
+    let log: Arc<dyn EventLog> = Arc::new(app.store.clone());
+    let (one_by_one, alone) = replay(backend, log.clone(), 1).await;
+    let (batched, together) = replay(backend, log, BATCH).await;
+    assert_eq!(alone, together, "batching changes no row");
+    for ((name, one), (_, many)) in one_by_one.iter().zip(&batched) {
+        assert!(one.events > 0 && one.events == many.events, "{name}: {one:?} / {many:?}");
+        // Nothing else writes these views: every attempt commits.
+        assert_eq!((one.attempts, many.attempts), (one.commits, many.commits), "{name}");
+        assert_eq!(one.commits, one.events, "{name}: one event per transaction");
+        assert_eq!(many.commits, one.events.div_ceil(BATCH as u64), "{name}: {BATCH} events per transaction");
+        assert_eq!(one.checkpoint_statements, 2 * one.commits, "{name}: {one:?}");
+        assert_eq!(many.checkpoint_statements, 2 * many.commits, "{name}: one read, one write per batch: {many:?}");
+        assert_eq!(one.view_statements, many.view_statements, "{name}: an event's writes do not depend on its batch");
+        // No read before a write, except the order's lines before a stock
+        // step changes one of them (they are one JSON column).
+        let most = if name == "orders" {
+            3
+        } else if name == "customers" {
+            2
+        } else {
+            1
+        };
+        assert!(many.view_statements <= most * many.events, "{name}: {many:?}");
+    }
+}
+
+/// The event store, counting the reads of a stream (gap repairs).
+struct CountingLog {
+    store: write_side::SqlEventStore,
+    reads: AtomicUsize,
+}
+
+#[async_trait]
+impl EventLog for CountingLog {
+    async fn read_stream(&self, kind: &str, id: &str, from: u64, to: u64) -> Result<Vec<EventEnvelope>, PortError> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        self.store.read_stream(kind, id, from, to).await
+    }
+    async fn read_all(&self, after: Option<&StreamPosition>, limit: u32) -> Result<Vec<EventEnvelope>, PortError> {
+        self.store.read_all(after, limit).await
+    }
+    async fn stream_heads(&self) -> Result<Vec<StreamHead>, PortError> {
+        self.store.stream_heads().await
+    }
+}
+
+async fn workers_apply_many_streams_at_once_each_in_stream_order(backend: Backend) {
+    let isolation = Isolation::new(backend).await;
+    let transport = Arc::new(FlakyPublisher { up: AtomicBool::new(true), carried: Default::default() });
+    let (store, views) = stores(&isolation, Some(transport.clone())).await;
+    let handler = handler(&store);
+    let orders: Vec<Uuid> = (0..40).map(|_| Uuid::now_v7()).collect();
+    for order in &orders {
+        handler.handle(&command(*order, place())).await.expect("placed");
+    }
+    for order in &orders {
+        handler.handle(&command(*order, cancel("workers"))).await.expect("cancelled");
+    }
+    // Every stream's first event, then every second one, all ready at once.
+    let carried = carried(&transport, 80).await;
+    assert_eq!(carried.len(), 80);
+    let log = Arc::new(CountingLog { store: store.clone(), reads: AtomicUsize::new(0) });
+    let acked = Arc::new(AtomicUsize::new(0));
+    let projectors: Vec<Projector> = [Arc::new(OrdersProjection) as Arc<dyn Projection>, Arc::new(CustomersProjection)]
+        .into_iter()
+        .map(|projection| {
+            Projector::new(views.clone(), projection, log.clone(), Arc::new(BroadcastNotifier::new(256)))
+                .with_batch(8)
+                .with_workers(4)
+        })
+        .collect();
+    join_all(projectors.iter().map(|projector| {
+        let feed = Arc::new(ReadyFeed { events: std::sync::Mutex::new(carried.clone()), acked: acked.clone() });
+        projector.clone().run(feed, false, tokio_util::sync::CancellationToken::new())
+    }))
+    .await;
+
+    assert_eq!(acked.load(Ordering::SeqCst), 160, "every delivery is acknowledged");
+    assert_eq!(
+        log.reads.load(Ordering::SeqCst),
+        0,
+        "no event reached its worker before its stream's previous one, so nothing needed repair"
+    );
+    for projector in &projectors {
+        assert_eq!(projector.counts().events, 80, "each event applied once: {:?}", projector.counts());
+    }
+    let repository = OrderRepository::new(ViewStore::new(views.clone()));
+    for order in &orders {
+        let view = repository.get(&order.to_string()).await.expect("query").expect("in the view");
+        assert_eq!((view.version, view.status), (2, OrderStatus::Cancelled), "order {order}");
+    }
+    assert_views_match_a_replay(&store, &ViewStore::new(views)).await;
+}
+
+async fn a_burst_projected_by_four_workers_per_view_equals_a_replay(backend: Backend) {
+    let isolation = Isolation::new(backend).await;
+    let app = TestApp::spawn_configured(isolation, |common| common.projector_workers = Some(4)).await;
+    let customer = app.shop().await;
+    let other = app.register_customer(10_000_000).await;
+    // Each order's own stream, its two products' and its payment's: four
+    // streams that change one order row, applied by different workers.
+    let placed =
+        join_all((0..40).map(|n| app.place_order(if n % 2 == 0 { &customer } else { &other }, items(), None))).await;
+    let ids: Vec<String> = placed.iter().map(|order| order["orderId"].as_str().expect("an order id").into()).collect();
+    for id in &ids {
+        app.wait_for_order(id, "decided", is_final).await;
+    }
+    let cancelled = join_all(ids.iter().step_by(5).map(|id| app.cancel_order(id, "burst", None))).await;
+    assert!(cancelled.iter().all(|answer| answer["status"] == "ACCEPTED"), "{cancelled:?}");
+    for id in ids.iter().step_by(5) {
+        app.wait_for_order(id, "refunded and released", |order| {
+            order["paymentStatus"] == "REFUNDED" && order["stockStatus"] == "RELEASED"
+        })
+        .await;
+    }
+    assert_views_match_a_replay(&app.store, &app.gateway_views).await;
 }

@@ -2,9 +2,16 @@
 //!
 //! Stock and payment events refer to an order projected from another
 //! stream. They are published after the order's own first event (the saga
-//! reacts to it), but several read-side processes may apply them in
-//! parallel: one that finds no order row yet fails with a retryable gap, so
-//! it is applied again once the order is there.
+//! reacts to it), but workers and read-side processes apply streams in
+//! parallel: one that finds no order row yet fails with
+//! [`ProjectionError::NotYet`], so it is applied again once the order is
+//! there. Their effect on the row does not depend on the order in which
+//! different streams' events are applied, so the row equals a replay's.
+//!
+//! Each event costs two statements (its row, returning what the change
+//! notification carries, and its timeline entry); a stock event costs a
+//! third, to read the order's lines, which live in one JSON column that no
+//! portable single statement can edit.
 
 use async_trait::async_trait;
 use schema::EventEnvelope;
@@ -14,10 +21,9 @@ use schema::payment::{self, PaymentEvent};
 use schema::ports::ViewChange;
 use schema::product::{self, ProductEvent};
 use schema::sql::to_micros;
-use sqlx::AnyConnection;
 
 use super::{OrderStatus, VIEW, ViewLine};
-use crate::projection::{Projection, ProjectionError};
+use crate::projection::{Projection, ProjectionError, ViewTx};
 
 pub struct OrdersProjection;
 
@@ -35,15 +41,12 @@ impl Projection for OrdersProjection {
         &[order::AGGREGATE, product::AGGREGATE, payment::AGGREGATE]
     }
 
-    async fn apply(
-        &self,
-        conn: &mut AnyConnection,
-        event: &EventEnvelope,
-    ) -> Result<Option<ViewChange>, ProjectionError> {
-        let (order_id, summary) = match event.aggregate_type.as_str() {
+    async fn apply(&self, tx: &mut ViewTx<'_>, event: &EventEnvelope) -> Result<Option<ViewChange>, ProjectionError> {
+        let (order_id, summary, updated_at) = match event.aggregate_type.as_str() {
             order::AGGREGATE => {
-                let summary = apply_order_event(conn, event, OrderEvent::decode(event).map_err(contract)?).await?;
-                (event.aggregate_id.clone(), summary)
+                let (summary, updated_at) =
+                    apply_order_event(tx, event, OrderEvent::decode(event).map_err(contract)?).await?;
+                (event.aggregate_id.clone(), summary, updated_at)
             }
             product::AGGREGATE => match ProductEvent::decode(event).map_err(contract)? {
                 ProductEvent::StockReserved(reserved) => {
@@ -51,18 +54,19 @@ impl Projection for OrdersProjection {
                         "{} × {} reserved at {} cents",
                         reserved.quantity, event.aggregate_id, reserved.unit_price_cents
                     );
-                    set_line(conn, event, &reserved.order_id, LineStock::Reserved(reserved.unit_price_cents)).await?;
-                    (reserved.order_id, summary)
+                    let change = LineStock::Reserved(reserved.unit_price_cents);
+                    let updated_at = set_line(tx, event, &reserved.order_id, change).await?;
+                    (reserved.order_id, summary, updated_at)
                 }
                 ProductEvent::StockReleased(released) => {
                     let summary = format!("{} × {} released", released.quantity, event.aggregate_id);
-                    set_line(conn, event, &released.order_id, LineStock::Released).await?;
-                    (released.order_id, summary)
+                    let updated_at = set_line(tx, event, &released.order_id, LineStock::Released).await?;
+                    (released.order_id, summary, updated_at)
                 }
                 ProductEvent::StockCommitted(committed) => {
                     let summary = format!("{} × {} left the shelf", committed.quantity, event.aggregate_id);
-                    set_line(conn, event, &committed.order_id, LineStock::Committed).await?;
-                    (committed.order_id, summary)
+                    let updated_at = set_line(tx, event, &committed.order_id, LineStock::Committed).await?;
+                    (committed.order_id, summary, updated_at)
                 }
                 ProductEvent::ProductAdded(_) | ProductEvent::ProductRestocked(_) => return Ok(None),
             },
@@ -78,31 +82,40 @@ impl Projection for OrdersProjection {
                     PaymentEvent::PaymentRefunded(e) => ("REFUNDED", format!("{} cents refunded", e.amount_cents)),
                     PaymentEvent::PaymentVoided(_) => ("VOIDED", "payment voided".to_string()),
                 };
-                set_payment_status(conn, event, &event.aggregate_id, status).await?;
-                (event.aggregate_id.clone(), summary)
+                let updated_at = set_payment_status(tx, event, &event.aggregate_id, status).await?;
+                (event.aggregate_id.clone(), summary, updated_at)
             }
             _ => return Ok(None),
         };
-        record_timeline(conn, &order_id, event, &summary).await?;
-        let version = current_version(conn, &order_id).await?;
-        Ok(Some(ViewChange { view: VIEW.into(), id: order_id, version }))
+        record_timeline(tx, &order_id, event, &summary).await?;
+        // The row's version for notifications is its `updated_at`: the
+        // order stream's version alone would not move on the other
+        // streams' steps, and subscribers only compare versions.
+        Ok(Some(ViewChange { view: VIEW.into(), id: order_id, version: updated_at.unwrap_or(0) as u64 }))
     }
 }
 
+/// Applies an order event to its row; returns the timeline summary and the
+/// row's `updated_at` afterwards (none if the row is missing).
 async fn apply_order_event(
-    conn: &mut AnyConnection,
+    tx: &mut ViewTx<'_>,
     event: &EventEnvelope,
     decoded: OrderEvent,
-) -> Result<String, ProjectionError> {
+) -> Result<(String, Option<i64>), ProjectionError> {
     let at = to_micros(event.timestamp);
     let version = event.stream_version as i64;
     let id = &event.aggregate_id;
-    let update = |status: OrderStatus| {
-        sqlx::query("UPDATE orders SET status = $2, version = $3, updated_at = CASE WHEN updated_at > $4 THEN updated_at ELSE $4 END WHERE order_id = $1")
-            .bind(id.clone())
-            .bind(status.as_str())
-            .bind(version)
-            .bind(at)
+    // Every UPDATE keeps the later of the row's and the event's times.
+    const LATEST: &str = "updated_at = CASE WHEN updated_at > $4 THEN updated_at ELSE $4 END";
+    // $1 to $4 here; `set` names more columns from $5 on.
+    let update = |status: OrderStatus, set: &str| {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
+            "UPDATE orders SET status = $2, version = $3, {LATEST}{set} WHERE order_id = $1 RETURNING updated_at"
+        )))
+        .bind(id.clone())
+        .bind(status.as_str())
+        .bind(version)
+        .bind(at)
     };
     Ok(match decoded {
         OrderEvent::OrderPlaced(placed) => {
@@ -126,62 +139,42 @@ async fn apply_order_event(
             .bind(serde_json::to_string(&lines).map_err(contract)?)
             .bind(version)
             .bind(at)
-            .execute(&mut *conn)
+            .execute(tx.statement())
             .await?;
-            format!("placed with {} line{}", placed.items.len(), if placed.items.len() == 1 { "" } else { "s" })
+            let summary =
+                format!("placed with {} line{}", placed.items.len(), if placed.items.len() == 1 { "" } else { "s" });
+            (summary, Some(at))
         }
         OrderEvent::OrderConfirmed(confirmed) => {
             // The lines' prices come with their reservations (another
             // stream); the confirmed total agrees with them.
-            sqlx::query(
-                "UPDATE orders SET status = $2, total_cents = $3, version = $4, \
-                 updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE order_id = $1",
-            )
-            .bind(id)
-            .bind(OrderStatus::Confirmed.as_str())
-            .bind(confirmed.total_cents)
-            .bind(version)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-            format!("confirmed for {} cents", confirmed.total_cents)
+            let updated_at = update(OrderStatus::Confirmed, ", total_cents = $5")
+                .bind(confirmed.total_cents)
+                .fetch_optional(tx.statement())
+                .await?;
+            (format!("confirmed for {} cents", confirmed.total_cents), updated_at)
         }
         OrderEvent::OrderRejected(rejected) => {
-            sqlx::query(
-                "UPDATE orders SET status = $2, rejection_code = $3, rejection_reason = $4, version = $5, \
-                 updated_at = CASE WHEN updated_at > $6 THEN updated_at ELSE $6 END WHERE order_id = $1",
-            )
-            .bind(id)
-            .bind(OrderStatus::Rejected.as_str())
-            .bind(&rejected.code)
-            .bind(&rejected.message)
-            .bind(version)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-            format!("rejected: {} ({})", rejected.message, rejected.code)
+            let updated_at = update(OrderStatus::Rejected, ", rejection_code = $5, rejection_reason = $6")
+                .bind(&rejected.code)
+                .bind(&rejected.message)
+                .fetch_optional(tx.statement())
+                .await?;
+            (format!("rejected: {} ({})", rejected.message, rejected.code), updated_at)
         }
         OrderEvent::OrderCancelled(cancelled) => {
-            sqlx::query(
-                "UPDATE orders SET status = $2, cancel_reason = $3, version = $4, \
-                 updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE order_id = $1",
-            )
-            .bind(id)
-            .bind(OrderStatus::Cancelled.as_str())
-            .bind(&cancelled.reason)
-            .bind(version)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-            format!("cancelled: {}", cancelled.reason)
+            let updated_at = update(OrderStatus::Cancelled, ", cancel_reason = $5")
+                .bind(&cancelled.reason)
+                .fetch_optional(tx.statement())
+                .await?;
+            (format!("cancelled: {}", cancelled.reason), updated_at)
         }
         OrderEvent::OrderShipped(_) => {
-            update(OrderStatus::Shipped).execute(&mut *conn).await?;
-            "shipped".to_string()
+            let updated_at = update(OrderStatus::Shipped, "").fetch_optional(tx.statement()).await?;
+            ("shipped".to_string(), updated_at)
         }
     })
 }
-
 /// What a product event did to one line of an order.
 enum LineStock {
     Reserved(i64),
@@ -191,16 +184,17 @@ enum LineStock {
 
 /// Updates the line of the event's sku; the order's stock status and total
 /// follow from its lines, so the result does not depend on the order in
-/// which different products' events are applied (a rebuild gives the same row).
+/// which different products' events are applied (a rebuild gives the same
+/// row). Returns the row's `updated_at` afterwards.
 async fn set_line(
-    conn: &mut AnyConnection,
+    tx: &mut ViewTx<'_>,
     event: &EventEnvelope,
     order_id: &str,
     change: LineStock,
-) -> Result<(), ProjectionError> {
+) -> Result<Option<i64>, ProjectionError> {
     let items: Option<String> = sqlx::query_scalar("SELECT items FROM orders WHERE order_id = $1")
         .bind(order_id)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(tx.statement())
         .await?;
     let Some(items) = items else { return Err(not_yet(order_id, event)) };
     let mut lines: Vec<ViewLine> = serde_json::from_str(&items).map_err(contract)?;
@@ -215,18 +209,18 @@ async fn set_line(
         }
     }
     let total: i64 = lines.iter().map(|line| line.unit_price_cents.unwrap_or(0) * i64::from(line.quantity)).sum();
-    sqlx::query(
+    let updated_at = sqlx::query_scalar(
         "UPDATE orders SET items = $2, total_cents = $3, stock_status = $4, \
-         updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE order_id = $1",
+         updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE order_id = $1 RETURNING updated_at",
     )
     .bind(order_id)
     .bind(serde_json::to_string(&lines).map_err(contract)?)
     .bind(total)
     .bind(stock_status(&lines))
     .bind(to_micros(event.timestamp))
-    .execute(&mut *conn)
+    .fetch_optional(tx.statement())
     .await?;
-    Ok(())
+    Ok(updated_at)
 }
 
 /// The order's stock status from its lines' states.
@@ -245,34 +239,34 @@ fn stock_status(lines: &[ViewLine]) -> &'static str {
     }
 }
 
-/// Sets the order's payment status.
+/// Sets the order's payment status; returns the row's `updated_at` afterwards.
 async fn set_payment_status(
-    conn: &mut AnyConnection,
+    tx: &mut ViewTx<'_>,
     event: &EventEnvelope,
     order_id: &str,
     status: &str,
-) -> Result<(), ProjectionError> {
-    let updated = sqlx::query(
+) -> Result<Option<i64>, ProjectionError> {
+    let updated_at: Option<i64> = sqlx::query_scalar(
         "UPDATE orders SET payment_status = $2, \
-         updated_at = CASE WHEN updated_at > $3 THEN updated_at ELSE $3 END WHERE order_id = $1",
+         updated_at = CASE WHEN updated_at > $3 THEN updated_at ELSE $3 END WHERE order_id = $1 RETURNING updated_at",
     )
     .bind(order_id)
     .bind(status)
     .bind(to_micros(event.timestamp))
-    .execute(&mut *conn)
+    .fetch_optional(tx.statement())
     .await?;
-    if updated.rows_affected() == 0 {
-        return Err(not_yet(order_id, event));
+    match updated_at {
+        Some(updated_at) => Ok(Some(updated_at)),
+        None => Err(not_yet(order_id, event)),
     }
-    Ok(())
 }
 
 fn not_yet(order_id: &str, event: &EventEnvelope) -> ProjectionError {
-    ProjectionError::Gap { stream: format!("order-{order_id} (for {})", event.stream_id()), version: 1 }
+    ProjectionError::NotYet { needs: format!("order {order_id}"), stream: event.stream_id() }
 }
 
 async fn record_timeline(
-    conn: &mut AnyConnection,
+    tx: &mut ViewTx<'_>,
     order_id: &str,
     event: &EventEnvelope,
     summary: &str,
@@ -291,18 +285,7 @@ async fn record_timeline(
     .bind(event.metadata.causation_id.to_string())
     .bind(&event.metadata.actor)
     .bind(summary)
-    .execute(&mut *conn)
+    .execute(tx.statement())
     .await?;
     Ok(())
-}
-
-/// The row's version for notifications: the order stream's version, which
-/// subscribers compare; steps of other streams bump `updated_at` only, so
-/// the notification carries the time instead.
-async fn current_version(conn: &mut AnyConnection, order_id: &str) -> Result<u64, ProjectionError> {
-    let updated: Option<i64> = sqlx::query_scalar("SELECT updated_at FROM orders WHERE order_id = $1")
-        .bind(order_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(updated.unwrap_or(0) as u64)
 }

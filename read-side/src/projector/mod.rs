@@ -1,0 +1,284 @@
+//! The projector: applies each event to a projection exactly once, in stream
+//! order, advancing the projection's per-stream checkpoint in the same
+//! transaction as the view rows, then announces the change.
+//!
+//! An event already applied is skipped; an event ahead of the checkpoint
+//! first pulls the missing versions from the event store (the truth), so a
+//! transport that drops or reorders messages costs latency, never data.
+//!
+//! Events are applied in batches: one transaction reads the checkpoints of
+//! every stream in the batch in one statement, applies the events in order
+//! (each checked against its stream's checkpoint, which the batch advances
+//! as it goes), writes the advanced checkpoints back in one statement and
+//! commits. So a batch costs two checkpoint statements plus the
+//! projection's own writes, whatever its size. A gap or a failure in the
+//! batch rolls it back and its events go through one by one, with the gap
+//! repair. [`workers`] feeds the batches: one worker per partition of the
+//! streams, so per-stream order holds while streams proceed in parallel.
+
+mod checkpoints;
+mod counts;
+mod workers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use schema::EventEnvelope;
+use schema::envelope::stream_id;
+use schema::ports::{EventLog, Notifier, StreamHead, ViewChange};
+use schema::sql;
+use sqlx::{Any, AnyPool, Transaction};
+use tracing::{debug, info, instrument, warn};
+
+pub use counts::ProjectorCounts;
+
+use crate::projection::{Projection, ProjectionError, ViewTx};
+use counts::Counters;
+
+/// The most events one transaction applies, by default: enough to amortize
+/// the commit, few enough that a retried transaction redoes little.
+pub const BATCH: usize = 64;
+
+/// Workers per projection in server mode, by default: PostgreSQL and
+/// CockroachDB commit concurrent transactions in parallel.
+pub const SERVER_WORKERS: usize = 4;
+
+/// Workers per projection in embedded mode, by default: SQLite has one
+/// writer, and more workers measured no faster (docs/benchmarks.md).
+pub const EMBEDDED_WORKERS: usize = 1;
+
+/// How many times a batch that refers to a row not projected yet is tried
+/// again (after 1, 2, 4 … ms) before it is given back to the feed.
+const NOT_YET_WAITS: u32 = 8;
+
+#[derive(Clone)]
+pub struct Projector {
+    pool: AnyPool,
+    projection: Arc<dyn Projection>,
+    log: Arc<dyn EventLog>,
+    notifier: Arc<dyn Notifier>,
+    batch: usize,
+    workers: usize,
+    /// SQLite: take the write lock when the transaction begins. A deferred
+    /// transaction reads the checkpoints first and, when another writer
+    /// committed meanwhile, fails at its first write (SQLITE_BUSY_SNAPSHOT)
+    /// and redoes everything; an immediate one waits its turn instead.
+    immediate: bool,
+    counters: Arc<Counters>,
+}
+
+impl Projector {
+    pub fn new(
+        pool: AnyPool,
+        projection: Arc<dyn Projection>,
+        log: Arc<dyn EventLog>,
+        notifier: Arc<dyn Notifier>,
+    ) -> Self {
+        let immediate = pool.connect_options().database_url.scheme() == "sqlite";
+        Self { pool, projection, log, notifier, batch: BATCH, workers: 1, immediate, counters: Arc::default() }
+    }
+
+    /// At most `batch` events per transaction (at least one).
+    pub fn with_batch(mut self, batch: usize) -> Self {
+        self.batch = batch.max(1);
+        self
+    }
+
+    /// `workers` tasks apply the feed's events, each the streams of its
+    /// partition (at least one).
+    pub fn with_workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// What this projector (and its clones) cost the database so far.
+    pub fn counts(&self) -> ProjectorCounts {
+        self.counters.snapshot()
+    }
+
+    /// Applies `event` (and any missing predecessors), unless already applied.
+    /// Returns the reasons for events that had to be skipped as unreadable,
+    /// for the caller to dead-letter.
+    #[instrument(skip_all, fields(projection = self.projection.name(), event = %event.id, version = event.stream_version))]
+    pub async fn handle(&self, event: &EventEnvelope) -> Result<Vec<String>, ProjectionError> {
+        let mut skipped = Vec::new();
+        // The common case is one transaction; only a gap costs more.
+        match self.apply_batch(&[event]).await {
+            Ok(results) => {
+                for applied in results {
+                    self.record(event, applied, &mut skipped).await;
+                }
+            }
+            Err(ProjectionError::Behind { applied }) => {
+                let stream = event.stream_id();
+                let missing = self
+                    .log
+                    .read_stream(&event.aggregate_type, &event.aggregate_id, applied + 1, event.stream_version - 1)
+                    .await?;
+                let contiguous =
+                    missing.iter().zip(applied + 1..).all(|(missing, version)| missing.stream_version == version);
+                if !contiguous || missing.len() as u64 != event.stream_version - applied - 1 {
+                    return Err(ProjectionError::Gap { stream, version: event.stream_version });
+                }
+                info!(stream, missing = missing.len(), "repaired a gap from the event store");
+                let mut events: Vec<&EventEnvelope> = missing.iter().collect();
+                events.push(event);
+                for chunk in events.chunks(self.batch) {
+                    for (event, applied) in chunk.iter().zip(self.apply_batch(chunk).await?) {
+                        self.record(event, applied, &mut skipped).await;
+                    }
+                }
+            }
+            Err(other) => return Err(other),
+        }
+        Ok(skipped)
+    }
+
+    async fn record(&self, event: &EventEnvelope, applied: Applied, skipped: &mut Vec<String>) {
+        match applied {
+            Applied::Changed(change) => self.announce(&change).await,
+            Applied::Nothing => {}
+            Applied::Skipped(reason) => skipped.push(format!("event {}: {reason}", event.id)),
+        }
+    }
+
+    async fn announce(&self, change: &ViewChange) {
+        if let Err(error) = self.notifier.notify(change).await {
+            // Subscribers re-read the view on their next notification.
+            warn!(%error, view = %change.view, id = %change.id, "change notification failed");
+        }
+    }
+
+    /// One transaction for `events`, in order (see the module doc), run
+    /// again on serialization failures, and after a short wait when an
+    /// event refers to a row another stream has not created yet.
+    async fn apply_batch(&self, events: &[&EventEnvelope]) -> Result<Vec<Applied>, ProjectionError> {
+        let mut waits = 0;
+        loop {
+            match sql::retry("project events", || self.transaction(events)).await {
+                Err(ProjectionError::NotYet { needs, stream }) if waits < NOT_YET_WAITS => {
+                    debug!(needs, stream, waits, "waiting for another stream's events");
+                    tokio::time::sleep(Duration::from_millis(1 << waits)).await;
+                    waits += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt: read the batch's checkpoints, apply, write them back, commit.
+    async fn transaction(&self, events: &[&EventEnvelope]) -> Result<Vec<Applied>, ProjectionError> {
+        Counters::add(&self.counters.attempts, 1);
+        let name = self.projection.name();
+        let mut tx = self.begin().await?;
+        let streams: Vec<String> =
+            events.iter().map(|event| event.stream_id()).collect::<BTreeSet<_>>().into_iter().collect();
+        let mut applied = checkpoints::read(&mut tx, name, &streams).await?;
+        Counters::add(&self.counters.checkpoint_statements, 1);
+        let mut advanced = BTreeMap::new();
+        let mut results = Vec::with_capacity(events.len());
+        let mut count = 0;
+        for event in events {
+            let stream = event.stream_id();
+            let done = applied.get(&stream).copied().unwrap_or(0);
+            if event.stream_version <= done {
+                results.push(Applied::Nothing);
+                continue;
+            }
+            if event.stream_version != done + 1 {
+                return Err(ProjectionError::Behind { applied: done });
+            }
+            let mut view = ViewTx::new(&mut tx, &self.counters.view_statements);
+            results.push(match self.projection.apply(&mut view, event).await {
+                Ok(Some(change)) => Applied::Changed(change),
+                Ok(None) => Applied::Nothing,
+                // Skipped, so the stream is not blocked forever; the caller
+                // dead-letters it with the reason.
+                Err(ProjectionError::Contract(reason)) => Applied::Skipped(reason),
+                Err(other) => return Err(other),
+            });
+            applied.insert(stream.clone(), event.stream_version);
+            advanced.insert(stream, event.stream_version);
+            count += 1;
+        }
+        if !advanced.is_empty() {
+            checkpoints::write(&mut tx, name, &advanced).await?;
+            Counters::add(&self.counters.checkpoint_statements, 1);
+        }
+        tx.commit().await?;
+        Counters::add(&self.counters.commits, 1);
+        Counters::add(&self.counters.events, count);
+        Ok(results)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        if self.immediate { self.pool.begin_with("BEGIN IMMEDIATE").await } else { self.pool.begin().await }
+    }
+
+    /// Applies everything in the event store past this projection's
+    /// checkpoints: the start of embedded mode, and repairs after the feed
+    /// lost messages. From empty checkpoints, it rebuilds the view.
+    /// Only the streams whose head is past their checkpoint are read, so a
+    /// restart with the views current reads no events at all; what is read
+    /// is applied in batches.
+    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
+        let applied = checkpoints::all(&self.pool, self.projection.name()).await?;
+        let types = self.projection.aggregate_types();
+        // The projection's first type first: the rows the others refer to
+        // (an order's, before its stock and payment steps) exist by then.
+        let rank = |head: &StreamHead| types.iter().position(|kind| *kind == head.aggregate_type);
+        let mut heads: Vec<(usize, StreamHead)> =
+            self.log.stream_heads().await?.into_iter().filter_map(|head| Some((rank(&head)?, head))).collect();
+        heads.sort_by(|(a, left), (b, right)| (a, &left.aggregate_id).cmp(&(b, &right.aggregate_id)));
+        let mut count = 0;
+        let mut ready = Vec::new();
+        for (_, head) in heads {
+            let done = applied.get(&stream_id(&head.aggregate_type, &head.aggregate_id)).copied().unwrap_or(0);
+            if head.version <= done {
+                continue;
+            }
+            ready.extend(self.log.read_stream(&head.aggregate_type, &head.aggregate_id, done + 1, head.version).await?);
+            // Whole batches now; the rest waits for the next streams' events.
+            let whole = ready.len() - ready.len() % self.batch;
+            if whole > 0 {
+                count += self.apply_read(ready.drain(..whole).collect()).await?;
+            }
+        }
+        count += self.apply_read(ready).await?;
+        Ok(count)
+    }
+
+    /// Applies events read from the store, a batch at a time; a batch that
+    /// fails goes one by one, so one bad event does not hold up the rest.
+    async fn apply_read(&self, events: Vec<EventEnvelope>) -> Result<u64, ProjectionError> {
+        let mut skipped = Vec::new();
+        for chunk in events.chunks(self.batch) {
+            let batch: Vec<&EventEnvelope> = chunk.iter().collect();
+            match self.apply_batch(&batch).await {
+                Ok(results) => {
+                    for (event, applied) in chunk.iter().zip(results) {
+                        self.record(event, applied, &mut skipped).await;
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, "a catch-up batch failed; applying its events one by one");
+                    for event in chunk {
+                        skipped.extend(self.handle(event).await?);
+                    }
+                }
+            }
+        }
+        for reason in skipped {
+            // Read from the store, not the feed: there is no message to dead-letter.
+            warn!(%reason, projection = self.projection.name(), "skipped an unreadable event");
+        }
+        Ok(events.len() as u64)
+    }
+}
+
+enum Applied {
+    Changed(ViewChange),
+    Nothing,
+    Skipped(String),
+}

@@ -1,0 +1,274 @@
+//! Running a projector on a feed: one dispatcher and K workers.
+//!
+//! The dispatcher reads the feed and routes each delivery to worker
+//! `hash(stream id) % K` over a bounded channel, so a stream's events reach
+//! one worker, in feed order, and a full queue slows the feed instead of
+//! growing memory. Each worker takes what is queued (up to the batch cap,
+//! without waiting for more), applies it in one transaction, then announces
+//! the changes and acknowledges the deliveries. Streams of different
+//! partitions are applied concurrently.
+//!
+//! Events of one stream can change rows that another stream's events
+//! created (a stock reservation updates its order's row). Workers applying
+//! them at once stay correct because every transaction is SERIALIZABLE
+//! (SQLite: one writer) and retried on 40001, and because such updates do
+//! not depend on the order in which different streams' events arrive (the
+//! order's stock status follows from its lines): the views end up equal to
+//! a replay. An event whose row is not there yet waits briefly for the
+//! other worker's commit, then goes back to the feed.
+//!
+//! The dispatcher also runs the catch-up from the event store: at start
+//! when asked, after a feed error, and whenever a worker could not apply an
+//! event (embedded deliveries cannot be redelivered; the store can).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use schema::EventEnvelope;
+use schema::ports::{Acknowledge, EventDelivery, EventFeed};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::Projector;
+
+/// A readable delivery, on its way to a worker.
+struct Ready {
+    event: EventEnvelope,
+    raw: Vec<u8>,
+    ack: Box<dyn Acknowledge>,
+}
+
+/// Asks the dispatcher for a catch-up from the event store.
+#[derive(Default)]
+struct Repair {
+    needed: AtomicBool,
+    wake: Notify,
+}
+
+impl Repair {
+    fn request(&self) {
+        self.needed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn take(&self) -> bool {
+        self.needed.swap(false, Ordering::SeqCst)
+    }
+
+    fn pending(&self) -> bool {
+        self.needed.load(Ordering::SeqCst)
+    }
+}
+
+/// The worker that applies `stream`'s events.
+fn partition(stream: &str, workers: usize) -> usize {
+    let mut hasher = DefaultHasher::new();
+    stream.hash(&mut hasher);
+    (hasher.finish() % workers.max(1) as u64) as usize
+}
+
+impl Projector {
+    /// Consumes the feed until `shutdown`; the workers finish what is
+    /// queued for them before this returns.
+    pub async fn run(self, feed: Arc<dyn EventFeed>, catch_up_first: bool, shutdown: CancellationToken) {
+        let name = self.projection.name();
+        let consumer = format!("projector_{name}");
+        let subscription = loop {
+            match feed.subscribe(&consumer, self.projection.aggregate_types()).await {
+                Ok(stream) => break stream,
+                Err(error) => {
+                    warn!(%error, projection = name, "cannot subscribe to events; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        // Subscribed first, so nothing published during the catch-up is missed.
+        let repair = Arc::new(Repair::default());
+        if catch_up_first {
+            repair.request();
+        }
+        let mut workers = JoinSet::new();
+        let queues: Vec<mpsc::Sender<Ready>> = (0..self.workers)
+            .map(|_| {
+                let (queue, deliveries) = mpsc::channel(self.batch);
+                workers.spawn(self.clone().work(deliveries, feed.clone(), repair.clone()));
+                queue
+            })
+            .collect();
+        let mut deliveries = Box::pin(subscription.take_until(shutdown.clone().cancelled_owned()));
+        let mut retry = tokio::time::interval(Duration::from_secs(5));
+        info!(projection = name, workers = self.workers, "projector running");
+        loop {
+            if repair.take() {
+                match self.catch_up().await {
+                    Ok(count) if count > 0 => info!(projection = name, count, "caught up from the event store"),
+                    Ok(_) => {}
+                    Err(error) => {
+                        warn!(%error, projection = name, "catch-up failed; will retry");
+                        repair.needed.store(true, Ordering::SeqCst);
+                    }
+                }
+            }
+            tokio::select! {
+                delivery = deliveries.next() => match delivery {
+                    Some(Ok(delivery)) => self.route(delivery, &queues, feed.as_ref()).await,
+                    Some(Err(error)) => {
+                        warn!(%error, projection = name, "event feed error; catching up from the store");
+                        repair.request();
+                    }
+                    None => break,
+                },
+                () = repair.wake.notified() => {}
+                _ = retry.tick(), if repair.pending() => {}
+            }
+        }
+        drop(queues);
+        while let Some(joined) = workers.join_next().await {
+            if let Err(error) = joined {
+                warn!(%error, projection = name, "a projector worker failed");
+            }
+        }
+        let counts = self.counts();
+        info!(
+            projection = name,
+            events = counts.events,
+            commits = counts.commits,
+            attempts = counts.attempts,
+            checkpoint_statements = counts.checkpoint_statements,
+            view_statements = counts.view_statements,
+            "projector stopped"
+        );
+    }
+
+    /// Hands a delivery to its stream's worker; dead-letters an unreadable one.
+    async fn route(&self, delivery: EventDelivery, queues: &[mpsc::Sender<Ready>], feed: &dyn EventFeed) {
+        let event = match delivery.event {
+            Ok(event) => event,
+            Err(reason) => return self.dead_letter(&delivery.raw, delivery.ack, &reason, feed).await,
+        };
+        let ready = Ready { event, raw: delivery.raw, ack: delivery.ack };
+        let queue = &queues[partition(&ready.event.stream_id(), queues.len())];
+        if let Err(mpsc::error::SendError(ready)) = queue.send(ready).await {
+            // Its worker is gone (it cannot be, short of a panic): apply it here.
+            warn!(projection = self.projection.name(), "a projector worker is gone; applying its event in place");
+            self.process(ready, feed).await;
+        }
+    }
+
+    /// A worker: batches what is queued, applies, settles; until the
+    /// dispatcher drops the queue. Asks for a catch-up when it could not
+    /// apply an event now.
+    async fn work(self, mut deliveries: mpsc::Receiver<Ready>, feed: Arc<dyn EventFeed>, repair: Arc<Repair>) {
+        while let Some(first) = deliveries.recv().await {
+            // Whatever else is queued joins it, without waiting.
+            let mut batch = vec![first];
+            while batch.len() < self.batch {
+                match deliveries.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            if !self.process_batch(batch, feed.as_ref()).await {
+                repair.request();
+            }
+        }
+    }
+
+    /// Applies a batch in one transaction (see the module doc of
+    /// [`super`]); returns false when some event could not be applied now.
+    async fn process_batch(&self, batch: Vec<Ready>, feed: &dyn EventFeed) -> bool {
+        if batch.len() == 1 {
+            return match batch.into_iter().next() {
+                Some(ready) => self.process(ready, feed).await,
+                None => true,
+            };
+        }
+        let events: Vec<&EventEnvelope> = batch.iter().map(|ready| &ready.event).collect();
+        match self.apply_batch(&events).await {
+            Ok(results) => {
+                for (ready, applied) in batch.into_iter().zip(results) {
+                    let mut skipped = Vec::new();
+                    self.record(&ready.event, applied, &mut skipped).await;
+                    self.settle(&ready.raw, ready.ack, skipped, feed).await;
+                }
+                true
+            }
+            // A gap or a failure: one by one, with gap repair and retries.
+            Err(error) => {
+                debug!(%error, projection = self.projection.name(), "a batch failed; applying its events one by one");
+                let mut all_applied = true;
+                for ready in batch {
+                    all_applied &= self.process(ready, feed).await;
+                }
+                all_applied
+            }
+        }
+    }
+
+    /// One event, with gap repair. Returns false when it could not be applied now.
+    async fn process(&self, ready: Ready, feed: &dyn EventFeed) -> bool {
+        match self.handle(&ready.event).await {
+            Ok(skipped) => {
+                self.settle(&ready.raw, ready.ack, skipped, feed).await;
+                true
+            }
+            Err(error) => {
+                warn!(%error, event = %ready.event.id, "projection failed; retrying later");
+                let delay = Duration::from_millis(200 * ready.ack.delivered().clamp(1, 25));
+                let _ = ready.ack.retry(delay).await;
+                false
+            }
+        }
+    }
+
+    /// After the commit: dead-letters what had to be skipped, then acks.
+    async fn settle(&self, raw: &[u8], ack: Box<dyn Acknowledge>, skipped: Vec<String>, feed: &dyn EventFeed) {
+        let source = format!("projector_{}", self.projection.name());
+        for reason in skipped {
+            warn!(%reason, "skipped an unreadable event");
+            if let Err(error) = feed.dead_letter(&source, raw, &reason).await {
+                warn!(%error, %reason, "dead-letter publish failed");
+            }
+        }
+        if let Err(error) = ack.ack().await {
+            warn!(%error, "ack failed; the event will be redelivered and skipped");
+        }
+    }
+
+    /// A delivery that is not an event envelope: moved aside, never applied.
+    async fn dead_letter(&self, raw: &[u8], ack: Box<dyn Acknowledge>, reason: &str, feed: &dyn EventFeed) {
+        let source = format!("projector_{}", self.projection.name());
+        if let Err(error) = feed.dead_letter(&source, raw, reason).await {
+            warn!(%error, "dead-letter publish failed; redelivering");
+            let _ = ack.retry(Duration::from_secs(1)).await;
+            return;
+        }
+        let _ = ack.reject().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition;
+
+    #[test]
+    fn a_stream_always_goes_to_the_same_worker_and_streams_spread() {
+        let streams: Vec<String> = (0..400).map(|n| format!("order-{n}")).collect();
+        let mut per_worker = [0; 4];
+        for stream in &streams {
+            let worker = partition(stream, 4);
+            assert_eq!(worker, partition(stream, 4));
+            per_worker[worker] += 1;
+        }
+        assert!(per_worker.iter().all(|&count| count > 50), "{per_worker:?}");
+        assert!(streams.iter().all(|stream| partition(stream, 1) == 0));
+    }
+}
