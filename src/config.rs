@@ -54,11 +54,10 @@ pub struct Common {
     #[arg(long, env = "CONVEYOR_PROJECTOR_BATCH", default_value_t = read_side::projector::BATCH,
           value_parser = TypedValueParser::map(clap::value_parser!(u16).range(1..=1000), usize::from), global = true)]
     pub projector_batch: usize,
-    /// Workers per projection, each applying the streams of its partition
-    /// (default: 4 in server mode, 1 embedded, where SQLite has one writer).
-    #[arg(long, env = "CONVEYOR_PROJECTOR_WORKERS",
+    /// Workers per projection, each applying the streams of its hash partition.
+    #[arg(long, env = "CONVEYOR_PROJECTOR_WORKERS", default_value_t = read_side::projector::WORKERS,
           value_parser = TypedValueParser::map(clap::value_parser!(u16).range(1..=64), usize::from), global = true)]
-    pub projector_workers: Option<usize>,
+    pub projector_workers: usize,
     /// Embedded mode: where the SQLite event store and views live.
     #[arg(long, env = "CONVEYOR_DATA_DIR", default_value = "./conveyor-data", global = true)]
     pub data_dir: PathBuf,

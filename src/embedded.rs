@@ -74,7 +74,7 @@ impl Embedded {
         for projection in projections() {
             let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone())
                 .with_batch(common.projector_batch)
-                .with_workers(common.projector_workers.unwrap_or(read_side::projector::EMBEDDED_WORKERS));
+                .with_workers(common.projector_workers);
             // Catch up from the store before serving, so the first query sees every accepted order.
             projector.catch_up().await.context("catching the views up failed")?;
             let (feed, stop) = (feed.clone(), shutdown.clone());

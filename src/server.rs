@@ -160,7 +160,7 @@ pub async fn start_read_side(
     for projection in projections() {
         let projector = Projector::new(infra.read_pool.clone(), projection, log.clone(), notifier.clone())
             .with_batch(common.projector_batch)
-            .with_workers(common.projector_workers.unwrap_or(read_side::projector::SERVER_WORKERS));
+            .with_workers(common.projector_workers);
         let (feed, stop) = (feed.clone(), shutdown.clone());
         tasks.spawn(async move {
             projector.run(feed, false, stop).await;

@@ -144,7 +144,7 @@ impl Isolation {
             namespace: self.namespace.clone(),
             mutation_wait: Duration::from_secs(10),
             projector_batch: read_side::projector::BATCH,
-            projector_workers: None,
+            projector_workers: read_side::projector::WORKERS,
             data_dir: self.data_dir.clone().unwrap_or_default(),
             cors_origins: Vec::new(),
             max_body_bytes: 1024 * 1024,

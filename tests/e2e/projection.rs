@@ -439,7 +439,7 @@ async fn workers_apply_many_streams_at_once_each_in_stream_order(backend: Backen
 
 async fn a_burst_projected_by_four_workers_per_view_equals_a_replay(backend: Backend) {
     let isolation = Isolation::new(backend).await;
-    let app = TestApp::spawn_configured(isolation, |common| common.projector_workers = Some(4)).await;
+    let app = TestApp::spawn_configured(isolation, |common| common.projector_workers = 4).await;
     let customer = app.shop().await;
     let other = app.register_customer(10_000_000).await;
     // Each order's own stream, its two products' and its payment's: four

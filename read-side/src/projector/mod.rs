@@ -40,13 +40,13 @@ use counts::Counters;
 /// the commit, few enough that a retried transaction redoes little.
 pub const BATCH: usize = 64;
 
-/// Workers per projection in server mode, by default: PostgreSQL and
-/// CockroachDB commit concurrent transactions in parallel.
-pub const SERVER_WORKERS: usize = 4;
-
-/// Workers per projection in embedded mode, by default: SQLite has one
-/// writer, and more workers measured no faster (docs/benchmarks.md).
-pub const EMBEDDED_WORKERS: usize = 1;
+/// Workers per projection, by default: one. More workers pay only where
+/// streams change disjoint rows and the database commits them in parallel
+/// without false conflicts; here (PostgreSQL at SERIALIZABLE, or SQLite's one
+/// writer, and orders whose customer and product rows they share) two and
+/// four measured slower, with a retry for every other batch
+/// (docs/benchmarks.md).
+pub const WORKERS: usize = 1;
 
 /// How many times a batch that refers to a row not projected yet is tried
 /// again (after 1, 2, 4 … ms) before it is given back to the feed.
@@ -76,7 +76,7 @@ impl Projector {
         notifier: Arc<dyn Notifier>,
     ) -> Self {
         let immediate = pool.connect_options().database_url.scheme() == "sqlite";
-        Self { pool, projection, log, notifier, batch: BATCH, workers: 1, immediate, counters: Arc::default() }
+        Self { pool, projection, log, notifier, batch: BATCH, workers: WORKERS, immediate, counters: Arc::default() }
     }
 
     /// At most `batch` events per transaction (at least one).
