@@ -56,12 +56,33 @@ impl Embedded {
         store.migrate().await.context("event store migration failed")?;
         read_side::migrate(&views_pool).await.context("view migration failed")?;
 
-        let feed: Arc<dyn EventFeed> = Arc::new(hub);
+        let feed: Arc<dyn EventFeed> = Arc::new(hub.clone());
         let notifier: Arc<dyn Notifier> = Arc::new(BroadcastNotifier::new(4096));
         let log: Arc<dyn EventLog> = Arc::new(store.clone());
         let mut tasks = JoinSet::new();
 
-        // Events a crash left unpublished go out before anything new.
+        let views = ViewStore::new(views_pool.clone());
+        let mut projectors = 0;
+        for projection in projections() {
+            let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone())
+                .with_batch(common.projector_batch)
+                .with_workers(common.projector_workers);
+            // A view never built is built from the store before serving; a
+            // built one lacks at most what is still in the outbox.
+            if !projector.is_built().await.context("reading the views failed")? {
+                projector.catch_up().await.context("building the views failed")?;
+            }
+            let (feed, stop) = (feed.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                projector.run(feed, false, stop).await;
+                Ok(())
+            });
+            projectors += 1;
+        }
+        hub.wait_for_subscribers(projectors, std::time::Duration::from_secs(10)).await?;
+
+        // Events a crash left in the outbox go out (and are projected)
+        // before anything new: the first query sees every accepted order.
         let relay = OutboxRelay::new(store.clone(), publisher.clone(), RelaySettings::default());
         relay.publish_stranded(std::time::Duration::ZERO).await.map_err(|error| anyhow::anyhow!("{error}"))?;
         let stop = shutdown.clone();
@@ -69,20 +90,6 @@ impl Embedded {
             relay.run(stop).await;
             Ok(())
         });
-
-        let views = ViewStore::new(views_pool.clone());
-        for projection in projections() {
-            let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone())
-                .with_batch(common.projector_batch)
-                .with_workers(common.projector_workers);
-            // Catch up from the store before serving, so the first query sees every accepted order.
-            projector.catch_up().await.context("catching the views up failed")?;
-            let (feed, stop) = (feed.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                projector.run(feed, true, stop).await;
-                Ok(())
-            });
-        }
 
         let handler = CommandHandler::new(store.clone(), Arc::new(common.domain.provider()))
             .with_provider_timeout(common.domain.saga_step_timeout);

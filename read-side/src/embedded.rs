@@ -1,8 +1,17 @@
-//! Embedded-mode adapters: events and view changes travel over in-process
-//! broadcast channels. Nothing here is durable, and nothing needs to be: the
-//! projector catches up from the event store at start and whenever the
-//! channel lagged, so a lost message costs latency, never data.
+//! Embedded-mode adapters: events and view changes travel in process.
+//!
+//! The event hub gives each subscriber (each projector) a bounded queue of
+//! its own, and `publish` returns only once every subscriber has
+//! acknowledged every event: applied it, or skipped it as already applied.
+//! The write side forgets an event's outbox row only after that, so after a
+//! crash the outbox holds exactly the events some view may lack, and
+//! publishing them again at start is the whole recovery: no start-up reads
+//! the event log (only a view that was never built is rebuilt from it). A
+//! full queue makes the publisher wait (back-pressure, never a lost event);
+//! an event not acknowledged in time (a projector that asked for a retry,
+//! or stopped) fails the publish, which the publisher repeats.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,30 +19,85 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use schema::EventEnvelope;
 use schema::ports::{Acknowledge, EventDelivery, EventFeed, EventPublisher, Notifier, PortError, ViewChange};
-use tokio::sync::broadcast;
-use tokio_stream::wrappers::BroadcastStream;
+use tokio::sync::{Semaphore, broadcast, mpsc};
+use tokio_stream::wrappers::{BroadcastStream, ReceiverStream};
 use tracing::error;
+
+/// How long `publish` waits for every subscriber to acknowledge.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
+type Delivery = (EventEnvelope, Arc<Semaphore>);
+
+struct Subscriber {
+    consumer: String,
+    types: Vec<String>,
+    sender: mpsc::Sender<Delivery>,
+}
 
 /// The in-process event transport: the write side publishes, projectors subscribe.
 #[derive(Clone)]
 pub struct InProcessEventHub {
-    sender: broadcast::Sender<EventEnvelope>,
+    subscribers: Arc<Mutex<Vec<Subscriber>>>,
+    capacity: usize,
 }
 
 impl InProcessEventHub {
     pub fn new(capacity: usize) -> Self {
-        Self { sender: broadcast::channel(capacity).0 }
+        Self { subscribers: Arc::default(), capacity: capacity.max(1) }
+    }
+
+    /// Waits (up to `bound`) until `count` subscribers are listening: a
+    /// publish before then would not wait for the ones still starting.
+    pub async fn wait_for_subscribers(&self, count: usize, bound: Duration) -> Result<(), PortError> {
+        tokio::time::timeout(bound, async {
+            while self.listening() < count {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .map_err(|_| PortError::Unavailable(format!("in-process event hub: fewer than {count} subscribers")))
+    }
+
+    fn listening(&self) -> usize {
+        let subscribers = self.subscribers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        subscribers.iter().filter(|subscriber| !subscriber.sender.is_closed()).count()
+    }
+
+    /// Every subscriber, gone or not: one that is gone (a projector that
+    /// stopped) has not applied what it is sent, so a publish for it fails.
+    fn subscribers(&self) -> Vec<(String, Vec<String>, mpsc::Sender<Delivery>)> {
+        let subscribers = self.subscribers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        subscribers
+            .iter()
+            .map(|subscriber| (subscriber.consumer.clone(), subscriber.types.clone(), subscriber.sender.clone()))
+            .collect()
     }
 }
 
 #[async_trait]
 impl EventPublisher for InProcessEventHub {
     async fn publish(&self, events: &[EventEnvelope]) -> Result<(), PortError> {
+        let receipts = Arc::new(Semaphore::new(0));
+        let mut expected: u32 = 0;
+        let subscribers = self.subscribers();
         for event in events {
-            // No subscriber yet is fine: projectors catch up from the store.
-            let _ = self.sender.send(event.clone());
+            for (consumer, types, sender) in &subscribers {
+                if !types.contains(&event.aggregate_type) {
+                    continue;
+                }
+                if sender.send((event.clone(), receipts.clone())).await.is_err() {
+                    return Err(PortError::Unavailable(format!("in-process event hub: {consumer} is not listening")));
+                }
+                expected += 1;
+            }
         }
-        Ok(())
+        if expected == 0 {
+            return Ok(());
+        }
+        match tokio::time::timeout(ACK_WAIT, receipts.acquire_many(expected)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(PortError::Unavailable("in-process event hub: not every event was acknowledged".into())),
+        }
     }
 }
 
@@ -41,20 +105,18 @@ impl EventPublisher for InProcessEventHub {
 impl EventFeed for InProcessEventHub {
     async fn subscribe(
         &self,
-        _consumer: &str,
+        consumer: &str,
         aggregate_types: &[&str],
     ) -> Result<BoxStream<'static, Result<EventDelivery, PortError>>, PortError> {
-        let types: Vec<String> = aggregate_types.iter().map(|name| name.to_string()).collect();
-        let stream = BroadcastStream::new(self.sender.subscribe()).filter_map(move |item| {
-            let item = match item {
-                Ok(event) if types.contains(&event.aggregate_type) => {
-                    Some(Ok(EventDelivery { event: Ok(event), raw: Vec::new(), ack: Box::new(InProcessAck) }))
-                }
-                Ok(_) => None,
-                // Lagged: the projector repairs from the event store.
-                Err(lagged) => Some(Err(PortError::Unavailable(format!("in-process event feed: {lagged}")))),
-            };
-            futures::future::ready(item)
+        let (sender, receiver) = mpsc::channel(self.capacity);
+        let types = aggregate_types.iter().map(|name| name.to_string()).collect();
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A consumer that subscribes again replaces its earlier subscription.
+        subscribers.retain(|subscriber| subscriber.consumer != consumer);
+        subscribers.push(Subscriber { consumer: consumer.to_string(), types, sender });
+        drop(subscribers);
+        let stream = ReceiverStream::new(receiver).map(|(event, receipts)| {
+            Ok(EventDelivery { event: Ok(event), raw: Vec::new(), ack: Box::new(InProcessAck(receipts)) })
         });
         Ok(stream.boxed())
     }
@@ -66,19 +128,21 @@ impl EventFeed for InProcessEventHub {
     }
 }
 
-/// In-process deliveries cannot be redelivered; a failed event is recovered
-/// by the projector's catch-up from the event store instead.
-struct InProcessAck;
+/// Settles one delivery: done (applied, or skipped for good) counts toward
+/// its publish; a retry does not, so the publish fails and is repeated.
+struct InProcessAck(Arc<Semaphore>);
 
 #[async_trait]
 impl Acknowledge for InProcessAck {
     async fn ack(self: Box<Self>) -> Result<(), PortError> {
+        self.0.add_permits(1);
         Ok(())
     }
     async fn retry(self: Box<Self>, _delay: Duration) -> Result<(), PortError> {
         Ok(())
     }
     async fn reject(self: Box<Self>) -> Result<(), PortError> {
+        self.0.add_permits(1);
         Ok(())
     }
     fn delivered(&self) -> u64 {

@@ -47,6 +47,9 @@ async fn an_order_is_confirmed_with_catalog_prices_reserved_stock_and_an_authori
 
     let order = place_and_settle(&app, &customer, json!([line("lamp", 1), line("bulb", 4)])).await;
     assert_eq!(order["status"], "CONFIRMED", "{order}");
+    // Steps' events are projected apart from the order's (other streams).
+    let id = order["id"].as_str().expect("id");
+    let order = app.wait_for_order(id, "paid and reserved", |order| order["stockStatus"] == "RESERVED").await;
     assert_eq!(order["paymentStatus"], "AUTHORIZED");
     assert_eq!(order["stockStatus"], "RESERVED");
     assert_eq!(order["totalCents"], 4500 + 4 * 250, "prices come from the catalog");

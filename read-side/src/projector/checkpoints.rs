@@ -64,3 +64,31 @@ pub(super) async fn all(pool: &AnyPool, projection: &str) -> Result<HashMap<Stri
             .await?;
     Ok(rows.into_iter().map(|(stream, version)| (stream, version as u64)).collect())
 }
+
+/// The stream id of the row that marks a projection as built: no real
+/// stream is named so (real ones are `<type>-<id>`).
+const BUILT: &str = "";
+
+/// Whether `projection` was ever caught up with the whole event store.
+pub(super) async fn is_built(pool: &AnyPool, projection: &str) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM projection_checkpoints WHERE projection = $1 AND stream_id = $2")
+            .bind(projection)
+            .bind(BUILT)
+            .fetch_optional(pool)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// Records that `projection` has caught up with the whole event store once.
+pub(super) async fn mark_built(pool: &AnyPool, projection: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO projection_checkpoints (projection, stream_id, version) VALUES ($1, $2, 0) \
+         ON CONFLICT (projection, stream_id) DO NOTHING",
+    )
+    .bind(projection)
+    .bind(BUILT)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

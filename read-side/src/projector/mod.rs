@@ -246,7 +246,17 @@ impl Projector {
             }
         }
         count += self.apply_read(ready).await?;
+        checkpoints::mark_built(&self.pool, self.projection.name()).await?;
         Ok(count)
+    }
+
+    /// Whether this projection's view was ever caught up with the whole
+    /// event store. Embedded mode rebuilds a view that was not (a new data
+    /// directory's, a new view's, one from before this mark existed) and
+    /// otherwise reads no events at start: its hub keeps an event in the
+    /// outbox until every view has it.
+    pub async fn is_built(&self) -> Result<bool, ProjectionError> {
+        Ok(checkpoints::is_built(&self.pool, self.projection.name()).await?)
     }
 
     /// Applies events read from the store, a batch at a time; a batch that

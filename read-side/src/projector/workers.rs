@@ -65,10 +65,14 @@ impl Repair {
     }
 }
 
-/// The worker that applies `stream`'s events.
-fn partition(stream: &str, workers: usize) -> usize {
+/// The worker that applies the events of the aggregate `key`: partitioned
+/// by aggregate id, so one stream's events keep their order, and an order's
+/// payment events (whose stream shares the order's id) go to the order's
+/// worker, in the order they came: an order is not shown confirmed before
+/// its payment is shown authorized.
+fn partition(key: &str, workers: usize) -> usize {
     let mut hasher = DefaultHasher::new();
-    stream.hash(&mut hasher);
+    key.hash(&mut hasher);
     (hasher.finish() % workers.max(1) as u64) as usize
 }
 
@@ -155,7 +159,7 @@ impl Projector {
             Err(reason) => return self.dead_letter(&delivery.raw, delivery.ack, &reason, feed).await,
         };
         let ready = Ready { event, raw: delivery.raw, ack: delivery.ack };
-        let queue = &queues[partition(&ready.event.stream_id(), queues.len())];
+        let queue = &queues[partition(&ready.event.aggregate_id, queues.len())];
         if let Err(mpsc::error::SendError(ready)) = queue.send(ready).await {
             // Its worker is gone (it cannot be, short of a panic): apply it here.
             warn!(projection = self.projection.name(), "a projector worker is gone; applying its event in place");

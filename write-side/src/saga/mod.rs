@@ -46,8 +46,8 @@ pub struct SagaSettings {
     /// How long a saga may take to confirm before a step that keeps getting
     /// no answer is compensated instead of retried.
     pub saga_timeout: Duration,
-    /// Pause before retrying a step that got no answer; it doubles with
-    /// each miss in a row, up to [`MAX_RETRY_DELAY`].
+    /// Sets the pause before retrying a step that got no answer (see
+    /// `retry_after`: it grows with the misses in a row).
     pub retry_delay: Duration,
     /// How often to look for sagas to resume.
     pub sweep_interval: Duration,
@@ -76,9 +76,26 @@ impl SagaSettings {
         self.step_timeout * 2
     }
 
-    /// The pause before the next try after `misses` attempts without an answer.
+    /// The pause before the next try after `misses` attempts without an
+    /// answer: a quarter of `retry_delay` for the first three (a flaky
+    /// dependency usually answers the next time), then doubling up to
+    /// [`MAX_RETRY_DELAY`] (one that keeps failing is not hammered).
     fn retry_after(&self, misses: u32) -> Duration {
-        self.retry_delay.saturating_mul(1 << misses.saturating_sub(1).min(5)).min(MAX_RETRY_DELAY)
+        let doublings = misses.saturating_sub(3).min(10);
+        (self.retry_delay / 4).saturating_mul(1 << doublings).min(MAX_RETRY_DELAY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_start_quick_then_back_off_to_a_cap() {
+        let settings = SagaSettings::default();
+        let delays: Vec<u64> = (1..=12).map(|misses| settings.retry_after(misses).as_millis() as u64).collect();
+        assert_eq!(&delays[..6], [250, 250, 250, 500, 1000, 2000]);
+        assert_eq!(delays[11], 30_000, "capped");
     }
 }
 
@@ -153,6 +170,11 @@ impl SagaRunner {
         };
         let mut sweep = tokio::time::interval(self.settings.sweep_interval);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        match self.resume_all().await {
+            Ok(0) => {}
+            Ok(resumed) => info!(resumed, "resumed the open order sagas"),
+            Err(error) => warn!(%error, "could not list the open sagas; the sweeper will find them"),
+        }
         info!("order saga running");
         loop {
             tokio::select! {

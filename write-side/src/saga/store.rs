@@ -69,6 +69,34 @@ impl SagaRunner {
         Ok(())
     }
 
+    /// Takes up every open saga at once, whatever its lease: for a process
+    /// that starts, since a lease held by a process that died (as this
+    /// one's predecessor) is as good as expired, and a live holder's steps
+    /// are idempotent. Pages through them by id.
+    pub(super) async fn resume_all(&self) -> Result<usize, SagaError> {
+        let mut after = String::new();
+        let mut resumed = 0;
+        loop {
+            let page: Vec<String> = sql::retry("list open sagas", || async {
+                sqlx::query_scalar(
+                    "SELECT saga_id FROM sagas WHERE active = 1 AND saga_id > $1 ORDER BY saga_id LIMIT 1000",
+                )
+                .bind(after.as_str())
+                .fetch_all(self.store.pool())
+                .await
+            })
+            .await?;
+            let Some(last) = page.last().cloned() else { return Ok(resumed) };
+            for order_id in page {
+                if !self.is_driving(&order_id) {
+                    self.spawn_drive(order_id, None);
+                    resumed += 1;
+                }
+            }
+            after = last;
+        }
+    }
+
     pub(super) async fn load(&self, order_id: &str) -> Result<Option<Stored>, SagaError> {
         sql::retry("load saga", || self.load_once(order_id)).await
     }
