@@ -132,6 +132,34 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_micros(base * 1000 + u64::from(nanos) % (base * 1000))
 }
 
+/// Bytes of values per multi-row INSERT, at most (a single row may exceed
+/// it). Two reasons to stay small: a PostgreSQL message over 16 KiB goes out
+/// as two TLS records in two writes, and without `TCP_NODELAY` (sqlx sets
+/// none) the reply then waits for a delayed ACK, ~40 ms, measured in
+/// docs/benchmarks.md; and SQLite binds parameters by name, in time that
+/// grows with their number squared. Several small statements in one
+/// transaction cost one commit all the same.
+pub const BYTES_PER_STATEMENT: usize = 12 * 1024;
+
+/// Splits `items` into runs whose estimated size stays within
+/// [`BYTES_PER_STATEMENT`].
+pub fn chunks_by_size<'a, T>(items: &'a [T], size: impl Fn(&T) -> usize) -> Vec<&'a [T]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, item) in items.iter().enumerate() {
+        let item_bytes = size(item);
+        if index > start && bytes + item_bytes > BYTES_PER_STATEMENT {
+            chunks.push(&items[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += item_bytes;
+    }
+    if start < items.len() {
+        chunks.push(&items[start..]);
+    }
+    chunks
+}
+
 /// Microseconds since the Unix epoch: timestamps are stored as BIGINT so the
 /// same SQL sorts and compares them on every backend.
 pub fn to_micros(at: chrono::DateTime<chrono::Utc>) -> i64 {
@@ -140,4 +168,17 @@ pub fn to_micros(at: chrono::DateTime<chrono::Utc>) -> i64 {
 
 pub fn from_micros(micros: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_stay_within_their_size_and_keep_every_row_in_order() {
+        let sizes = [5_000, 5_000, 5_000, 20_000, 100, 100];
+        let chunks = chunks_by_size(&sizes, |size| *size);
+        assert_eq!(chunks, vec![&sizes[0..2], &sizes[2..3], &sizes[3..4], &sizes[4..6]]);
+        assert!(chunks_by_size(&[] as &[usize], |size| *size).is_empty());
+    }
 }

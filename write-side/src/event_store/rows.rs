@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use schema::sql::{from_micros, to_micros};
+use schema::sql::{self, from_micros, to_micros};
 use schema::{CommandOutcome, EventEnvelope, Metadata};
 use sqlx::any::AnyRow;
 // Dynamic SQL here is only placeholder lists: every value is bound.
@@ -45,9 +45,15 @@ macro_rules! event_columns {
 }
 pub(super) use event_columns;
 
-/// Rows per multi-row statement: far below every backend's bind-parameter
-/// limit (SQLite's is the lowest, 32 766) at 12 columns a row.
+/// Ids per `IN (…)` list.
 const ROWS_PER_STATEMENT: usize = 256;
+
+/// About what one event row sends: its payload, ids, names and numbers.
+fn event_bytes(event: &EventEnvelope) -> usize {
+    // Serializing to measure would cost what it saves: estimate the payload.
+    let payload = event.payload.to_string().len();
+    payload + event.aggregate_id.len() * 2 + event.type_name.len() + event.metadata.actor.len() + 5 * 40
+}
 
 /// `($1, $2, …), ($n+1, …)`: placeholders for `rows` rows of `columns` values.
 fn placeholders(rows: usize, columns: usize) -> String {
@@ -143,7 +149,7 @@ pub(super) async fn load_stream(
 /// statement with a unique violation: another writer got there first.
 pub(super) async fn insert_events(conn: &mut AnyConnection, events: &[EventEnvelope]) -> Result<(), sqlx::Error> {
     let created_at = to_micros(Utc::now());
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+    for chunk in sql::chunks_by_size(events, event_bytes) {
         let sql = format!(
             concat!("INSERT INTO events (stream_id, ", event_columns!(""), ") VALUES {}"),
             placeholders(chunk.len(), 12)
@@ -185,15 +191,21 @@ pub(super) async fn insert_events(conn: &mut AnyConnection, events: &[EventEnvel
 /// Records outcomes; a command id already recorded fails the statement
 /// with a unique violation.
 pub(super) async fn insert_outcomes(conn: &mut AnyConnection, outcomes: &[&CommandOutcome]) -> Result<(), sqlx::Error> {
-    for chunk in outcomes.chunks(ROWS_PER_STATEMENT) {
+    let rows = outcomes
+        .iter()
+        .map(|outcome| {
+            let json = serde_json::to_string(outcome).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+            Ok((outcome.command_id.to_string(), json, to_micros(outcome.decided_at)))
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    for chunk in sql::chunks_by_size(&rows, |(_, json, _)| json.len() + 60) {
         let sql = format!(
             "INSERT INTO command_outcomes (command_id, outcome, decided_at) VALUES {}",
             placeholders(chunk.len(), 3)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for outcome in chunk {
-            let json = serde_json::to_string(outcome).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
-            query = query.bind(outcome.command_id.to_string()).bind(json).bind(to_micros(outcome.decided_at));
+        for (id, json, decided_at) in chunk {
+            query = query.bind(id.as_str()).bind(json.as_str()).bind(*decided_at);
         }
         query.execute(&mut *conn).await?;
     }

@@ -90,7 +90,9 @@ impl CommitHook for SagaIntake {
                 started.push((event, state));
             }
         }
-        for chunk in started.chunks(128) {
+        for chunk in
+            schema::sql::chunks_by_size(&started, |(event, state)| state.len() + event.aggregate_id.len() + 120)
+        {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|n| {
                     let p = n * 6;

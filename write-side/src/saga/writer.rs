@@ -80,8 +80,20 @@ async fn run(pool: AnyPool, mut receiver: mpsc::Receiver<Queued>) {
     }
 }
 
-/// One `UPDATE … FROM` for the batch; returns the ids whose version matched.
+/// `UPDATE … FROM` statements for the batch (each within
+/// [`sql::BYTES_PER_STATEMENT`]), in one transaction; returns the ids whose
+/// version matched.
 async fn write(pool: &AnyPool, batch: &[Queued]) -> Result<HashSet<String>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut stored = HashSet::new();
+    for chunk in sql::chunks_by_size(batch, |queued| queued.save.state.len() + queued.save.saga_id.len() + 40) {
+        stored.extend(update(&mut tx, chunk).await?);
+    }
+    tx.commit().await?;
+    Ok(stored)
+}
+
+async fn update(conn: &mut sqlx::AnyConnection, batch: &[Queued]) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<String> = (0..batch.len())
         .map(|n| {
             let p = n * 5;
@@ -113,5 +125,5 @@ async fn write(pool: &AnyPool, batch: &[Queued]) -> Result<HashSet<String>, sqlx
             .bind(save.next_attempt_at);
     }
     query = query.bind(Utc::now().timestamp_micros());
-    Ok(query.fetch_all(pool).await?.into_iter().collect())
+    query.fetch_all(&mut *conn).await
 }
