@@ -1,6 +1,6 @@
 //! Driving one saga: take the steps it is ready for (several reservations
-//! at once), record their answers, and go on until it waits for an answer,
-//! for the customer, or is done; the state is stored then, once.
+//! at once), record their answers, store the state once per round, and go
+//! on until it waits for an answer, for the customer, or is done.
 
 use chrono::Utc;
 use futures::future::join_all;
@@ -25,19 +25,16 @@ impl SagaRunner {
             None => self.load(order_id).await?,
         };
         let Some(mut stored) = loaded else { return Ok(()) };
-        // Changed since it was read or stored.
-        let mut unsaved = false;
         loop {
-            unsaved |= stored.saga.take_signals(stored.cancel_requested, stored.ship_requested);
+            let signalled = stored.saga.take_signals(stored.cancel_requested, stored.ship_requested);
             let steps = stored.saga.next_steps();
             if steps.is_empty() {
-                // At rest (confirmed, or done): store it, and stop the
-                // sweepers from coming back for it.
-                if (unsaved || stored.active != stored.should_be_active())
+                // Nothing to do: store what the signals changed, and stop
+                // the sweepers from coming back for it.
+                if (signalled || stored.active != stored.should_be_active())
                     && !self.save(&stored, Utc::now().timestamp_micros()).await?
                 {
                     stored = self.reload(order_id).await?.ok_or_else(gone)?;
-                    unsaved = false;
                     continue;
                 }
                 return Ok(());
@@ -57,29 +54,30 @@ impl SagaRunner {
             });
             let now = Utc::now().timestamp_micros();
             let waiting = answered.iter().any(|(_, result)| *result == StepResult::NoAnswer);
+            let only_reads = answered.iter().all(|(step, _)| **step == Step::CheckCustomer);
             for (step, result) in answered {
                 stored.saga.record(step, result, now);
             }
-            unsaved = true;
-            // Every step is idempotent (its command id is derived), so the
-            // state is stored only when the saga comes to rest or has to
-            // wait: after a crash the steps since are taken again, and
-            // answered from their stored outcomes.
-            if !waiting {
+            if only_reads && !waiting && !signalled {
                 continue;
             }
-            let next_attempt = now + self.settings.retry_after(stored.saga.attempts).as_micros() as i64;
+            let next_attempt = if waiting {
+                now + self.settings.retry_after(stored.saga.attempts).as_micros() as i64
+            } else {
+                now + self.settings.lease().as_micros() as i64
+            };
             if !self.save(&stored, next_attempt).await? {
                 // Changed meanwhile (a cancellation, another process):
                 // start over from what is stored. The steps taken are
                 // idempotent, so taking them again costs nothing.
                 stored = self.reload(order_id).await?.ok_or_else(gone)?;
-                unsaved = false;
                 continue;
             }
             stored.version += 1;
             stored.active = stored.should_be_active();
-            return Ok(());
+            if waiting {
+                return Ok(());
+            }
         }
     }
 
