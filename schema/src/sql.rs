@@ -143,7 +143,7 @@ pub const BYTES_PER_STATEMENT: usize = 12 * 1024;
 
 /// Splits `items` into runs whose estimated size stays within
 /// [`BYTES_PER_STATEMENT`].
-pub fn chunks_by_size<'a, T>(items: &'a [T], size: impl Fn(&T) -> usize) -> Vec<&'a [T]> {
+pub fn chunks_by_size<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let mut chunks = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (index, item) in items.iter().enumerate() {

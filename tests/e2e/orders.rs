@@ -60,7 +60,10 @@ async fn a_subscriber_sees_the_order_and_then_its_cancellation(backend: Backend)
     let update = subscription.next_data_until("CANCELLED", |data| data["orderUpdated"]["status"] == "CANCELLED").await;
     assert_eq!(update["orderUpdated"]["version"], 3);
     assert_eq!(update["orderUpdated"]["cancelReason"], "changed my mind");
-    subscription.next_data_until("the refund", |data| data["orderUpdated"]["paymentStatus"] == "REFUNDED").await;
+    // The refund may already be in the row the cancellation's change read.
+    if update["orderUpdated"]["paymentStatus"] != "REFUNDED" {
+        subscription.next_data_until("the refund", |data| data["orderUpdated"]["paymentStatus"] == "REFUNDED").await;
+    }
 }
 
 async fn the_same_idempotency_key_twice_places_one_order_with_one_event(backend: Backend) {
