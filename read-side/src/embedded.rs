@@ -195,3 +195,69 @@ impl Notifier for BroadcastNotifier {
         Ok(stream.boxed())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schema::Metadata;
+    use uuid::Uuid;
+
+    fn event(aggregate_type: &str) -> EventEnvelope {
+        let id = Uuid::now_v7();
+        EventEnvelope {
+            id,
+            type_name: "Something".into(),
+            schema_version: 1,
+            aggregate_type: aggregate_type.into(),
+            aggregate_id: "a".into(),
+            stream_version: 1,
+            metadata: Metadata::origin(id, "test"),
+            timestamp: chrono::Utc::now(),
+            payload: serde_json::json!({}),
+        }
+    }
+
+    async fn next(feed: &mut BoxStream<'static, Result<EventDelivery, PortError>>) -> EventDelivery {
+        match feed.next().await {
+            Some(Ok(delivery)) => delivery,
+            _ => panic!("the feed ended or failed"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_returns_once_every_subscriber_that_wants_the_event_acknowledged_it() {
+        let hub = InProcessEventHub::new(16);
+        let mut orders = hub.subscribe("orders", &["order"]).await.expect("subscribed");
+        let mut customers = hub.subscribe("customers", &["order", "customer"]).await.expect("subscribed");
+        let mut products = hub.subscribe("products", &["product"]).await.expect("subscribed");
+        let publish = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.publish(&[event("order")]).await }
+        });
+        let first = next(&mut orders).await;
+        let second = next(&mut customers).await;
+        first.ack.ack().await.expect("acked");
+        // One of the two acknowledgements is still missing: the publish waits.
+        assert!(!publish.is_finished());
+        second.ack.ack().await.expect("acked");
+        publish.await.expect("joined").expect("published once both acknowledged");
+        assert!(futures::FutureExt::now_or_never(products.next()).is_none(), "products got nothing");
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_is_gone_fails_the_publish_so_the_event_stays_in_the_outbox() {
+        let hub = InProcessEventHub::new(16);
+        let feed = hub.subscribe("orders", &["order"]).await.expect("subscribed");
+        drop(feed);
+        assert!(hub.publish(&[event("order")]).await.is_err());
+        // Subscribing again under the same name replaces the one that is gone.
+        let mut feed = hub.subscribe("orders", &["order"]).await.expect("subscribed");
+        let publish = tokio::spawn({
+            let hub = hub.clone();
+            async move { hub.publish(&[event("order")]).await }
+        });
+        next(&mut feed).await.ack.ack().await.expect("acked");
+        publish.await.expect("joined").expect("published");
+        assert!(hub.publish(&[event("customer")]).await.is_ok(), "an event nobody wants needs no acknowledgement");
+    }
+}
