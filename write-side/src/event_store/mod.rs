@@ -176,15 +176,12 @@ impl SqlEventStore {
     }
 }
 
-/// SQLite has one writer: one lane. A server database commits several
-/// transactions at once, and groups their fsyncs.
-fn default_lanes(pool: &AnyPool) -> usize {
-    if pool.connect_options().database_url.scheme().starts_with("sqlite") { 1 } else { LaneSettings::default().lanes }
-}
-
-/// The lanes right for this pool's database, with the default batch and cache sizes.
+/// The lanes right for this pool's database, with the default batch and
+/// cache sizes: one on SQLite (one writer), the default on a server
+/// database, which commits several transactions at once and groups their fsyncs.
 pub fn lane_settings_for(pool: &AnyPool) -> LaneSettings {
-    LaneSettings { lanes: default_lanes(pool), ..LaneSettings::default() }
+    let sqlite = pool.connect_options().database_url.scheme().starts_with("sqlite");
+    LaneSettings { lanes: if sqlite { 1 } else { LaneSettings::default().lanes }, ..LaneSettings::default() }
 }
 
 #[async_trait]

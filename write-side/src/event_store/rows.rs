@@ -48,11 +48,9 @@ pub(super) use event_columns;
 /// Ids per `IN (…)` list.
 const ROWS_PER_STATEMENT: usize = 256;
 
-/// About what one event row sends: its payload, ids, names and numbers.
-fn event_bytes(event: &EventEnvelope) -> usize {
-    // Serializing to measure would cost what it saves: estimate the payload.
-    let payload = event.payload.to_string().len();
-    payload + event.aggregate_id.len() * 2 + event.type_name.len() + event.metadata.actor.len() + 5 * 40
+/// About what one event row sends: its serialized payload, ids, names and numbers.
+fn event_bytes((event, payload): &(&EventEnvelope, String)) -> usize {
+    payload.len() + event.aggregate_id.len() * 2 + event.type_name.len() + event.metadata.actor.len() + 5 * 40
 }
 
 /// `($1, $2, …), ($n+1, …)`: placeholders for `rows` rows of `columns` values.
@@ -149,13 +147,15 @@ pub(super) async fn load_stream(
 /// statement with a unique violation: another writer got there first.
 pub(super) async fn insert_events(conn: &mut AnyConnection, events: &[EventEnvelope]) -> Result<(), sqlx::Error> {
     let created_at = to_micros(Utc::now());
-    for chunk in sql::chunks_by_size(events, event_bytes) {
+    // Each payload serialized once: to size the statements, then to bind it.
+    let rows: Vec<(&EventEnvelope, String)> = events.iter().map(|event| (event, event.payload.to_string())).collect();
+    for chunk in sql::chunks_by_size(&rows, event_bytes) {
         let sql = format!(
             concat!("INSERT INTO events (stream_id, ", event_columns!(""), ") VALUES {}"),
             placeholders(chunk.len(), 12)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for event in chunk {
+        for (event, payload) in chunk {
             query = query
                 .bind(event.stream_id())
                 .bind(event.id.to_string())
@@ -164,7 +164,7 @@ pub(super) async fn insert_events(conn: &mut AnyConnection, events: &[EventEnvel
                 .bind(event.stream_version as i64)
                 .bind(event.type_name.clone())
                 .bind(i64::from(event.schema_version))
-                .bind(event.payload.to_string())
+                .bind(payload.as_str())
                 .bind(event.metadata.correlation_id.to_string())
                 .bind(event.metadata.causation_id.to_string())
                 .bind(event.metadata.actor.clone())
@@ -176,7 +176,7 @@ pub(super) async fn insert_events(conn: &mut AnyConnection, events: &[EventEnvel
             placeholders(chunk.len(), 4)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
-        for event in chunk {
+        for (event, _) in chunk {
             query = query
                 .bind(event.id.to_string())
                 .bind(event.stream_id())

@@ -10,11 +10,6 @@ use super::store::Stored;
 use super::{SagaError, SagaRunner, Step, StepResult};
 
 impl SagaRunner {
-    /// Drives a saga from its stored state.
-    pub async fn drive(&self, order_id: &str) -> Result<(), SagaError> {
-        self.drive_from(order_id, None).await
-    }
-
     /// Drives a saga from `fresh` (a state just stored, when at hand) or
     /// from what is stored.
     #[instrument(skip(self, fresh))]
@@ -34,7 +29,7 @@ impl SagaRunner {
                 if (signalled || stored.active != stored.should_be_active())
                     && !self.save(&stored, Utc::now().timestamp_micros()).await?
                 {
-                    stored = self.reload(order_id).await?.ok_or_else(gone)?;
+                    stored = self.load(order_id).await?.ok_or_else(gone)?;
                     continue;
                 }
                 return Ok(());
@@ -70,7 +65,7 @@ impl SagaRunner {
                 // Changed meanwhile (a cancellation, another process):
                 // start over from what is stored. The steps taken are
                 // idempotent, so taking them again costs nothing.
-                stored = self.reload(order_id).await?.ok_or_else(gone)?;
+                stored = self.load(order_id).await?.ok_or_else(gone)?;
                 continue;
             }
             stored.version += 1;
@@ -79,10 +74,6 @@ impl SagaRunner {
                 return Ok(());
             }
         }
-    }
-
-    async fn reload(&self, order_id: &str) -> Result<Option<Stored>, SagaError> {
-        self.load(order_id).await
     }
 }
 
