@@ -71,6 +71,20 @@ pub const UNAVAILABLE: &str = "UNAVAILABLE";
 /// or too many orders still undecided); nothing was done. Retry after
 /// `extensions.retryAfterSeconds` (HTTP: 503 with `Retry-After`).
 pub const OVERLOADED: &str = "OVERLOADED";
+/// This caller (token subject, else IP address) sent more operations than
+/// its rate allows; nothing was done. Retry after `extensions.retryAfterSeconds`
+/// (HTTP: 429 with `Retry-After`).
+pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// The document selects more fields or aliases (fragments counted where they
+/// are spread) than the gateway answers; nothing was run.
+pub const QUERY_TOO_LARGE: &str = "QUERY_TOO_LARGE";
+/// The answer would be larger than the gateway sends; ask for less.
+pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
+/// A mutation arrived over GET (as text or as a persisted query's hash):
+/// mutations need POST (HTTP 405, `Allow: POST`).
+pub const MUTATION_NEEDS_POST: &str = "MUTATION_NEEDS_POST";
+/// A WebSocket connection already runs as many subscriptions as it may.
+pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
 /// Something failed inside Conveyor; the details are in the logs, under the correlation id.
 pub const INTERNAL: &str = "INTERNAL";
 
@@ -110,5 +124,10 @@ pub const ALL: &[&str] = &[
     PERSISTED_QUERY_NOT_FOUND,
     UNAVAILABLE,
     OVERLOADED,
+    RATE_LIMITED,
+    QUERY_TOO_LARGE,
+    RESPONSE_TOO_LARGE,
+    MUTATION_NEEDS_POST,
+    TOO_MANY_SUBSCRIPTIONS,
     INTERNAL,
 ];
