@@ -13,6 +13,7 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
+use schema::codes;
 use schema::ports::Readiness;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use crate::auth::Authenticator;
 use crate::graphql::ConveyorSchema;
 use crate::graphql::errors::{add_missing_codes, rate_limited};
-use crate::limits::SafeMethod;
+use crate::limits::{SafeMethod, refusal};
 use crate::rate_limit::{RateLimiter, caller_key};
 use crate::{over_http, ws};
 
@@ -101,7 +102,7 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
     }
     match <GraphQLRequest as FromRequest<AppState>>::from_request(request, &state).await {
         Ok(graphql) => execute(&state, &headers, ip, graphql.into_inner()).await,
-        Err(rejection) => rejection.into_response(),
+        Err(rejection) => not_a_graphql_request(&headers, rejection),
     }
 }
 
@@ -129,7 +130,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
             let safe = SafeMethod { operation_name: request.operation_name.clone() };
             execute(&state, &headers, ip, request.data(safe)).await
         }
-        Err(rejection) => rejection.into_response(),
+        Err(rejection) => not_a_graphql_request(&headers, rejection),
     }
 }
 
@@ -185,6 +186,25 @@ async fn execute(state: &AppState, headers: &HeaderMap, ip: IpAddr, request: asy
     }
     let response = state.schema.execute(request.data(caller)).await;
     over_http::respond(media, &response)
+}
+
+/// A body or query string that is no GraphQL request (not JSON, variables
+/// not an object, …): 400 with a coded error. The parser's own words stay
+/// in the log.
+fn not_a_graphql_request(headers: &HeaderMap, rejection: async_graphql_axum::rejection::GraphQLRejection) -> Response {
+    tracing::debug!(rejection = %rejection.0, "not a GraphQL request");
+    let status = match rejection.0 {
+        async_graphql::ParseRequestError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let error = refusal(
+        codes::INVALID_REQUEST,
+        "not a GraphQL request: expected query, variables (an object), operationName, extensions".into(),
+    );
+    let media = over_http::negotiate(headers).unwrap_or(over_http::MediaType::Json);
+    let mut response = over_http::respond(media, &async_graphql::Response::from_errors(vec![error]));
+    *response.status_mut() = status;
+    response
 }
 
 /// `/` leads to GraphiQL, or to the order page when GraphiQL is off.

@@ -59,6 +59,9 @@ pub const INVALID_ID: &str = "INVALID_ID";
 pub const INVALID_INPUT: &str = "INVALID_INPUT";
 /// An idempotency key was sent again with a different request; the first one stands.
 pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+/// The HTTP request is no GraphQL request (its body is not JSON, its
+/// variables not an object, …); nothing was run.
+pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
 /// The GraphQL document could not be parsed.
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 /// The GraphQL document does not match the schema (unknown field, wrong type, ...).
@@ -125,6 +128,7 @@ pub const ALL: &[&str] = &[
     UNAVAILABLE,
     OVERLOADED,
     RATE_LIMITED,
+    INVALID_REQUEST,
     QUERY_TOO_LARGE,
     RESPONSE_TOO_LARGE,
     MUTATION_NEEDS_POST,
