@@ -1,9 +1,8 @@
 //! Routes: GraphQL (POST, GET, and WebSocket upgrades on the same path),
 //! GraphiQL, the live order page (`/app`), their assets, health and readiness.
 
-use std::sync::Arc;
-
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use async_graphql_axum::GraphQLRequest;
 use axum::Json;
