@@ -133,6 +133,15 @@ async fn errors_carry_codes_and_no_internal_text_on_every_path(backend: Backend)
         app.http.get(format!("{base}/readyz")).send().await.expect("answers").json().await.expect("json");
     assert_eq!(ready, json!({ "status": "ready" }));
 
+    // A body that is no GraphQL request: a coded 400, not the parser's words.
+    let graphql = format!("{base}/graphql");
+    let odd = app.http.post(&graphql).json(&json!({ "query": "{ __typename }", "variables": 7 })).send().await;
+    let odd = odd.expect("answers");
+    assert_eq!(odd.status().as_u16(), 400);
+    let body: Value = odd.json().await.expect("a JSON body");
+    assert_eq!(body["errors"][0]["extensions"]["code"], "INVALID_REQUEST", "{body}");
+    assert!(!body.to_string().contains("untagged"), "{body}");
+
     // Over WebSocket, a refused operation's errors carry codes.
     let mut socket = init(app.address, None).await.expect("acknowledged");
     subscribe(&mut socket, "bad", "subscription { nope }").await;
