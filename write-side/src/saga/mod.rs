@@ -33,6 +33,7 @@ use uuid::Uuid;
 pub use fulfillment::{Fulfillment, Phase, Step, StepResult};
 pub use route::StepRoute;
 
+use crate::customer::CreditLimits;
 use crate::event_store::{SqlEventStore, StoreError};
 use crate::stream_locks::StreamLocks;
 
@@ -131,6 +132,7 @@ struct Causes {
 #[derive(Clone)]
 pub struct SagaRunner {
     store: SqlEventStore,
+    credit_limits: CreditLimits,
     route: StepRoute,
     settings: SagaSettings,
     locks: StreamLocks,
@@ -153,6 +155,7 @@ impl SagaRunner {
         store.set_commit_hook(Arc::new(intake::SagaIntake::new(settings.clone(), wake)))?;
         let store_pool = store.pool().clone();
         Ok(Self {
+            credit_limits: CreditLimits::new(store.clone()),
             store,
             route,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),

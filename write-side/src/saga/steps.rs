@@ -14,7 +14,6 @@ use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeSt
 use super::ride::{self, Ridden, Ride};
 use super::route::Answer;
 use super::{ACTOR, Causes, Fulfillment, SagaError, SagaRunner, Step, StepResult};
-use crate::customer::Customer;
 use crate::event_store::Attachment;
 
 impl SagaRunner {
@@ -30,8 +29,7 @@ impl SagaRunner {
         let order_id = saga.order_id.clone();
         let (aggregate, aggregate_id, (type_name, payload)) = match step {
             Step::CheckCustomer => {
-                let (customer, _) = self.store.load::<Customer>(&saga.customer_id).await?;
-                let result = match customer.credit_limit_cents {
+                let result = match self.credit_limits.get(&saga.customer_id).await? {
                     Some(_) => StepResult::Done { unit_price_cents: None, approved: None },
                     None => StepResult::Refused {
                         code: codes::CUSTOMER_NOT_FOUND.into(),
