@@ -114,6 +114,7 @@ impl Common {
                 per_second: self.edge.rate_limit,
                 burst: self.edge.rate_limit_burst,
             },
+            client_ip_header: self.edge.client_ip_header.clone(),
             auth: self.authenticator()?,
             websocket: self.edge.websocket(self.ws_init_timeout, self.ws_ping_interval),
         })
@@ -269,6 +270,12 @@ pub struct EdgeLimits {
     /// Operations a caller may send at once before the rate applies.
     #[arg(long, env = "CONVEYOR_RATE_LIMIT_BURST", default_value_t = RATE.burst, global = true)]
     pub rate_limit_burst: u32,
+    /// The header a trusted proxy in front puts the client's address in
+    /// (e.g. x-forwarded-for; its last entry is taken), for rate limits and
+    /// connection caps. Unset: the peer's address. Set it only when every
+    /// request comes through that proxy.
+    #[arg(long, env = "CONVEYOR_CLIENT_IP_HEADER", value_parser = parse_header_name, global = true)]
+    pub client_ip_header: Option<gateway::HeaderName>,
     /// WebSocket: subscriptions one connection may run at once.
     #[arg(long, env = "CONVEYOR_WS_MAX_SUBSCRIPTIONS", default_value_t = WS.max_subscriptions, global = true)]
     pub ws_max_subscriptions: usize,
@@ -305,6 +312,7 @@ impl Default for EdgeLimits {
             max_response_bytes: QUERY.max_response_bytes,
             rate_limit: RATE.per_second,
             rate_limit_burst: RATE.burst,
+            client_ip_header: None,
             ws_max_subscriptions: WS.max_subscriptions,
             ws_max_message_bytes: WS.max_message_bytes,
             ws_send_queue: WS.send_queue,
@@ -360,6 +368,10 @@ impl Aggregate {
             Self::Customer => schema::customer::AGGREGATE,
         }
     }
+}
+
+fn parse_header_name(text: &str) -> Result<gateway::HeaderName, String> {
+    gateway::HeaderName::from_bytes(text.trim().as_bytes()).map_err(|_| format!("`{text}` is not a header name"))
 }
 
 /// `250ms`, `5s`, `2m`, `1h`, or plain milliseconds.

@@ -64,6 +64,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Open WebSocket connections per IP address and per token subject.
     pub connections: ws::ConnectionCounts,
+    /// The header a trusted proxy puts the client's address in, if any.
+    pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -81,16 +83,25 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The client's address; unspecified where the server was not given it.
-fn client_ip(request: &Request) -> IpAddr {
-    request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(address)| address.ip())
+/// The client's address: the last entry of the trusted proxy's header when
+/// one is configured and that entry is an address (the one the proxy saw;
+/// entries before it are the client's say-so), else the peer's;
+/// unspecified where the server was not given it.
+fn client_ip(state: &AppState, request: &Request) -> IpAddr {
+    let forwarded = state.client_ip_header.as_ref().and_then(|name| {
+        let last = request.headers().get_all(name).iter().next_back()?.to_str().ok()?;
+        last.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+    });
+    forwarded.unwrap_or_else(|| {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(address)| address.ip())
+    })
 }
 
 async fn graphql_post(State(state): State<AppState>, request: Request) -> Response {
-    let ip = client_ip(&request);
+    let ip = client_ip(&state, &request);
     let headers = request.headers().clone();
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -107,7 +118,7 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
 
 /// GET serves both queries (`?query=`) and WebSocket upgrades.
 async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
-    let ip = client_ip(&request);
+    let ip = client_ip(&state, &request);
     let headers = request.headers().clone();
     let upgrade = request
         .headers()

@@ -27,6 +27,8 @@ use tower_http::trace::TraceLayer;
 
 pub use admission::{Admission, AdmissionSettings};
 pub use auth::{Authenticator, Caller, Role};
+/// For [`HttpSettings::client_ip_header`].
+pub use axum::http::HeaderName;
 pub use graphql::{ConveyorSchema, Services, sdl};
 pub use http::GRAPHQL_PATH;
 pub use limits::QueryLimits;
@@ -51,6 +53,11 @@ pub struct HttpSettings {
     pub limits: QueryLimits,
     /// Operations per caller (token subject, else IP address).
     pub rate_limit: RateLimitSettings,
+    /// Where a trusted proxy in front puts the client's address (its last
+    /// entry is taken, e.g. `x-forwarded-for`); `None`: the peer's address.
+    /// Only for a gateway every request reaches through that proxy: anyone
+    /// else could name any address.
+    pub client_ip_header: Option<axum::http::HeaderName>,
     /// Verifies tokens; open (no key) lets everyone do everything.
     pub auth: Authenticator,
     pub websocket: WsSettings,
@@ -66,6 +73,7 @@ impl HttpSettings {
             introspection: true,
             limits: QueryLimits::default(),
             rate_limit: RateLimitSettings::default(),
+            client_ip_header: None,
             auth: Authenticator::open(),
             websocket: WsSettings::default(),
         }
@@ -104,6 +112,7 @@ impl Gateway {
             graphiql: settings.introspection,
             limiter: rate_limit::RateLimiter::start(settings.rate_limit, shutdown.clone()),
             connections: ws::ConnectionCounts::default(),
+            client_ip_header: settings.client_ip_header.clone(),
         };
         if settings.auth.is_open() {
             tracing::warn!(

@@ -17,6 +17,7 @@ async fn a_caller_past_its_rate_is_told_to_retry_later_and_others_are_not(backen
         common.jwt_secret = Some(SECRET.into());
         common.edge.rate_limit = 1;
         common.edge.rate_limit_burst = 3;
+        common.edge.client_ip_header = Some(gateway::HeaderName::from_static("x-forwarded-for"));
     })
     .await;
     let graphql = format!("http://{}/graphql", app.address);
@@ -43,6 +44,17 @@ async fn a_caller_past_its_rate_is_told_to_retry_later_and_others_are_not(backen
     // GET counts as well.
     let get = app.http.get(&graphql).query(&[("query", QUERY)]).send().await.expect("answers");
     assert_eq!(get.status().as_u16(), 429);
+
+    // Behind the trusted proxy, the address it appended last is the caller:
+    // another client has its own budget; what a client claimed before it does not count.
+    let via_proxy = |forwarded: &'static str| {
+        app.http.post(&graphql).header("X-Forwarded-For", forwarded).json(&json!({ "query": QUERY })).send()
+    };
+    for forwarded in ["10.0.0.1, 203.0.113.7", "10.0.0.2, 203.0.113.7", "10.0.0.3, 203.0.113.7"] {
+        assert_eq!(via_proxy(forwarded).await.expect("answers").status().as_u16(), 200, "{forwarded}");
+    }
+    let spoofed = via_proxy("10.0.0.4, 203.0.113.7").await.expect("answers");
+    assert_eq!(spoofed.status().as_u16(), 429, "203.0.113.7 is past its burst, whatever it claims");
 
     // A token's subject has a budget of its own, from the same address.
     for _ in 0..3 {
