@@ -189,7 +189,10 @@ pub async fn serve(socket: WebSocket, connection: Connection) {
                     break Some((1013, "client too slow".to_string()));
                 }
             }
-            message = incoming.next() => {
+            // Once acknowledged, what connection_init decided (already told)
+            // is heard before the next message: its subscribes take the
+            // subject's budget, not the address's.
+            message = incoming.next(), if !awaiting_init || !state.acknowledged => {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text.to_string(),
                     Some(Ok(Message::Binary(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
