@@ -127,6 +127,40 @@ fn documents() -> impl Strategy<Value = Document> {
     ]
 }
 
+/// Names the schema's arguments and inputs use, so random objects often fit them.
+const NAMES: &[&str] = &[
+    "id",
+    "first",
+    "input",
+    "sku",
+    "name",
+    "priceCents",
+    "initialStock",
+    "customerId",
+    "items",
+    "quantity",
+    "unitPriceCents",
+    "email",
+    "creditLimitCents",
+    "orderId",
+    "reason",
+    "idempotencyKey",
+    "consistency",
+];
+
+fn names() -> impl Strategy<Value = String> {
+    prop_oneof![3 => prop::sample::select(NAMES).prop_map(String::from), 1 => "[a-zA-Z]{1,10}"]
+}
+
+/// Variables: mostly an object (as the protocol wants), sometimes anything.
+fn variables() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        4 => prop::collection::btree_map(names(), json_values(), 0..4)
+            .prop_map(|map| Value::Object(map.into_iter().collect())),
+        1 => json_values(),
+    ]
+}
+
 fn json_values() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
@@ -139,8 +173,7 @@ fn json_values() -> impl Strategy<Value = Value> {
     leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..4)
-                .prop_map(|map| Value::Object(map.into_iter().collect())),
+            prop::collection::btree_map(names(), inner, 0..5).prop_map(|map| Value::Object(map.into_iter().collect())),
         ]
     })
 }
@@ -180,7 +213,7 @@ const KINDS: &[&str] = &[
 
 fn frames() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        8 => (any::<usize>(), "[a-z0-9]{0,4}", documents(), json_values())
+        8 => (any::<usize>(), "[a-z0-9]{0,4}", documents(), variables())
             .prop_map(|(kind, id, document, variables)| Frame::Message { kind, id, document, variables }),
         1 => "\\PC{0,80}".prop_map(Frame::Text),
         1 => prop::collection::vec(any::<u8>(), 0..80).prop_map(Frame::Binary),
@@ -207,7 +240,7 @@ async fn over_http(
     transport: &Transport,
     document: &str,
     variables: &Value,
-) -> Result<(), TestCaseError> {
+) -> Result<String, TestCaseError> {
     let http = reqwest::Client::new();
     let endpoint = format!("http://{address}/graphql");
     let request = match transport {
@@ -222,12 +255,14 @@ async fn over_http(
     prop_assert!([200, 400, 405, 413].contains(&status), "status {status}");
     let body = response.text().await.map_err(|error| TestCaseError::fail(error.to_string()))?;
     let json: Value = serde_json::from_str(&body).map_err(|_| TestCaseError::fail(format!("not JSON: {body}")))?;
-    coded(&json["errors"], &known_codes())
+    coded(&json["errors"], &known_codes())?;
+    let ran = if json["data"].is_null() { "refused" } else { "ran" };
+    Ok(format!("HTTP {status} {ran}"))
 }
 
 /// Sends the frames on an acknowledged connection, then reads what comes
 /// back until the server has nothing more to say for a moment (or closes).
-async fn over_websocket(socket: &mut Socket, frames: &[Frame]) -> Result<bool, TestCaseError> {
+async fn over_websocket(socket: &mut Socket, frames: &[Frame]) -> Result<String, TestCaseError> {
     let known = known_codes();
     for frame in frames {
         let message = match frame {
@@ -244,7 +279,7 @@ async fn over_websocket(socket: &mut Socket, frames: &[Frame]) -> Result<bool, T
     }
     let quiet = std::time::Duration::from_millis(150);
     loop {
-        let Ok(frame) = tokio::time::timeout(quiet, socket.next()).await else { return Ok(true) };
+        let Ok(frame) = tokio::time::timeout(quiet, socket.next()).await else { return Ok("WebSocket open".into()) };
         match frame {
             Some(Ok(Message::Text(text))) => {
                 let message: Value =
@@ -259,10 +294,10 @@ async fn over_websocket(socket: &mut Socket, frames: &[Frame]) -> Result<bool, T
             Some(Ok(Message::Close(frame))) => {
                 let code = frame.map_or(1005, |frame| u16::from(frame.code));
                 prop_assert!([4400, 4401, 4409, 4429, 1009, 1002].contains(&code), "closed with {code}");
-                return Ok(false);
+                return Ok(format!("WebSocket closed {code}"));
             }
             Some(Ok(_)) => {}
-            None | Some(Err(_)) => return Ok(false),
+            None | Some(Err(_)) => return Ok("WebSocket dropped".into()),
         }
     }
 }
@@ -271,13 +306,20 @@ async fn random_documents_variables_and_frames_get_coded_answers(backend: Backen
     let app = TestApp::spawn(backend).await;
     let address = app.address;
     let runtime = tokio::runtime::Handle::current();
+    // What the cases came to, printed at the end (`--nocapture`) to see what the fuzz reaches.
+    let outcomes = std::sync::Mutex::new(std::collections::BTreeMap::<String, usize>::new());
+    let count = |outcome: String| {
+        if let Ok(mut outcomes) = outcomes.lock() {
+            *outcomes.entry(outcome).or_default() += 1;
+        }
+    };
     let config = Config { cases: 200, failure_persistence: None, ..Config::default() };
 
-    let requests = (documents(), json_values(), prop_oneof![Just(Transport::Post), Just(Transport::Get)]);
+    let requests = (documents(), variables(), prop_oneof![Just(Transport::Post), Just(Transport::Get)]);
     TestRunner::new(config.clone())
         .run(&requests, |(document, variables, transport)| {
             tokio::task::block_in_place(|| {
-                runtime.block_on(over_http(address, &transport, &document.text(), &variables))
+                runtime.block_on(over_http(address, &transport, &document.text(), &variables)).map(count)
             })
         })
         .unwrap_or_else(|failure| panic!("HTTP: {failure}"));
@@ -289,12 +331,16 @@ async fn random_documents_variables_and_frames_get_coded_answers(backend: Backen
                 runtime.block_on(async {
                     let mut socket =
                         init(address, None).await.map_err(|code| TestCaseError::fail(format!("init: {code}")))?;
-                    over_websocket(&mut socket, &frames).await.map(|_| ())
+                    over_websocket(&mut socket, &frames).await.map(count)
                 })
             })
         })
         .unwrap_or_else(|failure| panic!("WebSocket: {failure}"));
 
+    eprintln!(
+        "fuzz outcomes ({backend:?}): {:?}",
+        outcomes.lock().map(|outcomes| outcomes.clone()).unwrap_or_default()
+    );
     // Still serving.
     let answer = app.graphql("{ products(first: 1) { edges { cursor } } }", json!({})).await;
     assert!(answer["errors"].is_null(), "{answer}");
