@@ -18,9 +18,10 @@
 //! * more connections than allowed for the token's subject: `1013` at
 //!   `connection_init` (per IP address they are refused at the upgrade, 429);
 //! * a client that does not read what it is sent within the send timeout
-//!   (its bounded queue full): `1013` when it can still be told, else the
-//!   TCP connection is dropped — never a loop stuck on it, so shutdown and
-//!   token expiry always close within the send timeout;
+//!   (a message untaken that long, or no room in its bounded queue for that
+//!   long): `1013` when it can still be told, else the TCP connection is
+//!   dropped. The loop never waits on the client, so shutdown and token
+//!   expiry close a stuck connection at once;
 //! * a `subscribe` past the connection's subscription cap, or past the
 //!   caller's rate limit, is answered with an `error` message for its id
 //!   (`TOO_MANY_SUBSCRIPTIONS`, `RATE_LIMITED` with `retryAfterSeconds`);
@@ -42,7 +43,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 pub use connections::{ConnectionCounts, ConnectionSlot};
-use outgoing::Outgoing;
+use outgoing::{Full, Outgoing};
 use protocol::{State, Verdict, admit, name_close, observe};
 
 use crate::auth::{Authenticator, Caller};
@@ -159,9 +160,16 @@ pub async fn serve(socket: WebSocket, connection: Connection) {
     let mut rate_key = format!("ip:{ip}");
     // Held while the connection lives.
     let mut _slots = (ip_slot, None::<ConnectionSlot>);
+    // A message the full queue had no room for: nothing else is read or
+    // answered until it is queued, and the client has the send timeout to
+    // make room.
+    let mut held: Option<Message> = None;
+    let room_deadline = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(room_deadline);
 
     let close = loop {
-        tokio::select! {
+        // What an arm wants sent; queued (or held) after the select.
+        let send = tokio::select! {
             _ = shutdown.cancelled() => break Some((1001, "server shutting down".to_string())),
             _ = outgoing.stalled() => break Some((1013, "client too slow".to_string())),
             _ = &mut init_deadline, if !state.init_seen => {
@@ -182,17 +190,24 @@ pub async fn serve(socket: WebSocket, connection: Connection) {
                     Ok(Init::Busy) => state.busy = true,
                     Err(_) => {}
                 }
+                None
             }
             _ = &mut token_expiry, if expires => break Some((4403, "Forbidden: the token expired".to_string())),
-            _ = ping.tick(), if state.acknowledged => {
-                if outgoing.send(Message::text(json!({ "type": "ping" }).to_string())).await.is_err() {
-                    break Some((1013, "client too slow".to_string()));
+            room = outgoing.room(), if held.is_some() => {
+                match (room, held.take()) {
+                    (Some(permit), Some(message)) => permit.send(message),
+                    _ => break Some((1013, "client too slow".to_string())),
                 }
+                None
+            }
+            _ = &mut room_deadline, if held.is_some() => break Some((1013, "client too slow".to_string())),
+            _ = ping.tick(), if state.acknowledged && held.is_none() => {
+                Some(Message::text(json!({ "type": "ping" }).to_string()))
             }
             // Once acknowledged, what connection_init decided (already told)
             // is heard before the next message: its subscribes take the
             // subject's budget, not the address's.
-            message = incoming.next(), if !awaiting_init || !state.acknowledged => {
+            message = incoming.next(), if held.is_none() && (!awaiting_init || !state.acknowledged) => {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text.to_string(),
                     Some(Ok(Message::Binary(bytes))) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -205,22 +220,18 @@ pub async fn serve(socket: WebSocket, connection: Connection) {
                         if input.send(text.into_bytes()).await.is_err() {
                             break None;
                         }
+                        None
                     }
                     Verdict::Close(code, reason) => break Some((code, reason)),
                     Verdict::Refuse { id, error } => {
-                        let answer = json!({ "id": id, "type": "error", "payload": [error] }).to_string();
-                        if outgoing.send(Message::text(answer)).await.is_err() {
-                            break Some((1013, "client too slow".to_string()));
-                        }
+                        Some(Message::text(json!({ "id": id, "type": "error", "payload": [error] }).to_string()))
                     }
                 }
             }
-            answer = graphql.next() => match answer {
+            answer = graphql.next(), if held.is_none() => match answer {
                 Some(WsMessage::Text(text)) => {
                     observe(&mut state, &text);
-                    if outgoing.send(Message::text(text)).await.is_err() {
-                        break Some((1013, "client too slow".to_string()));
-                    }
+                    Some(Message::text(text))
                 }
                 Some(WsMessage::Close(code, reason)) => {
                     if awaiting_init && let Ok(Init::Busy) = told.try_recv() {
@@ -230,6 +241,16 @@ pub async fn serve(socket: WebSocket, connection: Connection) {
                 }
                 None => break None,
             },
+        };
+        if let Some(message) = send {
+            match outgoing.try_send(message) {
+                Ok(()) => {}
+                Err(Full(Some(message))) => {
+                    held = Some(message);
+                    room_deadline.as_mut().reset(tokio::time::Instant::now() + outgoing.send_timeout());
+                }
+                Err(Full(None)) => break Some((1013, "client too slow".to_string())),
+            }
         }
     };
     outgoing.close(close).await;

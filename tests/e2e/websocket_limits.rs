@@ -15,6 +15,7 @@ use crate::helpers::{Backend, Isolation, TestApp, WAIT};
 crate::on_both_backends!(
     only_graphql_transport_ws_is_spoken_and_each_connection_is_held_to_its_caps,
     a_client_that_stops_reading_is_disconnected,
+    token_expiry_closes_a_connection_whose_client_stopped_reading,
 );
 
 pub const SECRET: &str = "a-test-secret-of-32-bytes-length";
@@ -151,23 +152,10 @@ async fn a_client_that_stops_reading_is_disconnected(backend: Backend) {
     .await;
     let address = app.address;
     let mut slow = init(address, Some(&token("slow"))).await.expect("acknowledged");
-    // Asks for far more than the socket buffers hold (each answer is the
-    // whole schema) and reads none of it.
-    let schema_query = include_str!("introspection.graphql");
-    for id in 0..400 {
-        send(&mut slow, json!({ "id": id.to_string(), "type": "subscribe", "payload": { "query": schema_query } }))
-            .await;
-    }
-    // The server gives the slow connection up: its subject's one slot comes free.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let _next = loop {
-        match init(address, Some(&token("slow"))).await {
-            Ok(socket) => break socket,
-            Err(code) => assert_eq!(code, 1013, "refused while the slow connection holds the slot"),
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the client that stopped reading was never disconnected");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // Asks for far more than the socket buffers hold and reads none of it:
+    // the server gives the connection up, and its subject's one slot comes free.
+    flood(&mut slow).await;
+    let _next = slot_comes_free(address, "slow", "the client that stopped reading was never disconnected").await;
     // What it finds when it reads again: what was sent, then the end.
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -181,4 +169,53 @@ async fn a_client_that_stops_reading_is_disconnected(backend: Backend) {
             None | Some(Err(_)) => break,
         }
     }
+}
+
+/// Floods `socket` with requests whose answers are large (about a
+/// megabyte each: the schema forty times), tens of megabytes in all, far
+/// more than the socket buffers hold, and reads nothing.
+async fn flood(socket: &mut Socket) {
+    let wide: String = (0..40)
+        .map(|i| {
+            format!("s{i}: __schema {{ types {{ name description fields {{ name description type {{ name }} }} }} }} ")
+        })
+        .collect();
+    for id in 0..30 {
+        send(
+            socket,
+            json!({ "id": id.to_string(), "type": "subscribe", "payload": { "query": format!("{{ {wide} }}") } }),
+        )
+        .await;
+    }
+}
+
+/// Waits until `subject` may open a connection again (its one slot is free).
+async fn slot_comes_free(address: SocketAddr, subject: &str, what: &str) -> Socket {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match init(address, Some(&token(subject))).await {
+            Ok(socket) => return socket,
+            Err(code) => assert_eq!(code, 1013, "refused while the other connection holds the slot"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn token_expiry_closes_a_connection_whose_client_stopped_reading(backend: Backend) {
+    let app = TestApp::spawn_configured(Isolation::new(backend).await, |common| {
+        common.jwt_secret = Some(SECRET.into());
+        common.edge.ws_send_queue = 4;
+        // Far longer than the test waits: only the expiry can close it in time.
+        common.edge.ws_send_timeout = Duration::from_secs(120);
+        common.edge.ws_max_connections_per_subject = 1;
+    })
+    .await;
+    // Accepted for about four seconds more (its exp is nearly a leeway ago):
+    // time for the flood to fill every buffer first.
+    let exp = std::time::SystemTime::now() + Duration::from_secs(4) - gateway::auth::LEEWAY;
+    let expiring = gateway::auth::issue_expiring(SECRET.as_bytes(), gateway::Role::Admin, "stuck", exp).expect("signs");
+    let mut stuck = init(app.address, Some(&expiring)).await.expect("acknowledged");
+    flood(&mut stuck).await;
+    let _next = slot_comes_free(app.address, "stuck", "the expired connection of a stuck client stayed open").await;
 }

@@ -3,7 +3,9 @@
 //! timeout. The queue is bounded, so a client that stops reading fills it
 //! and is disconnected (close 1013, "try again later") instead of holding
 //! the connection's loop — and with it shutdown and token expiry — or
-//! growing memory.
+//! growing memory. The connection never waits on the queue itself: it
+//! tries, and holds a message that finds no room while it waits for room
+//! (and for everything else) in its loop.
 
 use std::time::Duration;
 
@@ -13,10 +15,6 @@ use futures::stream::SplitSink;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// The client did not take what it was sent within the send timeout.
-#[derive(Debug)]
-pub struct Stalled;
 
 pub struct Outgoing {
     queue: mpsc::Sender<Message>,
@@ -51,18 +49,25 @@ impl Outgoing {
         Self { queue, writer, stalled, send_timeout }
     }
 
-    /// Queues a message, waiting at most the send timeout for room.
-    pub async fn send(&self, message: Message) -> Result<(), Stalled> {
+    /// Queues a message if there is room; gives it back when there is none.
+    pub fn try_send(&self, message: Message) -> Result<(), Full> {
         match self.queue.try_send(message) {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(Stalled),
-            Err(mpsc::error::TrySendError::Full(message)) => {
-                match tokio::time::timeout(self.send_timeout, self.queue.send(message)).await {
-                    Ok(Ok(())) => Ok(()),
-                    _ => Err(Stalled),
-                }
-            }
+            Err(mpsc::error::TrySendError::Full(message)) => Err(Full(Some(message))),
+            // The writer has given up: the loop hears it from `stalled`.
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(Full(None)),
         }
+    }
+
+    /// Resolves once there is room for one message (cancel-safe); `None`
+    /// when the writer has given up.
+    pub async fn room(&self) -> Option<mpsc::Permit<'_, Message>> {
+        self.queue.reserve().await.ok()
+    }
+
+    /// How long a message may wait for room before the client counts as too slow.
+    pub fn send_timeout(&self) -> Duration {
+        self.send_timeout
     }
 
     /// Resolves once the writer gave up on the client.
@@ -70,17 +75,25 @@ impl Outgoing {
         self.stalled.cancelled().await
     }
 
-    /// Sends the close frame after what is queued and ends the writer, all
-    /// within about twice the send timeout; a writer still stuck is stopped.
+    /// Sends the close frame after what is queued and lets the writer finish
+    /// within the send timeout; with no room left (the client is not
+    /// reading) the writer is stopped at once.
     pub async fn close(self, frame: Option<(u16, String)>) {
-        if let Some((code, reason)) = frame {
-            let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
-            let _ = tokio::time::timeout(self.send_timeout, self.queue.send(close)).await;
-        }
+        let queued = match frame {
+            Some((code, reason)) => {
+                let close = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+                self.queue.try_send(close).is_ok()
+            }
+            None => true,
+        };
         drop(self.queue);
         let mut writer = self.writer;
-        if tokio::time::timeout(self.send_timeout * 2, &mut writer).await.is_err() {
+        if !queued || tokio::time::timeout(self.send_timeout, &mut writer).await.is_err() {
             writer.abort();
         }
     }
 }
+
+/// No room in the queue: the message, to hold until there is (`None` when
+/// the writer has given up).
+pub struct Full(pub Option<Message>);
