@@ -20,7 +20,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Caller;
 
-/// Operations per caller: `per_second` sustained, `burst` at once; 0 turns the limit off.
+/// Operations per caller: `per_second` sustained (0 turns the limit off),
+/// `burst` at once (0: as many as one second's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimitSettings {
     pub per_second: u32,
@@ -58,10 +59,9 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// The limiter, and a task that forgets idle callers until `shutdown`.
     pub fn start(settings: RateLimitSettings, shutdown: CancellationToken) -> Self {
-        let (Some(per_second), Some(burst)) = (NonZeroU32::new(settings.per_second), NonZeroU32::new(settings.burst))
-        else {
-            return Self { limiter: None };
-        };
+        let Some(per_second) = NonZeroU32::new(settings.per_second) else { return Self { limiter: None } };
+        // No burst given: one second's worth.
+        let burst = NonZeroU32::new(settings.burst).unwrap_or(per_second);
         let limiter = Arc::new(DefaultKeyedRateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)));
         let sweep = Arc::downgrade(&limiter);
         tokio::spawn(async move {

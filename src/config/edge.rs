@@ -30,7 +30,7 @@ pub struct EdgeLimits {
     /// over HTTP and WebSocket; 0 turns rate limiting off.
     #[arg(long, env = "CONVEYOR_RATE_LIMIT", default_value_t = RATE.per_second, global = true)]
     pub rate_limit: u32,
-    /// Operations a caller may send at once before the rate applies.
+    /// Operations a caller may send at once before the rate applies (0: one second's worth).
     #[arg(long, env = "CONVEYOR_RATE_LIMIT_BURST", default_value_t = RATE.burst, global = true)]
     pub rate_limit_burst: u32,
     /// The header a trusted proxy in front puts the client's address in
