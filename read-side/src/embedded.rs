@@ -176,7 +176,7 @@ impl Notifier for BroadcastNotifier {
                 Ok(change) if change.view == view && change.id == id => Some(change),
                 Ok(_) => None,
                 // Lagged: tell the watcher to re-read; the version is a hint only.
-                Err(_) => Some(ViewChange { view: view.clone(), id: id.clone(), version: 0 }),
+                Err(_) => Some(ViewChange { view: view.clone(), id: id.clone(), version: 0, scope: None }),
             })
         });
         Ok(stream.boxed())
@@ -189,7 +189,36 @@ impl Notifier for BroadcastNotifier {
                 Ok(change) if change.view == view => Some(change),
                 Ok(_) => None,
                 // Lagged: an empty id tells the watcher it missed some.
-                Err(_) => Some(ViewChange { view: view.clone(), id: String::new(), version: 0 }),
+                Err(_) => Some(ViewChange { view: view.clone(), id: String::new(), version: 0, scope: None }),
+            })
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn watch_scope(
+        &self,
+        view: &str,
+        scope: &str,
+        id: Option<&str>,
+    ) -> Result<BoxStream<'static, ViewChange>, PortError> {
+        let (view, scope, id) = (view.to_string(), scope.to_string(), id.map(str::to_string));
+        let stream = BroadcastStream::new(self.sender.subscribe()).filter_map(move |item| {
+            futures::future::ready(match item {
+                Ok(change)
+                    if change.view == view
+                        && change.scope.as_deref() == Some(scope.as_str())
+                        && id.as_ref().is_none_or(|id| *id == change.id) =>
+                {
+                    Some(change)
+                }
+                Ok(_) => None,
+                // Lagged: re-read (an empty id: some of the scope's rows).
+                Err(_) => Some(ViewChange {
+                    view: view.clone(),
+                    id: id.clone().unwrap_or_default(),
+                    version: 0,
+                    scope: Some(scope.clone()),
+                }),
             })
         });
         Ok(stream.boxed())
