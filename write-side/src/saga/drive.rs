@@ -43,7 +43,7 @@ impl SagaRunner {
             // Successes first: a reservation made beside a refused one is
             // then known, and released by the compensation.
             answered.sort_by_key(|(_, result)| match result {
-                StepResult::Done { .. } => 0,
+                StepResult::Done { .. } | StepResult::CustomerChecked { .. } => 0,
                 StepResult::NoAnswer => 1,
                 StepResult::Refused { .. } => 2,
             });

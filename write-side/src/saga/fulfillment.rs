@@ -4,7 +4,7 @@
 //! the answers and the order's events back in.
 //!
 //! ```text
-//! OrderPlaced → check customer → reserve each sku → authorize payment → confirm
+//! OrderPlaced → check customer and credit → reserve each sku → authorize payment → confirm
 //!                    │                 │                   │              │
 //!                    └─────────────────┴───── fails ───────┴──────────────┘
 //!                                      ▼
@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use schema::codes;
-use schema::order::{OrderLine, PricedLine, total_cents};
+use schema::order::{OrderLine, PricedLine, expected_value_cents, total_cents};
 
 /// A command the saga sends; `key` names it within the saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +61,8 @@ pub enum StepResult {
     Refused { code: String, message: String },
     /// No answer (yet): try again later, unless the saga is past its deadline.
     NoAnswer,
+    /// The customer is registered, with this credit limit.
+    CustomerChecked { credit_limit_cents: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +104,10 @@ pub struct Fulfillment {
     /// Attempts in a row that got no answer: the retry backs off with them.
     #[serde(default)]
     pub attempts: u32,
+    /// The customer's credit limit, once checked: every reservation carries
+    /// it, so no line the customer cannot pay holds stock.
+    #[serde(default)]
+    pub credit_limit_cents: Option<i64>,
 }
 
 impl Fulfillment {
@@ -121,6 +127,7 @@ impl Fulfillment {
             cancel_seen: false,
             ship_seen: false,
             attempts: 0,
+            credit_limit_cents: None,
         }
     }
 
@@ -198,6 +205,20 @@ impl Fulfillment {
                 self.compensate(codes::STEP_TIMED_OUT, format!("no answer to `{}` in time", step.key()), true)
             }
             (_, StepResult::NoAnswer) => {}
+            // Credit before stock: an order worth more than the limit at the
+            // prices the client expects is declined before anything is held.
+            (Phase::Running, StepResult::CustomerChecked { credit_limit_cents }) => {
+                self.customer_checked = true;
+                self.credit_limit_cents = Some(credit_limit_cents);
+                let expected = expected_value_cents(&self.lines);
+                if expected > credit_limit_cents {
+                    self.compensate(
+                        codes::CREDIT_LIMIT_EXCEEDED,
+                        format!("the order is worth at least {expected} cents, the credit limit is {credit_limit_cents}"),
+                        true,
+                    );
+                }
+            }
             (Phase::Running, StepResult::Refused { code, message }) => {
                 let reject = code != codes::ORDER_ALREADY_CANCELLED;
                 let code = match code.as_str() {
@@ -306,6 +327,10 @@ mod tests {
         Fulfillment::start("o1".into(), "c1".into(), vec![line("a", 2), line("b", 1)], 1_000)
     }
 
+    fn checked(credit_limit_cents: i64) -> StepResult {
+        StepResult::CustomerChecked { credit_limit_cents }
+    }
+
     fn done() -> StepResult {
         StepResult::Done { unit_price_cents: None, approved: None }
     }
@@ -376,6 +401,24 @@ mod tests {
         let keys: Vec<_> = steps.iter().map(Step::key).collect();
         assert_eq!(&keys[4..], ["release:a", "release:b", "reject"], "a decline holds no money");
         assert_eq!(saga.outcome_code.as_deref(), Some(codes::PAYMENT_DECLINED));
+    }
+
+    #[test]
+    fn credit_comes_before_stock_an_order_above_the_limit_reserves_nothing() {
+        let expecting = |cents| OrderLine { sku: "a".into(), quantity: 2, expected_unit_price_cents: Some(cents) };
+        let mut saga = Fulfillment::start("o1".into(), "c1".into(), vec![expecting(300), line("b", 1)], 1_000);
+        let steps = run(&mut saga, |step| match step {
+            Step::CheckCustomer => checked(599),
+            other => happy(other),
+        });
+        let keys: Vec<_> = steps.iter().map(Step::key).collect();
+        assert_eq!(keys, ["check-customer", "reject"], "nothing reserved, nothing to release");
+        assert_eq!(saga.outcome_code.as_deref(), Some(codes::CREDIT_LIMIT_EXCEEDED));
+
+        let mut saga = Fulfillment::start("o1".into(), "c1".into(), vec![expecting(300), line("b", 1)], 1_000);
+        saga.record(&Step::CheckCustomer, checked(600), 0);
+        assert_eq!(saga.credit_limit_cents, Some(600), "the reservations carry the limit");
+        assert_eq!(saga.next_steps().len(), 2);
     }
 
     #[test]

@@ -27,7 +27,7 @@ impl SagaRunner {
             Step::CheckCustomer => {
                 let (customer, _) = self.store.load::<Customer>(&saga.customer_id).await?;
                 return Ok(match customer.credit_limit_cents {
-                    Some(_) => StepResult::Done { unit_price_cents: None, approved: None },
+                    Some(credit_limit_cents) => StepResult::CustomerChecked { credit_limit_cents },
                     None => StepResult::Refused {
                         code: codes::CUSTOMER_NOT_FOUND.into(),
                         message: format!("no customer {}", saga.customer_id),
@@ -41,6 +41,7 @@ impl SagaRunner {
                     order_id: order_id.clone(),
                     quantity: *quantity,
                     expected_unit_price_cents: *expected_unit_price_cents,
+                    credit_limit_cents: saga.credit_limit_cents,
                 })
                 .to_parts(),
             ),
