@@ -53,10 +53,11 @@ struct Claims {
     role: Role,
     exp: u64,
     iat: u64,
-    /// Checked by the validation when configured; issued when configured.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Issued when configured. Checked by the validation (from the token
+    /// itself: `aud` may be one audience or a list), never read from here.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
 }
 

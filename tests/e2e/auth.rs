@@ -167,7 +167,7 @@ const AUDIENCE: &str = "conveyor";
 
 /// A token with raw claims, as any identity provider might sign it.
 fn signed(claims: Value) -> String {
-    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes());
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("key");
     jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("signs")
 }
 

@@ -2,6 +2,7 @@
 //! hold after lines are merged, money fields have upper bounds, and credit
 //! is checked before any stock is held.
 
+use schema::ports::EventLog;
 use serde_json::{Value, json};
 
 use crate::helpers::{Backend, TestApp};
