@@ -334,7 +334,8 @@ mod tests {
         let caller = auth.caller(Some(&format!("Bearer {token}"))).expect("valid");
         assert_eq!(caller, Caller::Authenticated { role: Role::Customer, subject: "c-1".into() });
         assert_eq!(auth.caller(None).expect("no token"), Caller::Anonymous);
-        let forged = issue(b"another-secret-of-at-least-32-bytes", Role::Admin, "x", Duration::from_secs(60)).expect("signs");
+        let forged =
+            issue(b"another-secret-of-at-least-32-bytes", Role::Admin, "x", Duration::from_secs(60)).expect("signs");
         assert!(auth.caller(Some(&format!("Bearer {forged}"))).is_err());
         assert!(auth.caller(Some("Basic abc")).is_err());
         assert_eq!(Authenticator::open().caller(Some("garbage")).expect("open"), Caller::Open);
@@ -360,7 +361,8 @@ mod tests {
     fn expired_tokens_are_refused() {
         let auth = Authenticator::hs256(SECRET).expect("key");
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let claims = Claims { sub: "a".into(), role: Role::Admin, iat: now - 7200, exp: now - 3600, iss: None, aud: None };
+        let claims =
+            Claims { sub: "a".into(), role: Role::Admin, iat: now - 7200, exp: now - 3600, iss: None, aud: None };
         let token = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,

@@ -274,6 +274,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_scoped_watch_gets_only_its_scopes_changes() {
+        let notifier = BroadcastNotifier::new(16);
+        let change = |id: &str, scope: Option<&str>| ViewChange {
+            view: "orders".into(),
+            id: id.into(),
+            version: 1,
+            scope: scope.map(str::to_string),
+        };
+        let mut mine = notifier.watch_scope("orders", "c1", None).await.expect("watch");
+        let mut one = notifier.watch_scope("orders", "c1", Some("o2")).await.expect("watch");
+        for sent in [change("o1", Some("c2")), change("o2", None), change("o2", Some("c1")), change("o3", Some("c1"))] {
+            notifier.notify(&sent).await.expect("notify");
+        }
+        assert_eq!(mine.next().await.map(|change| change.id), Some("o2".into()));
+        assert_eq!(mine.next().await.map(|change| change.id), Some("o3".into()));
+        assert_eq!(one.next().await.map(|change| change.id), Some("o2".into()));
+        assert!(futures::FutureExt::now_or_never(one.next()).is_none(), "o3 is another row");
+    }
+
+    #[tokio::test]
     async fn a_subscriber_that_is_gone_fails_the_publish_so_the_event_stays_in_the_outbox() {
         let hub = InProcessEventHub::new(16);
         let feed = hub.subscribe("orders", &["order"]).await.expect("subscribed");

@@ -155,6 +155,9 @@ mod tests {
         assert_eq!(code("Ada", "ada@localhost", 0).as_deref(), Some(codes::INVALID_EMAIL));
         assert_eq!(code("Ada", "ada@example.com", -1).as_deref(), Some(codes::INVALID_CREDIT_LIMIT));
         assert_eq!(code("Ada", "ada@example.com", MAX_CREDIT_LIMIT_CENTS), None);
-        assert_eq!(code("Ada", "ada@example.com", MAX_CREDIT_LIMIT_CENTS + 1).as_deref(), Some(codes::INVALID_CREDIT_LIMIT));
+        assert_eq!(
+            code("Ada", "ada@example.com", MAX_CREDIT_LIMIT_CENTS + 1).as_deref(),
+            Some(codes::INVALID_CREDIT_LIMIT)
+        );
     }
 }

@@ -190,8 +190,9 @@ async fn tokens_need_the_configured_issuer_and_audience_and_wait_for_their_not_b
 
     // What `conveyor token` issues with the same settings is accepted.
     let wanted = TokenClaims { issuer: Some(ISSUER.into()), audience: Some(AUDIENCE.into()) };
-    let issued = issue_with(SECRET.as_bytes(), Role::Admin, "ops", SystemTime::now() + Duration::from_secs(600), &wanted)
-        .expect("signs");
+    let issued =
+        issue_with(SECRET.as_bytes(), Role::Admin, "ops", SystemTime::now() + Duration::from_secs(600), &wanted)
+            .expect("signs");
     let (status, answer) = app.graphql_as(Some(&issued), query, json!({})).await;
     assert_eq!((status, &answer), (200, &json!({ "data": { "commandOutcome": null } })));
     let good = signed(claims(json!({ "iss": ISSUER, "aud": [AUDIENCE, "billing"], "nbf": now - 5 })));

@@ -56,8 +56,7 @@ impl Shop {
         let mut customers = Vec::new();
         for name in ["Alice", "Bob"] {
             let email = format!("{name}-{}@example.com", uuid::Uuid::now_v7().simple());
-            let (_, registered) =
-                app.graphql_as(Some(&admin), register, json!({ "name": name, "email": email })).await;
+            let (_, registered) = app.graphql_as(Some(&admin), register, json!({ "name": name, "email": email })).await;
             let id = registered["data"]["registerCustomer"]["customerId"].as_str().expect("id").to_string();
             customers.push((token(Role::Customer, &id), id));
         }
@@ -161,7 +160,8 @@ async fn service_works_on_orders_but_reads_no_personal_data_and_customers_see_no
     let person = "query($id: ID!) { customer(id: $id) { name email creditLimitCents } }";
     let (_, answer) = shop.app.graphql_as(service, person, json!({ "id": shop.alice.1 })).await;
     assert_eq!((code(&answer), &answer["data"]["customer"]), ("FORBIDDEN", &Value::Null), "{answer}");
-    let (_, answer) = shop.app.graphql_as(service, "{ customers(first: 5) { edges { node { email } } } }", json!({})).await;
+    let (_, answer) =
+        shop.app.graphql_as(service, "{ customers(first: 5) { edges { node { email } } } }", json!({})).await;
     assert_eq!(code(&answer), "FORBIDDEN", "{answer}");
     // Admin and the customer itself still read them.
     for who in [&shop.admin, &shop.alice.0] {
@@ -213,8 +213,11 @@ async fn a_customers_order_feed_reads_nothing_of_other_customers_orders(backend:
     }
     for order in &bobs {
         let deadline = tokio::time::Instant::now() + WAIT;
-        while views.get(order).await.expect("orders view").is_none_or(|order| order.total_cents == 0
-            || order.status != read_side::orders::OrderStatus::Confirmed)
+        while views
+            .get(order)
+            .await
+            .expect("orders view")
+            .is_none_or(|order| order.total_cents == 0 || order.status != read_side::orders::OrderStatus::Confirmed)
         {
             assert!(tokio::time::Instant::now() < deadline, "Bob's order {order} never confirmed");
             tokio::time::sleep(Duration::from_millis(25)).await;

@@ -11,9 +11,11 @@ crate::on_both_backends!(
     the_order_rules_hold_after_lines_of_one_sku_are_merged,
     prices_and_credit_limits_have_upper_bounds,
     an_order_the_customer_cannot_pay_holds_no_stock,
+    a_lifetime_spend_at_the_end_of_the_range_saturates_and_the_view_goes_on,
 );
 
-const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId error { code } } }";
+const PLACE: &str =
+    "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId error { code } } }";
 
 fn code(answer: &Value) -> &str {
     answer["errors"][0]["extensions"]["code"].as_str().unwrap_or("")
@@ -64,7 +66,8 @@ async fn prices_and_credit_limits_have_upper_bounds(backend: Backend) {
     assert_eq!(answer["data"]["addProduct"]["status"], "ACCEPTED", "{answer}");
     let answer = app.graphql(register, json!({ "limit": 10_000_000_000_i64 })).await;
     assert_eq!(answer["data"]["registerCustomer"]["status"], "ACCEPTED", "{answer}");
-    let restock = "mutation { restockProduct(input: { sku: \"gold\", quantity: 1000000000 }) { status error { code } } }";
+    let restock =
+        "mutation { restockProduct(input: { sku: \"gold\", quantity: 1000000000 }) { status error { code } } }";
     let answer = app.graphql(restock, json!({})).await;
     assert_eq!(answer["data"]["restockProduct"]["error"]["code"], "INVALID_QUANTITY", "the shelf's cap: {answer}");
 }
@@ -96,4 +99,26 @@ async fn an_order_the_customer_cannot_pay_holds_no_stock(backend: Backend) {
     // So the one lamp is still there for a customer who can pay for it.
     let paying = place(&modest, json!([{ "sku": "lamp", "quantity": 1 }])).await;
     app.wait_for_order(&paying, "confirmed", |order| order["status"] == "CONFIRMED").await;
+}
+
+async fn a_lifetime_spend_at_the_end_of_the_range_saturates_and_the_view_goes_on(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let customer = app.shop().await;
+    app.wait_for_customer(&customer, |view| !view.is_null()).await;
+    // No rule lets a customer get here; a view must not break if one does.
+    let (_, views) = app.isolation.pools().await;
+    sqlx::query("UPDATE customers SET lifetime_spend_cents = $1 WHERE customer_id = $2")
+        .bind(i64::MAX - 100)
+        .bind(&customer)
+        .execute(&views)
+        .await
+        .expect("set the spend");
+    let first = app.place_order(&customer, crate::helpers::items(), None).await;
+    let id = first["orderId"].as_str().expect("placed");
+    app.wait_for_order(id, "confirmed", |order| order["status"] == "CONFIRMED").await;
+    let saturated = app.wait_for_customer(&customer, |view| view["lifetimeSpendCents"] == json!(i64::MAX)).await;
+    assert_eq!(saturated["orderCount"], 1, "{saturated}");
+    // The projector did not get stuck on it: the next order is counted.
+    app.place_order(&customer, crate::helpers::items(), None).await;
+    app.wait_for_customer(&customer, |view| view["orderCount"] == 2).await;
 }

@@ -470,10 +470,8 @@ fn conveyor_token_signs_what_the_gateway_verifies() {
         .output()
         .expect("conveyor token runs");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let claims = gateway::auth::TokenClaims {
-        issuer: Some("https://id.example.com".into()),
-        audience: Some("conveyor".into()),
-    };
+    let claims =
+        gateway::auth::TokenClaims { issuer: Some("https://id.example.com".into()), audience: Some("conveyor".into()) };
     let strict = gateway::Authenticator::hs256(secret.as_bytes()).expect("key").with_claims(&claims);
     let token = String::from_utf8(output.stdout).expect("utf-8");
     assert!(strict.caller(Some(&format!("Bearer {}", token.trim()))).is_ok(), "carries iss and aud");

@@ -50,9 +50,7 @@ impl Aggregate for Product {
                 self.price_cents = added.price_cents;
                 self.on_hand = added.initial_stock;
             }
-            ProductEvent::ProductRestocked(restocked) => {
-                self.on_hand = self.on_hand.saturating_add(restocked.quantity)
-            }
+            ProductEvent::ProductRestocked(restocked) => self.on_hand = self.on_hand.saturating_add(restocked.quantity),
             ProductEvent::StockReserved(reserved) => {
                 let previous = self.reservations.insert(reserved.order_id.clone(), reserved.quantity);
                 self.reserved += i64::from(reserved.quantity) - i64::from(previous.unwrap_or(0));

@@ -45,8 +45,7 @@ impl Projection for OrdersProjection {
     async fn apply(&self, tx: &mut ViewTx<'_>, event: &EventEnvelope) -> Result<Option<ViewChange>, ProjectionError> {
         let (order_id, summary, row) = match event.aggregate_type.as_str() {
             order::AGGREGATE => {
-                let (summary, row) =
-                    apply_order_event(tx, event, OrderEvent::decode(event).map_err(contract)?).await?;
+                let (summary, row) = apply_order_event(tx, event, OrderEvent::decode(event).map_err(contract)?).await?;
                 (event.aggregate_id.clone(), summary, row)
             }
             product::AGGREGATE => match ProductEvent::decode(event).map_err(contract)? {
@@ -160,30 +159,30 @@ async fn apply_order_event(
         OrderEvent::OrderConfirmed(confirmed) => {
             // The lines' prices come with their reservations (another
             // stream); the confirmed total agrees with them.
-            let updated_at = update(OrderStatus::Confirmed, ", total_cents = $5")
+            let row = update(OrderStatus::Confirmed, ", total_cents = $5")
                 .bind(confirmed.total_cents)
                 .fetch_optional(tx.statement())
                 .await?;
-            (format!("confirmed for {} cents", confirmed.total_cents), updated_at)
+            (format!("confirmed for {} cents", confirmed.total_cents), row)
         }
         OrderEvent::OrderRejected(rejected) => {
-            let updated_at = update(OrderStatus::Rejected, ", rejection_code = $5, rejection_reason = $6")
+            let row = update(OrderStatus::Rejected, ", rejection_code = $5, rejection_reason = $6")
                 .bind(&rejected.code)
                 .bind(&rejected.message)
                 .fetch_optional(tx.statement())
                 .await?;
-            (format!("rejected: {} ({})", rejected.message, rejected.code), updated_at)
+            (format!("rejected: {} ({})", rejected.message, rejected.code), row)
         }
         OrderEvent::OrderCancelled(cancelled) => {
-            let updated_at = update(OrderStatus::Cancelled, ", cancel_reason = $5")
+            let row = update(OrderStatus::Cancelled, ", cancel_reason = $5")
                 .bind(&cancelled.reason)
                 .fetch_optional(tx.statement())
                 .await?;
-            (format!("cancelled: {}", cancelled.reason), updated_at)
+            (format!("cancelled: {}", cancelled.reason), row)
         }
         OrderEvent::OrderShipped(_) => {
-            let updated_at = update(OrderStatus::Shipped, "").fetch_optional(tx.statement()).await?;
-            ("shipped".to_string(), updated_at)
+            let row = update(OrderStatus::Shipped, "").fetch_optional(tx.statement()).await?;
+            ("shipped".to_string(), row)
         }
     })
 }

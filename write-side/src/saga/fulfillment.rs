@@ -214,7 +214,9 @@ impl Fulfillment {
                 if expected > credit_limit_cents {
                     self.compensate(
                         codes::CREDIT_LIMIT_EXCEEDED,
-                        format!("the order is worth at least {expected} cents, the credit limit is {credit_limit_cents}"),
+                        format!(
+                            "the order is worth at least {expected} cents, the credit limit is {credit_limit_cents}"
+                        ),
                         true,
                     );
                 }
