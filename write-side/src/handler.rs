@@ -14,7 +14,7 @@ use tracing::instrument;
 
 use crate::aggregate::Aggregate;
 use crate::customer::{Customer, CustomerEmail, CustomerInput};
-use crate::event_store::{Decision, SqlEventStore, StoreError};
+use crate::event_store::{Attachment, Decision, SqlEventStore, StoreError};
 use crate::order::Order;
 use crate::payment::{Payment, PaymentInput, ProviderAnswer};
 use crate::payment_provider::PaymentProvider;
@@ -83,11 +83,22 @@ impl CommandHandler {
     /// As [`Self::handle`], with the events the command appended now: for
     /// a saga step run in this process, which reads its result from them.
     pub async fn decide(&self, command: &CommandEnvelope) -> Result<Decision, HandleError> {
+        self.decide_attached(command, None).await
+    }
+
+    /// As [`Self::decide`], with an attachment for the store's commit hook
+    /// (see [`crate::CommitHook`]): the saga's state, saved with its step.
+    pub async fn decide_attached(
+        &self,
+        command: &CommandEnvelope,
+        attachment: Option<Attachment>,
+    ) -> Result<Decision, HandleError> {
+        let store = &self.store;
         let decision = match command.aggregate_type.as_str() {
-            Order::TYPE => self.store.execute::<Order>(command, decode(command)?).await?,
+            Order::TYPE => store.execute_attached::<Order>(command, decode(command)?, attachment).await?,
             Customer::TYPE => self.handle_customer(command).await?,
-            Product::TYPE => self.store.execute::<Product>(command, decode(command)?).await?,
-            Payment::TYPE => self.handle_payment(command).await?,
+            Product::TYPE => store.execute_attached::<Product>(command, decode(command)?, attachment).await?,
+            Payment::TYPE => self.handle_payment(command, attachment).await?,
             other => return Err(HandleError::Poison(format!("no handler for aggregate type `{other}`"))),
         };
         Ok(decision)
@@ -100,7 +111,7 @@ impl CommandHandler {
     async fn handle_customer(&self, command: &CommandEnvelope) -> Result<Decision, HandleError> {
         let typed: CustomerCommand = decode(command)?;
         if let Some(outcome) = self.store.outcome(command.id).await? {
-            return Ok(Decision { outcome, new_events: Vec::new() });
+            return Ok(Decision::stored(outcome));
         }
         let CustomerCommand::RegisterCustomer(register) = &typed;
         let mut email_taken = false;
@@ -120,12 +131,16 @@ impl CommandHandler {
     }
 
     /// Payments ask the provider first (once per payment), then decide.
-    async fn handle_payment(&self, command: &CommandEnvelope) -> Result<Decision, HandleError> {
+    async fn handle_payment(
+        &self,
+        command: &CommandEnvelope,
+        attachment: Option<Attachment>,
+    ) -> Result<Decision, HandleError> {
         let typed: PaymentCommand = decode(command)?;
         let mut provider = None;
         if let PaymentCommand::AuthorizePayment(authorize) = &typed {
             if let Some(outcome) = self.store.outcome(command.id).await? {
-                return Ok(Decision { outcome, new_events: Vec::new() });
+                return Ok(Decision::stored(outcome));
             }
             let (payment, _) = self.store.load::<Payment>(&command.aggregate_id).await?;
             if payment.needs_provider() {
@@ -144,6 +159,7 @@ impl CommandHandler {
                 });
             }
         }
-        Ok(self.store.execute::<Payment>(command, PaymentInput { command: typed, provider }).await?)
+        let input = PaymentInput { command: typed, provider };
+        Ok(self.store.execute_attached::<Payment>(command, input, attachment).await?)
     }
 }

@@ -44,6 +44,8 @@ pub(super) trait Job: Send + Sync {
     fn stream(&self) -> &str;
     /// Whether this command normally starts its stream.
     fn starts_stream(&self) -> bool;
+    /// What its sender asked the commit hook to write with it.
+    fn attachment(&self) -> Option<&Attachment>;
     /// The state after `history`, the whole stream.
     fn fold(&self, history: &[EventEnvelope]) -> Result<State, StoreError>;
     /// Decides against `state` and advances it by the new events.
@@ -58,10 +60,33 @@ pub(super) type Reply = oneshot::Sender<Result<Decision, StoreError>>;
 /// tells it once they are committed. The order saga starts (and hears of
 /// cancellations and shipments) this way, so no order is ever without its
 /// saga and no event feed has to be read for it.
+///
+/// A command may also carry an [`Attachment`]: the hook gets it with the
+/// command's decision, in the same transaction, and its answer goes back
+/// to the sender in [`Decision::attached`]. The saga's step commands carry
+/// the saga's state, which is then saved in the step's own transaction.
 #[async_trait::async_trait]
 pub trait CommitHook: Send + Sync {
-    async fn within(&self, conn: &mut sqlx::AnyConnection, events: &[EventEnvelope]) -> Result<(), sqlx::Error>;
+    /// Runs in the batch's transaction; returns one answer per attachment.
+    async fn within(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        events: &[EventEnvelope],
+        attached: &[(&Attachment, &Decision)],
+    ) -> Result<Vec<Option<Attached>>, sqlx::Error>;
     fn committed(&self, events: &[EventEnvelope]);
+}
+
+/// Opaque to the store: what a command's sender hands its commit hook.
+pub type Attachment = Box<dyn Any + Send + Sync>;
+
+/// The commit hook's answer to an [`Attachment`], for the command's sender.
+pub struct Attached(pub Box<dyn Any + Send + Sync>);
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attached(..)")
+    }
 }
 
 /// The hook, set once a store's user (the saga) exists.
@@ -260,7 +285,7 @@ impl Lane {
         for job in jobs {
             let id = job.command().id;
             if let Some(outcome) = stored.get(&id).or_else(|| decided.get(&id)) {
-                results.push(Ok(Decision { outcome: outcome.clone(), new_events: Vec::new() }));
+                results.push(Ok(Decision::stored(outcome.clone())));
                 continue;
             }
             let state = match states.entry(job.stream().to_string()) {
@@ -280,7 +305,7 @@ impl Lane {
                 Ok((outcome, events)) => {
                     new_events.extend(events.iter().cloned());
                     decided.insert(id, outcome.clone());
-                    results.push(Ok(Decision { outcome, new_events: events }));
+                    results.push(Ok(Decision { outcome, new_events: events, attached: None }));
                 }
                 Err(error) => results.push(Err(error)),
             }
@@ -288,10 +313,22 @@ impl Lane {
         if !new_events.is_empty() {
             rows::insert_events(&mut tx, &new_events).await.map_err(StoreError::from_write)?;
         }
-        if let Some(hook) = self.hook.get()
-            && !new_events.is_empty()
-        {
-            hook.within(&mut tx, &new_events).await?;
+        if let Some(hook) = self.hook.get() {
+            // The decided commands that carry an attachment, by index.
+            let carrying: Vec<usize> =
+                (0..jobs.len()).filter(|&index| jobs[index].attachment().is_some() && results[index].is_ok()).collect();
+            if !new_events.is_empty() || !carrying.is_empty() {
+                let attached: Vec<(&Attachment, &Decision)> = carrying
+                    .iter()
+                    .filter_map(|&index| Some((jobs[index].attachment()?, results[index].as_ref().ok()?)))
+                    .collect();
+                let answers = hook.within(&mut tx, &new_events, &attached).await?;
+                for (index, answer) in carrying.into_iter().zip(answers) {
+                    if let Ok(decision) = &mut results[index] {
+                        decision.attached = answer;
+                    }
+                }
+            }
         }
         if !decided.is_empty() {
             let outcomes: Vec<&CommandOutcome> = decided.values().collect();

@@ -13,6 +13,7 @@ use super::writer::Save;
 use super::{Causes, Fulfillment, Phase, SagaError, SagaRunner};
 
 /// A saga as stored.
+#[derive(Clone)]
 pub(super) struct Stored {
     pub saga: Fulfillment,
     pub causes: Causes,
@@ -130,6 +131,7 @@ impl SagaRunner {
     /// someone did. Saves from many sagas share a commit ([`super::writer`]).
     pub(super) async fn save(&self, stored: &Stored, next_attempt_at: i64) -> Result<bool, SagaError> {
         let state = serde_json::to_string(&stored.saga).map_err(|error| SagaError::Contract(error.to_string()))?;
+        self.saves_apart.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.writer
             .save(Save {
                 saga_id: stored.saga.order_id.clone(),

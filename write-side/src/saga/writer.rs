@@ -80,20 +80,31 @@ async fn run(pool: AnyPool, mut receiver: mpsc::Receiver<Queued>) {
     }
 }
 
-/// `UPDATE … FROM` statements for the batch (each within
-/// [`sql::BYTES_PER_STATEMENT`]), in one transaction; returns the ids whose
-/// version matched.
+/// The batch in one transaction; returns the ids whose version matched.
 async fn write(pool: &AnyPool, batch: &[Queued]) -> Result<HashSet<String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let mut stored = HashSet::new();
-    for chunk in sql::chunks_by_size(batch, |queued| queued.save.state.len() + queued.save.saga_id.len() + 40) {
-        stored.extend(update(&mut tx, chunk).await?);
-    }
+    let saves: Vec<&Save> = batch.iter().map(|queued| &queued.save).collect();
+    let stored = write_saves(&mut tx, &saves).await?;
     tx.commit().await?;
     Ok(stored)
 }
 
-async fn update(conn: &mut sqlx::AnyConnection, batch: &[Queued]) -> Result<Vec<String>, sqlx::Error> {
+/// `UPDATE … FROM` statements for `saves` (each within
+/// [`sql::BYTES_PER_STATEMENT`]), on `conn`: the writer's own transaction,
+/// or a saga step's (see [`super::ride`]). Returns the ids whose version
+/// matched.
+pub(super) async fn write_saves(
+    conn: &mut sqlx::AnyConnection,
+    saves: &[&Save],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut stored = HashSet::new();
+    for chunk in sql::chunks_by_size(saves, |save| save.state.len() + save.saga_id.len() + 40) {
+        stored.extend(update(conn, chunk).await?);
+    }
+    Ok(stored)
+}
+
+async fn update(conn: &mut sqlx::AnyConnection, batch: &[&Save]) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<String> = (0..batch.len())
         .map(|n| {
             let p = n * 5;
@@ -116,7 +127,7 @@ async fn update(conn: &mut sqlx::AnyConnection, batch: &[Queued]) -> Result<Vec<
         rows.join(" UNION ALL ")
     );
     let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-    for Queued { save, .. } in batch {
+    for save in batch {
         query = query
             .bind(save.saga_id.as_str())
             .bind(save.version)
