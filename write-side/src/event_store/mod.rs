@@ -10,6 +10,8 @@
 mod group_commit;
 mod job;
 mod publication;
+#[cfg(test)]
+mod retry_tests;
 mod rows;
 
 use std::sync::Arc;
@@ -114,6 +116,12 @@ impl SqlEventStore {
     /// once, before commands arrive; a second hook is refused.
     pub fn set_commit_hook(&self, hook: Arc<dyn CommitHook>) -> Result<(), StoreError> {
         self.hook.set(hook).map_err(|_| StoreError::Contract("the event store already has a commit hook".into()))
+    }
+
+    /// How many streams the lanes read back from the store to decide on
+    /// (streams not in memory): after warm-up, a hot stream costs none.
+    pub fn streams_read(&self) -> u64 {
+        self.lanes.streams_read()
     }
 
     /// The pool, for the saga's own table.

@@ -102,12 +102,16 @@ impl SagaRunner {
         sql::retry("load saga", || self.load_once(order_id)).await
     }
 
+    /// Reads the saga and takes its lease (a sweeper elsewhere leaves it
+    /// alone meanwhile: the steps' own saves keep the lease they find).
     async fn load_once(&self, order_id: &str) -> Result<Option<Stored>, SagaError> {
+        let lease_end = Utc::now().timestamp_micros() + self.settings.lease().as_micros() as i64;
         let row = sqlx::query(
-            "SELECT state, correlation_id, causation_id, version, active, cancel_requested, ship_requested \
-             FROM sagas WHERE saga_id = $1",
+            "UPDATE sagas SET next_attempt_at = $2 WHERE saga_id = $1 \
+             RETURNING state, correlation_id, causation_id, version, active, cancel_requested, ship_requested",
         )
         .bind(order_id)
+        .bind(lease_end)
         .fetch_optional(self.store.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -138,7 +142,7 @@ impl SagaRunner {
                 version: stored.version,
                 state,
                 active: stored.should_be_active(),
-                next_attempt_at,
+                next_attempt_at: Some(next_attempt_at),
             })
             .await
     }

@@ -22,7 +22,10 @@ pub(super) struct Save {
     pub version: i64,
     pub state: String,
     pub active: bool,
-    pub next_attempt_at: i64,
+    /// When a sweeper may take it up; `None` keeps the row's (a saga
+    /// stepping on, whose lease has not run out: the row then changes no
+    /// indexed column, and PostgreSQL can update it in place).
+    pub next_attempt_at: Option<i64>,
 }
 
 /// A save and whom to tell whether it was stored (false: someone changed
@@ -121,7 +124,7 @@ async fn update(conn: &mut sqlx::AnyConnection, batch: &[&Save]) -> Result<Vec<S
         .collect();
     let sql = format!(
         "UPDATE sagas SET state = v.state, version = sagas.version + 1, active = v.active, \
-         next_attempt_at = v.next_attempt_at, updated_at = ${} \
+         next_attempt_at = CASE WHEN v.next_attempt_at < 0 THEN sagas.next_attempt_at ELSE v.next_attempt_at END, updated_at = ${} \
          FROM ({}) AS v WHERE sagas.saga_id = v.saga_id AND sagas.version = v.version RETURNING sagas.saga_id",
         batch.len() * 5 + 1,
         rows.join(" UNION ALL ")
@@ -133,7 +136,7 @@ async fn update(conn: &mut sqlx::AnyConnection, batch: &[&Save]) -> Result<Vec<S
             .bind(save.version)
             .bind(save.state.as_str())
             .bind(i64::from(save.active))
-            .bind(save.next_attempt_at);
+            .bind(save.next_attempt_at.unwrap_or(-1));
     }
     query = query.bind(Utc::now().timestamp_micros());
     query.fetch_all(&mut *conn).await
