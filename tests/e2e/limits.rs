@@ -99,6 +99,20 @@ async fn an_order_the_customer_cannot_pay_holds_no_stock(backend: Backend) {
     // So the one lamp is still there for a customer who can pay for it.
     let paying = place(&modest, json!([{ "sku": "lamp", "quantity": 1 }])).await;
     app.wait_for_order(&paying, "confirmed", |order| order["status"] == "CONFIRMED").await;
+
+    // Lines that each fit the limit but together do not: once the saga has
+    // seen the catalog's prices (catalog prices never change), the order is
+    // declined before its stock is held, named prices or not.
+    app.add_product("bulb", 1000, 10).await;
+    let bulb = place(&modest, json!([{ "sku": "bulb", "quantity": 1 }])).await;
+    app.wait_for_order(&bulb, "confirmed", |order| order["status"] == "CONFIRMED").await;
+    let restock =
+        "mutation { restockProduct(input: { sku: \"lamp\", quantity: 1, consistency: AWAIT_VIEW }) { status } }";
+    assert_eq!(app.graphql(restock, json!({})).await["data"]["restockProduct"]["status"], "ACCEPTED");
+    let together = place(&modest, json!([{ "sku": "lamp", "quantity": 1 }, { "sku": "bulb", "quantity": 1 }])).await;
+    let settled = app.wait_for_order(&together, "rejected", |order| order["status"] == "REJECTED").await;
+    assert_eq!(settled["rejectionCode"], "CREDIT_LIMIT_EXCEEDED", "{settled}");
+    assert_eq!(settled["stockStatus"], "NONE", "nothing was held: {settled}");
 }
 
 async fn a_lifetime_spend_at_the_end_of_the_range_saturates_and_the_view_goes_on(backend: Backend) {

@@ -24,6 +24,7 @@ impl SagaRunner {
         };
         let Some(mut stored) = loaded else { return Ok(()) };
         loop {
+            self.prices.learn(&stored.saga.reserved);
             let signalled = stored.saga.take_signals(stored.cancel_requested, stored.ship_requested);
             let steps = stored.saga.next_steps();
             if steps.is_empty() {

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use schema::codes;
-use schema::order::{OrderLine, PricedLine, expected_value_cents, total_cents};
+use schema::order::{OrderLine, PricedLine, total_cents};
 
 /// A command the saga sends; `key` names it within the saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,8 +61,10 @@ pub enum StepResult {
     Refused { code: String, message: String },
     /// No answer (yet): try again later, unless the saga is past its deadline.
     NoAnswer,
-    /// The customer is registered, with this credit limit.
-    CustomerChecked { credit_limit_cents: i64 },
+    /// The customer is registered, with this credit limit; the order is
+    /// worth at least `least_value_cents` (the prices known before any
+    /// stock is held: the catalog's where seen, else the client's).
+    CustomerChecked { credit_limit_cents: i64, least_value_cents: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,20 +207,16 @@ impl Fulfillment {
                 self.compensate(codes::STEP_TIMED_OUT, format!("no answer to `{}` in time", step.key()), true)
             }
             (_, StepResult::NoAnswer) => {}
-            // Credit before stock: an order worth more than the limit at the
-            // prices the client expects is declined before anything is held.
-            (Phase::Running, StepResult::CustomerChecked { credit_limit_cents }) => {
+            // Credit before stock: an order known to be worth more than the
+            // limit is declined before anything is held.
+            (Phase::Running, StepResult::CustomerChecked { credit_limit_cents, least_value_cents }) => {
                 self.customer_checked = true;
                 self.credit_limit_cents = Some(credit_limit_cents);
-                let expected = expected_value_cents(&self.lines);
-                if expected > credit_limit_cents {
-                    self.compensate(
-                        codes::CREDIT_LIMIT_EXCEEDED,
-                        format!(
-                            "the order is worth at least {expected} cents, the credit limit is {credit_limit_cents}"
-                        ),
-                        true,
+                if least_value_cents > credit_limit_cents {
+                    let message = format!(
+                        "the order is worth at least {least_value_cents} cents, the credit limit is {credit_limit_cents}"
                     );
+                    self.compensate(codes::CREDIT_LIMIT_EXCEEDED, message, true);
                 }
             }
             (Phase::Running, StepResult::Refused { code, message }) => {
@@ -329,8 +327,8 @@ mod tests {
         Fulfillment::start("o1".into(), "c1".into(), vec![line("a", 2), line("b", 1)], 1_000)
     }
 
-    fn checked(credit_limit_cents: i64) -> StepResult {
-        StepResult::CustomerChecked { credit_limit_cents }
+    fn checked(credit_limit_cents: i64, least_value_cents: i64) -> StepResult {
+        StepResult::CustomerChecked { credit_limit_cents, least_value_cents }
     }
 
     fn done() -> StepResult {
@@ -407,20 +405,19 @@ mod tests {
 
     #[test]
     fn credit_comes_before_stock_an_order_above_the_limit_reserves_nothing() {
-        let expecting = |cents| OrderLine { sku: "a".into(), quantity: 2, expected_unit_price_cents: Some(cents) };
-        let mut saga = Fulfillment::start("o1".into(), "c1".into(), vec![expecting(300), line("b", 1)], 1_000);
-        let steps = run(&mut saga, |step| match step {
-            Step::CheckCustomer => checked(599),
+        let mut above = saga();
+        let steps = run(&mut above, |step| match step {
+            Step::CheckCustomer => checked(599, 600),
             other => happy(other),
         });
         let keys: Vec<_> = steps.iter().map(Step::key).collect();
         assert_eq!(keys, ["check-customer", "reject"], "nothing reserved, nothing to release");
-        assert_eq!(saga.outcome_code.as_deref(), Some(codes::CREDIT_LIMIT_EXCEEDED));
+        assert_eq!(above.outcome_code.as_deref(), Some(codes::CREDIT_LIMIT_EXCEEDED));
 
-        let mut saga = Fulfillment::start("o1".into(), "c1".into(), vec![expecting(300), line("b", 1)], 1_000);
-        saga.record(&Step::CheckCustomer, checked(600), 0);
-        assert_eq!(saga.credit_limit_cents, Some(600), "the reservations carry the limit");
-        assert_eq!(saga.next_steps().len(), 2);
+        let mut fits = saga();
+        fits.record(&Step::CheckCustomer, checked(600, 600), 0);
+        assert_eq!(fits.credit_limit_cents, Some(600), "the reservations carry the limit");
+        assert_eq!(fits.next_steps().len(), 2);
     }
 
     #[test]

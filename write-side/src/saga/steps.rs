@@ -32,7 +32,10 @@ impl SagaRunner {
             Step::CheckCustomer => {
                 let (customer, _) = self.store.load::<Customer>(&saga.customer_id).await?;
                 let result = match customer.credit_limit_cents {
-                    Some(credit_limit_cents) => StepResult::CustomerChecked { credit_limit_cents },
+                    Some(credit_limit_cents) => StepResult::CustomerChecked {
+                        credit_limit_cents,
+                        least_value_cents: self.prices.least_value_cents(&saga.lines),
+                    },
                     None => StepResult::Refused {
                         code: codes::CUSTOMER_NOT_FOUND.into(),
                         message: format!("no customer {}", saga.customer_id),
