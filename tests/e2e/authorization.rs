@@ -122,8 +122,13 @@ async fn a_customer_cannot_tell_another_customers_order_from_a_missing_one(backe
 
     // Mutations: ORDER_NOT_FOUND for both, after the same wait, and nothing changes.
     let cancel = "mutation($id: ID!) { cancelOrder(input: { orderId: $id, reason: \"mine now\" }) { status } }";
+    // The same work too: the gateway reads the view as often for either.
+    let reads = || shop.app.gateway_views.statements();
+    let before = reads();
     let (_, others) = shop.app.graphql_as(Some(bob), cancel, json!({ "id": alices })).await;
+    let between = reads();
     let (_, missing) = shop.app.graphql_as(Some(bob), cancel, json!({ "id": UNKNOWN })).await;
+    assert_eq!(between - before, reads() - between, "as many reads for another's order as for a missing one");
     assert_eq!((code(&others), code(&missing)), ("ORDER_NOT_FOUND", "ORDER_NOT_FOUND"), "{others} {missing}");
     assert_eq!(others["data"], missing["data"]);
     assert_eq!(shop.app.count_events("order", &alices, "OrderCancelled").await, 0, "nothing was sent");

@@ -1,13 +1,14 @@
 //! `placeOrder`, `cancelOrder`, `shipOrder`: inputs, payloads, access.
 
 use async_graphql::{ComplexObject, Context, Error, ID, InputObject, Object, SimpleObject};
+use futures::StreamExt;
 use read_side::orders::{self as view};
 use schema::envelope::derived_id;
 use schema::order::{self as contract, CancelOrder, OrderCommand, PlaceOrder, ShipOrder};
 
 use crate::graphql::Services;
 use crate::graphql::commands::{CommandError, CommandStatus, Consistency, await_view, caller, command_id, send};
-use crate::graphql::errors::{coded, internal, overloaded, parse_id};
+use crate::graphql::errors::{coded, internal, overloaded, parse_id, unavailable};
 
 use super::types::Order;
 
@@ -200,23 +201,29 @@ async fn admit_new_order(ctx: &Context<'_>, command_id: uuid::Uuid, keyed: bool)
 /// nothing about which orders exist.
 async fn require_own_order(ctx: &Context<'_>, order_id: &str, what: &str) -> Result<(), Error> {
     let caller = caller(ctx)?;
-    if caller.customer_scope(what)?.is_none() {
+    let Some(me) = caller.customer_scope(what)? else { return Ok(()) };
+    let services = ctx.data::<Services>()?;
+    let mine = || async {
+        let order = services.orders.get(order_id).await.map_err(internal)?;
+        Ok::<_, Error>(order.is_some_and(|order| order.customer_id == me))
+    };
+    if mine().await? {
         return Ok(());
     }
-    let services = ctx.data::<Services>()?;
-    let orders = services.orders.clone();
-    let mine = || {
-        let (orders, id, caller) = (orders.clone(), order_id.to_string(), caller.clone());
-        async move {
-            let order = orders.get(&id).await.map_err(internal)?;
-            Ok::<_, Error>(order.is_some_and(|order| caller.may_see_orders_of(&order.customer_id)))
+    // Watch (before reading again, so no change is missed) only the
+    // caller's changes of this order: another customer's order wakes
+    // nothing, exactly as a missing one.
+    let deadline = tokio::time::Instant::now() + services.mutation_wait;
+    let mut changes = services.notifier.watch_scope(view::VIEW, &me, Some(order_id)).await.map_err(unavailable)?;
+    while !mine().await? {
+        match tokio::time::timeout_at(deadline, changes.next()).await {
+            Ok(Some(_)) => continue,
+            // A last look, in case a notification was lost.
+            Ok(None) | Err(_) if mine().await? => break,
+            Ok(None) | Err(_) => {
+                return Err(coded(schema::codes::ORDER_NOT_FOUND, format!("no order {order_id} is known")));
+            }
         }
-    };
-    let mut found = mine().await?;
-    if !found {
-        let deadline = tokio::time::Instant::now() + services.mutation_wait;
-        await_view(ctx, view::VIEW, order_id, deadline, mine).await?;
-        found = mine().await?;
     }
-    if found { Ok(()) } else { Err(coded(schema::codes::ORDER_NOT_FOUND, format!("no order {order_id} is known"))) }
+    Ok(())
 }
