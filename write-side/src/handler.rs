@@ -13,7 +13,7 @@ use schema::{CommandEnvelope, CommandOutcome, OutcomeStatus};
 use tracing::instrument;
 
 use crate::aggregate::Aggregate;
-use crate::customer::{Customer, CustomerEmail, CustomerInput};
+use crate::customer::{CreditLimits, Customer, CustomerEmail, CustomerInput};
 use crate::event_store::{Attachment, Decision, SqlEventStore, StoreError};
 use crate::order::Order;
 use crate::payment::{Payment, PaymentInput, ProviderAnswer};
@@ -48,6 +48,7 @@ impl From<StoreError> for HandleError {
 #[derive(Clone)]
 pub struct CommandHandler {
     store: SqlEventStore,
+    credit_limits: CreditLimits,
     provider: Arc<dyn PaymentProvider>,
     /// How long the payment provider may take before the attempt counts as
     /// unanswered: a timeout is about a dependency, never about a queue.
@@ -60,7 +61,12 @@ fn decode<C: Message>(command: &CommandEnvelope) -> Result<C, HandleError> {
 
 impl CommandHandler {
     pub fn new(store: SqlEventStore, provider: Arc<dyn PaymentProvider>) -> Self {
-        Self { store, provider, provider_timeout: Duration::from_secs(5) }
+        Self {
+            credit_limits: CreditLimits::new(store.clone()),
+            store,
+            provider,
+            provider_timeout: Duration::from_secs(5),
+        }
     }
 
     /// Bounds each call to the payment provider.
@@ -144,8 +150,7 @@ impl CommandHandler {
             }
             let (payment, _) = self.store.load::<Payment>(&command.aggregate_id).await?;
             if payment.needs_provider() {
-                let (customer, _) = self.store.load::<Customer>(&authorize.customer_id).await?;
-                provider = Some(match customer.credit_limit_cents {
+                provider = Some(match self.credit_limits.get(&authorize.customer_id).await? {
                     None => ProviderAnswer::Declined("unknown customer".into()),
                     Some(limit) => {
                         let answer = self.provider.authorize(command.id, authorize.amount_cents, limit);

@@ -34,6 +34,7 @@ use uuid::Uuid;
 pub use fulfillment::{Fulfillment, Phase, Step, StepResult};
 pub use route::StepRoute;
 
+use crate::customer::CreditLimits;
 use crate::event_store::{SqlEventStore, StoreError};
 use crate::stream_locks::StreamLocks;
 
@@ -132,6 +133,7 @@ struct Causes {
 #[derive(Clone)]
 pub struct SagaRunner {
     store: SqlEventStore,
+    credit_limits: CreditLimits,
     route: StepRoute,
     settings: SagaSettings,
     locks: StreamLocks,
@@ -156,6 +158,7 @@ impl SagaRunner {
         store.set_commit_hook(Arc::new(intake::SagaIntake::new(settings.clone(), wake)))?;
         let store_pool = store.pool().clone();
         Ok(Self {
+            credit_limits: CreditLimits::new(store.clone()),
             store,
             route,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),

@@ -14,7 +14,6 @@ use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeSt
 use super::ride::{self, Ridden, Ride};
 use super::route::Answer;
 use super::{ACTOR, Causes, Fulfillment, SagaError, SagaRunner, Step, StepResult};
-use crate::customer::Customer;
 use crate::event_store::Attachment;
 
 impl SagaRunner {
@@ -30,8 +29,7 @@ impl SagaRunner {
         let order_id = saga.order_id.clone();
         let (aggregate, aggregate_id, (type_name, payload)) = match step {
             Step::CheckCustomer => {
-                let (customer, _) = self.store.load::<Customer>(&saga.customer_id).await?;
-                let result = match customer.credit_limit_cents {
+                let result = match self.credit_limits.get(&saga.customer_id).await? {
                     Some(credit_limit_cents) => StepResult::CustomerChecked {
                         credit_limit_cents,
                         least_value_cents: self.prices.least_value_cents(&saga.lines),
