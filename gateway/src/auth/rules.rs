@@ -68,6 +68,11 @@ impl Caller {
         }
     }
 
+    /// Whether this caller may read anyone's personal data (itself, for a customer).
+    pub fn may_read_personal_data(&self) -> bool {
+        matches!(self, Self::Open | Self::Authenticated { role: Role::Admin | Role::Customer, .. })
+    }
+
     /// The only customer whose personal data a list may show; `None` for all.
     pub fn personal_data_scope(&self, what: &str) -> Result<Option<String>, Error> {
         match self {

@@ -71,7 +71,7 @@ impl Prefetched {
         let node = ctx.look_ahead().field("edges").field("node");
         let mut prefetched = Self::default();
         // Personal data: not fetched for a caller who may not see it (the field refuses it).
-        let personal = ctx.data::<crate::auth::Caller>().is_ok_and(|caller| caller.personal_data_scope("").is_ok());
+        let personal = ctx.data::<crate::auth::Caller>().is_ok_and(crate::auth::Caller::may_read_personal_data);
         if personal && node.field("customer").exists() {
             let ids = unique(orders.iter().map(|order| order.customer_id.clone()));
             let loader = ctx.data::<DataLoader<CustomerLoader>>()?;
