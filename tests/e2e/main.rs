@@ -6,9 +6,11 @@
 mod helpers;
 
 mod auth;
+mod authorization;
 mod customers;
 mod feed;
 mod http;
+mod limits;
 mod orders;
 mod overload;
 mod processes;
