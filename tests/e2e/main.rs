@@ -6,7 +6,9 @@
 mod helpers;
 
 mod auth;
+mod authorization;
 mod customers;
+mod edge;
 mod feed;
 mod fuzz;
 mod http;

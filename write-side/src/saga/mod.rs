@@ -12,6 +12,7 @@
 mod drive;
 mod fulfillment;
 mod intake;
+mod prices;
 mod ride;
 mod route;
 mod steps;
@@ -141,6 +142,8 @@ pub struct SagaRunner {
     writer: writer::SagaWriter,
     /// Sagas queued or being driven here: the sweeper leaves them alone.
     driving: Arc<Mutex<HashSet<String>>>,
+    /// Catalog prices seen reserved: the customer check's estimate.
+    prices: prices::CatalogPrices,
     /// Sagas the intake started or changed, to drive at once.
     wakes: Arc<Mutex<Option<mpsc::UnboundedReceiver<intake::Wake>>>>,
     /// Saves written in a transaction of their own (not with a step).
@@ -164,6 +167,7 @@ impl SagaRunner {
             locks: StreamLocks::default(),
             tasks: TaskTracker::new(),
             driving: Arc::default(),
+            prices: prices::CatalogPrices::default(),
             wakes: Arc::new(Mutex::new(Some(wakes))),
             saves_apart: Arc::default(),
         })
