@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod edge;
+pub use edge::EdgeLimits;
+
 #[derive(Debug, Parser)]
 #[command(name = "conveyor", version, about = "GraphQL gateway over event-sourced CQRS")]
 pub struct Cli {
@@ -103,6 +106,8 @@ pub struct Common {
     pub max_undecided_orders: u64,
     #[command(flatten)]
     pub domain: Domain,
+    #[command(flatten)]
+    pub edge: EdgeLimits,
 }
 
 impl Common {
@@ -113,8 +118,14 @@ impl Common {
             max_body_bytes: self.max_body_bytes,
             request_timeout: self.request_timeout,
             introspection: !self.disable_introspection,
+            limits: self.edge.query_limits(),
+            rate_limit: gateway::RateLimitSettings {
+                per_second: self.edge.rate_limit,
+                burst: self.edge.rate_limit_burst,
+            },
+            client_ip_header: self.edge.client_ip_header.clone(),
             auth: self.authenticator()?,
-            websocket: gateway::WsSettings { init_timeout: self.ws_init_timeout, ping_interval: self.ws_ping_interval },
+            websocket: self.edge.websocket(self.ws_init_timeout, self.ws_ping_interval),
         })
     }
 
