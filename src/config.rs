@@ -38,6 +38,15 @@ pub enum Command {
     Schema,
     /// Prints a token signed with the configured --jwt-secret.
     Token(TokenArgs),
+    /// Applies the write side's and the read side's migrations, then exits.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MigrateArgs {
+    /// PostgreSQL or CockroachDB URL (or sqlite://path for an embedded store).
+    #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true)]
+    pub database: String,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -3,11 +3,13 @@
 //! `main` boots.
 //!
 //! * [`embedded`]: one process, SQLite, in-process bus and feed (the default).
+//! * [`migrate`]: `conveyor migrate`, the schema on its own.
 //! * [`server`]: NATS JetStream + PostgreSQL/CockroachDB, one or all sides per process.
 
 pub mod bench;
 pub mod config;
 pub mod embedded;
+pub mod migrate;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use conveyor::config::{Cli, Command, Common, TokenArgs, TokenRole};
-use conveyor::{bench, embedded, server, shutdown, telemetry};
+use conveyor::{bench, embedded, migrate, server, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
@@ -21,6 +21,7 @@ async fn main() {
             Ok(())
         }
         Command::Token(args) => token(common, &args),
+        Command::Migrate(args) => migrate::run(&args).await,
     };
     if let Err(error) = result {
         // One clear line; the cause chain on the same line.

@@ -21,9 +21,19 @@ pub use projection::{Projection, ProjectionError, ViewTx};
 pub use projector::{Projector, ProjectorCounts};
 pub use views::ViewStore;
 
-/// Creates the view tables if needed (see [`schema::sql::migrate`]).
+/// Creates the view tables if needed, under the side's migration lease (see
+/// [`schema::migration`]); `migrations/postgres` serves PostgreSQL and
+/// CockroachDB, `migrations/sqlite` the embedded mode.
 pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
-    schema::sql::migrate(pool, sqlx::migrate!("./migrations"), "_read_side_migrations").await
+    schema::migration::migrate(
+        pool,
+        schema::migration::Migrations {
+            postgres: sqlx::migrate!("./migrations/postgres"),
+            sqlite: sqlx::migrate!("./migrations/sqlite"),
+            table: "_read_side_migrations",
+        },
+    )
+    .await
 }
 
 /// Every projection this build maintains.

@@ -9,11 +9,14 @@
 //! * [`subjects`]: the namespaced NATS subject, stream and consumer names.
 //! * [`ports`]: the small traits behind which embedded and server adapters sit.
 //! * [`nats`] / [`sql`] (features): stream definitions and the SQL transaction
-//!   rules (SERIALIZABLE, retry on 40001) that every side follows.
+//!   rules (SERIALIZABLE, retry on 40001) that every side follows, and
+//!   [`migration`]s under a lease row.
 
 pub mod codes;
 pub mod customer;
 pub mod envelope;
+#[cfg(feature = "sql")]
+pub mod migration;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "nats")]
