@@ -70,6 +70,10 @@ pub struct Common {
     #[arg(long, env = "CONVEYOR_PROJECTOR_WORKERS", default_value_t = read_side::projector::WORKERS,
           value_parser = TypedValueParser::map(clap::value_parser!(u16).range(1..=64), usize::from), global = true)]
     pub projector_workers: usize,
+    /// Serves Prometheus metrics at `GET /metrics` on this address (e.g.
+    /// 0.0.0.0:9090); off unless set.
+    #[arg(long, env = "CONVEYOR_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
     /// Embedded mode: where the SQLite event store and views live.
     #[arg(long, env = "CONVEYOR_DATA_DIR", default_value = "./conveyor-data", global = true)]
     pub data_dir: PathBuf,

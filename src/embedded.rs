@@ -25,6 +25,8 @@ use crate::server::supervise;
 /// A started embedded system.
 pub struct Embedded {
     pub address: SocketAddr,
+    /// Where `/metrics` is served, with `--metrics-listen`.
+    pub metrics_address: Option<SocketAddr>,
     pub store: SqlEventStore,
     pub views: ViewStore,
     /// The gateway's admission limits and backlog readings.
@@ -114,6 +116,7 @@ impl Embedded {
             .await
             .with_context(|| format!("cannot open the event store in {}", data_dir.display()))?;
         let backlog: Arc<dyn Backlog> = Arc::new(SqlBacklog::new(backlog_pool));
+        let backlog_for_metrics = backlog.clone();
         let admission = Admission::start(common.admission(), Some(backlog), shutdown.clone());
         let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone())
             .with_admission(admission.clone());
@@ -123,7 +126,14 @@ impl Embedded {
             .with_context(|| format!("cannot listen on {}", common.listen))?;
         let address = gateway.local_addr()?;
         tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-        Ok(Self { address, store, views, admission, tasks, shutdown })
+        let samplers = vec![
+            crate::metrics::pool("events", events_pool),
+            crate::metrics::pool("views", views_pool),
+            crate::metrics::sagas(backlog_for_metrics),
+            crate::metrics::in_process_feed(hub),
+        ];
+        let metrics_address = crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
+        Ok(Self { address, metrics_address, store, views, admission, tasks, shutdown })
     }
 
     /// Runs until the shutdown token is cancelled or a component fails.

@@ -22,6 +22,8 @@ use write_side::{
     CommandHandler, OutboxRelay, RelaySettings, SagaRunner, SqlBacklog, SqlEventStore, StepRoute, lane_settings_for,
 };
 
+use schema::metrics::Sampler;
+
 use crate::config::{Common, Server, WriteSideArgs};
 
 /// Connections shared by the sides in one process.
@@ -239,6 +241,8 @@ pub async fn run_gateway(common: &Common, server: &Server, shutdown: Cancellatio
     let infra = Infra::connect(common, server, GATEWAY_ROLE, Sides::One).await?;
     let mut tasks = JoinSet::new();
     let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?.address;
+    let samplers = samplers(&infra, &[], false, true);
+    crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "gateway serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
     finish(infra, tasks, shutdown).await
 }
@@ -253,6 +257,8 @@ pub async fn run_write_side(common: &Common, args: &WriteSideArgs, shutdown: Can
     let mut tasks = JoinSet::new();
     let consumer = ConsumerSettings { concurrency: args.concurrency, ack_wait: args.ack_wait, ..Default::default() };
     start_write_side(&infra, common, &aggregates, consumer, &mut tasks, &shutdown).await?;
+    let samplers = samplers(&infra, &aggregates, false, false);
+    crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, ?aggregates, "write side running");
     finish(infra, tasks, shutdown).await
 }
@@ -261,6 +267,8 @@ pub async fn run_read_side(common: &Common, server: &Server, shutdown: Cancellat
     let infra = Infra::connect(common, server, "read-side", Sides::One).await?;
     let mut tasks = JoinSet::new();
     start_read_side(&infra, common, &mut tasks, &shutdown).await?;
+    let samplers = samplers(&infra, &[], true, false);
+    crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "read side running");
     finish(infra, tasks, shutdown).await
 }
@@ -272,8 +280,38 @@ pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationTok
         .await?;
     start_read_side(&infra, common, &mut tasks, &shutdown).await?;
     let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?.address;
+    let samplers = samplers(&infra, write_side::AGGREGATES, true, true);
+    crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
     finish(infra, tasks, shutdown).await
+}
+
+/// What `/metrics` reads at scrape time for the sides this process runs:
+/// the write side's handler groups, the read side, the gateway.
+fn samplers(infra: &Infra, write_groups: &[&'static str], read: bool, gateway: bool) -> Vec<Sampler> {
+    let js = jetstream::new(infra.client.clone());
+    let mut samplers = Vec::new();
+    if !write_groups.is_empty() {
+        samplers.push(crate::metrics::pool("write", infra.pool.clone()));
+        if write_groups.contains(&schema::order::AGGREGATE) {
+            samplers.push(crate::metrics::sagas(Arc::new(SqlBacklog::new(infra.pool.clone()))));
+        }
+        for group in write_groups {
+            let consumer = format!("write_side_{group}");
+            samplers.push(crate::metrics::consumer(js.clone(), &infra.ns, "COMMANDS", consumer));
+        }
+    }
+    if read {
+        samplers.push(crate::metrics::pool("read", infra.read_pool.clone()));
+        for projection in projections() {
+            let consumer = format!("projector_{}", projection.name());
+            samplers.push(crate::metrics::consumer(js.clone(), &infra.ns, "EVENTS", consumer));
+        }
+    }
+    if gateway {
+        samplers.push(crate::metrics::pool("gateway", infra.gateway_pool.clone()));
+    }
+    samplers
 }
 
 /// Runs until stopped, then flushes what NATS still buffers.

@@ -10,11 +10,14 @@
 //! * [`ports`]: the small traits behind which embedded and server adapters sit.
 //! * [`nats`] / [`sql`] (features): stream definitions and the SQL transaction
 //!   rules (SERIALIZABLE, retry on 40001) that every side follows, and
-//!   [`migration`]s under a lease row.
+//!   [`migration`]s under a lease row; [`metrics`] (feature): the process's
+//!   Prometheus metrics.
 
 pub mod codes;
 pub mod customer;
 pub mod envelope;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 #[cfg(feature = "sql")]
 pub mod migration;
 #[cfg(feature = "nats")]

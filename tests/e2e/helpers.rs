@@ -141,6 +141,7 @@ impl Isolation {
     pub fn common(&self) -> Common {
         Common {
             listen: "127.0.0.1:0".parse().expect("valid address"),
+            metrics_listen: None,
             namespace: self.namespace.clone(),
             mutation_wait: Duration::from_secs(10),
             projector_batch: read_side::projector::BATCH,

@@ -13,6 +13,7 @@ mod feed;
 mod fuzz;
 mod http;
 mod limits;
+mod metrics;
 mod migrations;
 mod orders;
 mod overload;

@@ -20,14 +20,14 @@ use crate::helpers::{
 };
 
 /// A `conveyor` process; killed if still running when dropped.
-struct Conveyor {
+pub(crate) struct Conveyor {
     child: Child,
     lines: mpsc::Receiver<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Conveyor {
-    fn start(args: &[&str], env: &[(&str, String)]) -> Self {
+    pub(crate) fn start(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_conveyor"));
         command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         command.env("RUST_LOG", "info").env_remove("NATS_URL").env_remove("DATABASE_URL");
@@ -49,7 +49,7 @@ impl Conveyor {
     }
 
     /// Waits for a log line containing `marker`; returns it.
-    fn wait_for_line(&self, marker: &str) -> String {
+    pub(crate) fn wait_for_line(&self, marker: &str) -> String {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -62,7 +62,7 @@ impl Conveyor {
     }
 
     /// The address from the line announcing where GraphQL is served.
-    fn graphql_address(&self) -> SocketAddr {
+    pub(crate) fn graphql_address(&self) -> SocketAddr {
         let line = self.wait_for_line("http://");
         let start = line.find("http://").expect("a URL in the line") + "http://".len();
         let rest = &line[start..];
@@ -70,7 +70,7 @@ impl Conveyor {
         rest[..end].parse().expect("a socket address")
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
 
@@ -99,7 +99,7 @@ impl Drop for Conveyor {
     }
 }
 
-async fn wait_until_ready(address: SocketAddr) {
+pub(crate) async fn wait_until_ready(address: SocketAddr) {
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -112,7 +112,7 @@ async fn wait_until_ready(address: SocketAddr) {
     }
 }
 
-fn server_env(isolation: &Isolation) -> Vec<(&'static str, String)> {
+pub(crate) fn server_env(isolation: &Isolation) -> Vec<(&'static str, String)> {
     vec![
         ("NATS_URL", nats_url()),
         ("DATABASE_URL", isolation.server().database),
@@ -308,7 +308,7 @@ async fn wait_final(http: &reqwest::Client, address: SocketAddr, id: &str) -> Va
 }
 
 /// Adds the catalog [`items`] orders from and a customer with a generous limit.
-async fn seed_shop(http: &reqwest::Client, address: SocketAddr) -> String {
+pub(crate) async fn seed_shop(http: &reqwest::Client, address: SocketAddr) -> String {
     for (sku, price) in [("book-1", 1250), ("pen-9", 300)] {
         let add = "mutation($sku: String!, $price: Int!) { addProduct(input: { sku: $sku, name: $sku, priceCents: $price, initialStock: 100000 }) { status } }";
         let answer = graphql_at(http, address, add, json!({ "sku": sku, "price": price })).await;

@@ -172,6 +172,7 @@ impl Context {
 
     async fn dead_letter(&self, message: jetstream::Message, reason: &str) {
         error!(reason, subject = %message.subject, "dead-lettering command");
+        schema::metrics::metrics().dead_letter("write-side");
         let mut headers = HeaderMap::new();
         headers.insert("Conveyor-Dead-Letter-Reason", reason.replace(['\r', '\n'], " ").as_str());
         headers.insert("Conveyor-Original-Subject", message.subject.as_str());

@@ -212,6 +212,13 @@ impl Projector {
         tx.commit().await?;
         Counters::add(&self.counters.commits, 1);
         Counters::add(&self.counters.events, count);
+        if count > 0 {
+            // How far behind the view is: the age of the oldest event this
+            // transaction brought in.
+            let oldest = events.iter().map(|event| event.timestamp).min().unwrap_or_else(chrono::Utc::now);
+            let age = (chrono::Utc::now() - oldest).to_std().unwrap_or_default();
+            schema::metrics::metrics().projected(name, count, age);
+        }
         Ok(results)
     }
 

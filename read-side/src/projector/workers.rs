@@ -238,6 +238,7 @@ impl Projector {
         let source = format!("projector_{}", self.projection.name());
         for reason in skipped {
             warn!(%reason, "skipped an unreadable event");
+            schema::metrics::metrics().dead_letter(&source);
             if let Err(error) = feed.dead_letter(&source, raw, &reason).await {
                 warn!(%error, %reason, "dead-letter publish failed");
             }
@@ -255,6 +256,7 @@ impl Projector {
             let _ = ack.retry(Duration::from_secs(1)).await;
             return;
         }
+        schema::metrics::metrics().dead_letter(&source);
         let _ = ack.reject().await;
     }
 }
