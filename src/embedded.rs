@@ -65,6 +65,11 @@ impl Embedded {
 
         let views = ViewStore::new(views_pool.clone());
         let mut projectors = 0;
+        let mut samplers = vec![
+            crate::metrics::pool("events", events_pool.clone()),
+            crate::metrics::pool("views", views_pool.clone()),
+            crate::metrics::in_process_feed(hub.clone()),
+        ];
         for projection in projections() {
             let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone())
                 .with_batch(common.projector_batch)
@@ -74,6 +79,7 @@ impl Embedded {
             if !projector.is_built().await.context("reading the views failed")? {
                 projector.catch_up().await.context("building the views failed")?;
             }
+            samplers.push(crate::metrics::projector(projector.clone()));
             let (feed, stop) = (feed.clone(), shutdown.clone());
             tasks.spawn(async move {
                 projector.run(feed, false, stop).await;
@@ -103,6 +109,7 @@ impl Embedded {
             common.domain.saga(),
         )
         .context("cannot start the order saga")?;
+        samplers.push(crate::metrics::write_side(store.clone(), Some(saga.clone())));
         let bus = Arc::new(InProcessCommandBus::new(handler, 1024));
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -126,12 +133,7 @@ impl Embedded {
             .with_context(|| format!("cannot listen on {}", common.listen))?;
         let address = gateway.local_addr()?;
         tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-        let samplers = vec![
-            crate::metrics::pool("events", events_pool),
-            crate::metrics::pool("views", views_pool),
-            crate::metrics::sagas(backlog_for_metrics),
-            crate::metrics::in_process_feed(hub),
-        ];
+        samplers.push(crate::metrics::sagas(backlog_for_metrics));
         let metrics_address = crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
         Ok(Self { address, metrics_address, store, views, admission, tasks, shutdown })
     }

@@ -129,3 +129,31 @@ pub fn in_process_feed(hub: read_side::embedded::InProcessEventHub) -> Sampler {
         futures::future::ready(()).boxed()
     })
 }
+
+/// A projector's transactions and statements, from the counts it keeps.
+pub fn projector(projector: read_side::Projector) -> Sampler {
+    Arc::new(move || {
+        let (name, counts) = (projector.name(), projector.counts());
+        let m = metrics();
+        let labels = |key: &'static str, value: &str| [("projection", name.to_owned()), (key, value.to_owned())];
+        m.catch_up(&m.projector_transactions.get_or_create(&labels("result", "committed")), counts.commits);
+        let rolled_back = counts.attempts.saturating_sub(counts.commits);
+        m.catch_up(&m.projector_transactions.get_or_create(&labels("result", "rolled_back")), rolled_back);
+        m.catch_up(&m.projector_statements.get_or_create(&labels("kind", "checkpoint")), counts.checkpoint_statements);
+        m.catch_up(&m.projector_statements.get_or_create(&labels("kind", "view")), counts.view_statements);
+        futures::future::ready(()).boxed()
+    })
+}
+
+/// The event store's streams read back, and the saga's saves apart from
+/// their steps, from the counts they keep.
+pub fn write_side(store: write_side::SqlEventStore, saga: Option<write_side::SagaRunner>) -> Sampler {
+    Arc::new(move || {
+        let m = metrics();
+        m.catch_up(&m.streams_read, store.streams_read());
+        if let Some(saga) = &saga {
+            m.catch_up(&m.saga_saves_apart, saga.saves_apart());
+        }
+        futures::future::ready(()).boxed()
+    })
+}

@@ -60,6 +60,16 @@ pub struct Metrics {
     pub db_pool_connections: Family<Labels<2>, Gauge>,
     /// Messages a JetStream consumer has not yet had acknowledged, by consumer (sampled).
     pub nats_pending: Family<Labels<1>, Gauge>,
+    /// A projector's transactions, by result (`committed`, `rolled_back`) (sampled).
+    pub projector_transactions: Family<Labels<2>, Counter>,
+    /// A projector's statements, by kind (`checkpoint`, `view`) (sampled).
+    pub projector_statements: Family<Labels<2>, Counter>,
+    /// Streams the event store read back to decide on (not in memory) (sampled).
+    pub streams_read: Counter,
+    /// Saga saves written in a transaction of their own, not their step's (sampled).
+    pub saga_saves_apart: Counter,
+    /// Commands and orders the gateway refused for load, by reason (`inflight`, `backlog`).
+    pub admission_refusals: Family<Labels<1>, Counter>,
     registry: Registry,
 }
 
@@ -86,6 +96,11 @@ impl Metrics {
             websocket_connections: Gauge::default(),
             db_pool_connections: Family::default(),
             nats_pending: Family::default(),
+            projector_transactions: Family::default(),
+            projector_statements: Family::default(),
+            streams_read: Counter::default(),
+            saga_saves_apart: Counter::default(),
+            admission_refusals: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -143,6 +158,31 @@ impl Metrics {
             "Messages a JetStream consumer has not had acknowledged yet, by consumer",
             metrics.nats_pending.clone(),
         );
+        registry.register(
+            "conveyor_projector_transactions",
+            "A projector's transactions, by result",
+            metrics.projector_transactions.clone(),
+        );
+        registry.register(
+            "conveyor_projector_statements",
+            "A projector's SQL statements, by kind",
+            metrics.projector_statements.clone(),
+        );
+        registry.register(
+            "conveyor_event_store_streams_read",
+            "Streams the event store read back to decide on (not in memory)",
+            metrics.streams_read.clone(),
+        );
+        registry.register(
+            "conveyor_saga_saves_apart",
+            "Saga saves written in a transaction of their own rather than their step's",
+            metrics.saga_saves_apart.clone(),
+        );
+        registry.register(
+            "conveyor_admission_refusals",
+            "Commands and orders the gateway refused for load, by reason",
+            metrics.admission_refusals.clone(),
+        );
         Self { registry, ..metrics }
     }
 
@@ -186,6 +226,14 @@ impl Metrics {
         self.db_pool_connections
             .get_or_create(&[("pool", pool.to_owned()), ("state", "in_use".into())])
             .set(i64::from(size).saturating_sub(idle).max(0));
+    }
+
+    /// Brings a counter up to a total the code keeps itself (a sampler's
+    /// reading); never down.
+    pub fn catch_up(&self, counter: &Counter, total: u64) {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
 
     /// The Prometheus text (OpenMetrics) of every metric.
@@ -239,6 +287,8 @@ mod tests {
         metrics.pool("write", 4, 3);
         metrics.nats_pending.get_or_create(&[("consumer", "c".into())]).set(7);
         metrics.projection_lag_events.get_or_create(&[("projection", "orders".into())]).set(1);
+        metrics.catch_up(&metrics.streams_read, 5);
+        metrics.catch_up(&metrics.streams_read, 3);
         let text = metrics.encode();
         for line in [
             r#"conveyor_commands_total{type="PlaceOrder",outcome="accepted"} 1"#,
@@ -256,6 +306,7 @@ mod tests {
             r#"conveyor_db_pool_connections{pool="write",state="idle"} 3"#,
             r#"conveyor_db_pool_connections{pool="write",state="in_use"} 1"#,
             r#"conveyor_nats_pending{consumer="c"} 7"#,
+            "conveyor_event_store_streams_read_total 5",
         ] {
             assert!(text.lines().any(|got| got == line), "missing `{line}` in:\n{text}");
         }

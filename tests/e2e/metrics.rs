@@ -104,11 +104,16 @@ async fn each_server_process_serves_the_metrics_of_its_side_and_an_order_moves_t
     write.expect("conveyor_sagas_active");
     write.expect(r#"conveyor_nats_pending{consumer="write_side_order"}"#);
     write.expect(r#"conveyor_db_pool_connections{pool="write",state="idle"}"#);
+    // Counts the code kept before there were metrics, exported.
+    write.expect("conveyor_event_store_streams_read_total");
+    write.expect("conveyor_saga_saves_apart_total");
 
     let read = Scrape::of(read_metrics).await;
     assert!(read.expect(r#"conveyor_projected_events_total{projection="orders"}"#) >= 2.0, "placed and confirmed");
     read.expect(r#"conveyor_projection_lag_seconds{projection="orders"}"#);
     read.expect(r#"conveyor_db_pool_connections{pool="read",state="idle"}"#);
+    assert!(read.expect(r#"conveyor_projector_transactions_total{projection="orders",result="committed"}"#) >= 1.0);
+    assert!(read.expect(r#"conveyor_projector_statements_total{projection="orders",kind="view"}"#) >= 1.0);
     settles(read_metrics, r#"conveyor_projection_lag_events{projection="orders"}"#, |lag| lag == 0.0).await;
     settles(read_metrics, r#"conveyor_nats_pending{consumer="projector_products"}"#, |lag| lag == 0.0).await;
 
@@ -160,4 +165,28 @@ async fn metrics_are_off_unless_asked_for() {
     let embedded = Conveyor::start(&["--listen", "127.0.0.1:0", "--data-dir", data_dir.as_str()], &[]);
     wait_until_ready(embedded.graphql_address()).await;
     assert!(!embedded.log_text().contains("metrics served"), "{}", embedded.log_text());
+}
+
+#[tokio::test]
+async fn conveyor_all_serves_every_sides_metrics_on_one_listener() {
+    let isolation = Isolation::new(Backend::Server).await;
+    let mut env = server_env(&isolation);
+    env.push(("CONVEYOR_METRICS_LISTEN", "127.0.0.1:0".into()));
+    let all = Conveyor::start(&["all"], &env);
+    let metrics = all.metrics_address();
+    let address = all.graphql_address();
+    wait_until_ready(address).await;
+
+    let http = reqwest::Client::new();
+    let customer = seed_shop(&http, address).await;
+    let _subscription = confirmed_order(&http, address, &customer).await;
+    let scrape = Scrape::of(metrics).await;
+    assert_eq!(scrape.expect(PLACED), 1.0);
+    assert!(scrape.expect(MUTATIONS) >= 4.0);
+    assert!(scrape.expect(r#"conveyor_projected_events_total{projection="orders"}"#) >= 2.0);
+    for pool in ["write", "read", "gateway"] {
+        scrape.expect(&format!(r#"conveyor_db_pool_connections{{pool="{pool}",state="idle"}}"#));
+    }
+    scrape.expect(r#"conveyor_nats_pending{consumer="write_side_payment"}"#);
+    scrape.expect(r#"conveyor_nats_pending{consumer="projector_customers"}"#);
 }

@@ -92,6 +92,11 @@ impl Projector {
         self
     }
 
+    /// The projection's name.
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
     /// What this projector (and its clones) cost the database so far.
     pub fn counts(&self) -> ProjectorCounts {
         self.counters.snapshot()
