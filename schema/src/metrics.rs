@@ -276,8 +276,9 @@ impl Drop for GaugeGuard {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_text_carries_every_name_the_dashboard_uses() {
+    /// A set with a sample in every family (a family with none is not
+    /// written at all).
+    fn sampled() -> Metrics {
         let metrics = Metrics::new();
         metrics.command("PlaceOrder", "accepted", Duration::from_millis(3));
         metrics.saga_step("reserve", "done");
@@ -289,6 +290,16 @@ mod tests {
         metrics.projection_lag_events.get_or_create(&[("projection", "orders".into())]).set(1);
         metrics.catch_up(&metrics.streams_read, 5);
         metrics.catch_up(&metrics.streams_read, 3);
+        let transactions = [("projection", "orders".into()), ("result", "rolled_back".into())];
+        metrics.projector_transactions.get_or_create(&transactions).inc();
+        metrics.projector_statements.get_or_create(&[("projection", "orders".into()), ("kind", "view".into())]).inc();
+        metrics.admission_refusals.get_or_create(&[("reason", "backlog".into())]).inc();
+        metrics
+    }
+
+    #[test]
+    fn the_text_carries_every_name_the_dashboard_uses() {
+        let metrics = sampled();
         let text = metrics.encode();
         for line in [
             r#"conveyor_commands_total{type="PlaceOrder",outcome="accepted"} 1"#,
@@ -310,5 +321,28 @@ mod tests {
         ] {
             assert!(text.lines().any(|got| got == line), "missing `{line}` in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_dashboard_uses_only_metrics_that_exist() {
+        let dashboard = include_str!("../../deploy/grafana-dashboard.json");
+        let text = sampled().encode();
+        // Every family's `# TYPE` line names it; samples add _total, _bucket, …
+        let families: Vec<&str> =
+            text.lines().filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next()).collect();
+        let mut used = 0;
+        for (at, _) in dashboard.match_indices("conveyor_") {
+            let name: String = dashboard[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if name == "conveyor_overview" {
+                continue;
+            }
+            let known = families.iter().any(|family| {
+                name == *family
+                    || ["_total", "_bucket", "_sum", "_count"].iter().any(|tail| name == format!("{family}{tail}"))
+            });
+            assert!(known, "the dashboard uses `{name}`, which is not exported: {families:?}");
+            used += 1;
+        }
+        assert!(used >= 14, "the dashboard queries the metrics");
     }
 }
