@@ -40,6 +40,27 @@ pub enum Command {
     Token(TokenArgs),
     /// Applies the write side's and the read side's migrations, then exits.
     Migrate(MigrateArgs),
+    /// Projection operations: `status` (positions and lag).
+    Projection(ProjectionArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProjectionArgs {
+    #[command(subcommand)]
+    pub command: ProjectionCommand,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum ProjectionCommand {
+    /// Prints each projection's position and lag behind the event store.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// PostgreSQL or CockroachDB URL; without it, the embedded --data-dir.
+    #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Args, Clone)]

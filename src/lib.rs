@@ -5,6 +5,7 @@
 //! * [`embedded`]: one process, SQLite, in-process bus and feed (the default).
 //! * [`metrics`]: `/metrics` on `--metrics-listen`, and what is read at scrape time.
 //! * [`migrate`]: `conveyor migrate`, the schema on its own.
+//! * [`projection`]: `conveyor projection status`.
 //! * [`server`]: NATS JetStream + PostgreSQL/CockroachDB, one or all sides per process.
 
 pub mod bench;
@@ -12,6 +13,7 @@ pub mod config;
 pub mod embedded;
 pub mod metrics;
 pub mod migrate;
+pub mod projection;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

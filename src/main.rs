@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use conveyor::config::{Cli, Command, Common, TokenArgs, TokenRole};
-use conveyor::{bench, embedded, migrate, server, shutdown, telemetry};
+use conveyor::{bench, embedded, migrate, projection, server, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
@@ -22,6 +22,7 @@ async fn main() {
         }
         Command::Token(args) => token(common, &args),
         Command::Migrate(args) => migrate::run(&args).await,
+        Command::Projection(args) => projection::run(&args, &common.data_dir).await,
     };
     if let Err(error) = result {
         // One clear line; the cause chain on the same line.

@@ -19,6 +19,7 @@ mod orders;
 mod overload;
 mod processes;
 mod projection;
+mod projection_status;
 mod rate_limits;
 mod saga;
 mod websocket;
