@@ -216,7 +216,8 @@ pub enum TokenRole {
 
 #[derive(Debug, Args, Clone)]
 pub struct Server {
-    /// NATS server URL, e.g. nats://127.0.0.1:4222.
+    /// NATS server URL, e.g. nats://127.0.0.1:4222; a cluster's as a
+    /// comma-separated list (nats://a:4222,nats://b:4222,nats://c:4222).
     #[arg(long = "nats", env = "NATS_URL")]
     pub nats: String,
     /// PostgreSQL or CockroachDB URL, e.g. postgres://user@host:26257/conveyor.

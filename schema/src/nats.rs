@@ -9,9 +9,18 @@ use async_nats::jetstream::{self, kv, stream};
 use crate::Namespace;
 
 /// Connects, failing fast (not retrying forever) when the server is unreachable
-/// at start; after that the client reconnects on its own.
-pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new().name(client_name).connection_timeout(Duration::from_secs(5)).connect(url).await
+/// at start; after that the client reconnects on its own. `urls` is one
+/// server or a comma-separated list of a cluster's (any one reachable
+/// suffices; the client also learns the others from the cluster).
+pub async fn connect(urls: &str, client_name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    let options = async_nats::ConnectOptions::new().name(client_name).connection_timeout(Duration::from_secs(5));
+    let servers: Result<Vec<async_nats::ServerAddr>, _> =
+        urls.split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::parse).collect();
+    match servers {
+        Ok(servers) if !servers.is_empty() => options.connect(servers).await,
+        // Not a list of addresses: the client says what is wrong with it.
+        _ => options.connect(urls).await,
+    }
 }
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate publish.
