@@ -95,6 +95,9 @@ pub struct Common {
     /// 0.0.0.0:9090); off unless set.
     #[arg(long, env = "CONVEYOR_METRICS_LISTEN", global = true)]
     pub metrics_listen: Option<SocketAddr>,
+    /// Log lines as text or as JSON objects (one per line).
+    #[arg(long, env = "CONVEYOR_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text, global = true)]
+    pub log_format: crate::telemetry::LogFormat,
     /// Embedded mode: where the SQLite event store and views live.
     #[arg(long, env = "CONVEYOR_DATA_DIR", default_value = "./conveyor-data", global = true)]
     pub data_dir: PathBuf,

@@ -7,7 +7,7 @@ use conveyor::{bench, embedded, migrate, projection, server, shutdown, telemetry
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    telemetry::init();
+    telemetry::init_with(cli.common.log_format);
     let common = &cli.common;
     let result = match cli.command.unwrap_or(Command::Embedded) {
         Command::Embedded => embedded::run(common, shutdown::on_signal()).await,

@@ -14,7 +14,7 @@ mod feed;
 mod fuzz;
 mod http;
 mod limits;
-mod metrics;
+mod observability;
 mod migrations;
 mod orders;
 mod overload;

@@ -1,6 +1,6 @@
-//! `/metrics` on `--metrics-listen`, scraped from the real binary (metrics
-//! are per process, so each test runs its own): an order moves the
-//! counters of every process kind that served it.
+//! Observability of the real binary: `/metrics` on `--metrics-listen`
+//! (metrics are per process, so each test runs its own; an order moves the
+//! counters of every process kind that served it) and `--log-format json`.
 
 use std::net::SocketAddr;
 
@@ -189,4 +189,22 @@ async fn conveyor_all_serves_every_sides_metrics_on_one_listener() {
     }
     scrape.expect(r#"conveyor_nats_pending{consumer="write_side_payment"}"#);
     scrape.expect(r#"conveyor_nats_pending{consumer="projector_customers"}"#);
+}
+
+#[tokio::test]
+async fn with_log_format_json_every_log_line_is_a_json_object() {
+    let isolation = Isolation::new(Backend::Embedded).await;
+    let data_dir = isolation.data_dir.clone().expect("a data directory").display().to_string();
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", data_dir.as_str(), "--log-format", "json"];
+    let embedded = Conveyor::start(&args, &[]);
+    wait_until_ready(embedded.graphql_address()).await;
+    let log = embedded.log_text();
+    let lines: Vec<serde_json::Value> =
+        log.lines().map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"))).collect();
+    let running = lines
+        .iter()
+        .find(|line| line["fields"]["message"].as_str().is_some_and(|message| message.contains("Conveyor is running")))
+        .expect("the start-up line");
+    assert_eq!(running["level"], "INFO", "{running}");
+    assert!(running["timestamp"].is_string(), "{running}");
 }
