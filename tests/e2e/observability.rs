@@ -208,3 +208,26 @@ async fn with_log_format_json_every_log_line_is_a_json_object() {
     assert_eq!(running["level"], "INFO", "{running}");
     assert!(running["timestamp"].is_string(), "{running}");
 }
+
+#[tokio::test]
+async fn a_dead_lettered_command_is_counted_by_its_source() {
+    let isolation = Isolation::new(Backend::Server).await;
+    let mut env = server_env(&isolation);
+    env.push(("CONVEYOR_METRICS_LISTEN", "127.0.0.1:0".into()));
+    let write_side = Conveyor::start(&["write-side"], &env);
+    let metrics = write_side.metrics_address();
+    // Logged by the consumers' tasks, before or after the metrics line.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !write_side.log_text().contains("write side consuming commands") {
+        assert!(tokio::time::Instant::now() < deadline, "no consumer started:\n{}", write_side.log_text());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let dead_letters = r#"conveyor_dead_letters_total{source="write-side"}"#;
+    assert_eq!(Scrape::of(metrics).await.value(dead_letters), None, "none yet");
+
+    let client = async_nats::connect(crate::helpers::nats_url()).await.expect("NATS");
+    let js = async_nats::jetstream::new(client);
+    let subject = format!("{}.cmd.order.PlaceOrder", isolation.namespace);
+    js.publish(subject, "{not json".into()).await.expect("publish").await.expect("stored");
+    assert_eq!(settles(metrics, dead_letters, |count| count >= 1.0).await, 1.0);
+}
