@@ -11,6 +11,7 @@ use gateway::{Admission, Gateway, Services};
 use read_side::nats::{JetStreamEventFeed, NatsNotifier};
 use read_side::{Projector, ViewStore, projections};
 use schema::Namespace;
+use schema::dead_letters::ensure_dead_letter_stream;
 use schema::nats::{StreamSettings, ensure_commands_stream, ensure_events_stream, ensure_outcomes_bucket};
 use schema::nats_bus::{NatsCommandBus, NatsReadiness};
 use schema::ports::{Backlog, EventFeed, EventLog, Notifier, Readiness};
@@ -37,15 +38,17 @@ pub struct Infra {
     pub gateway_pool: AnyPool,
     pub ns: Namespace,
     pub streams: StreamSettings,
+    /// Deliveries before a consumer dead-letters a message (`--max-deliver`).
+    pub max_deliver: i64,
 }
 
 impl Infra {
     /// Connects to both, failing fast with one line naming what is unreachable.
     pub async fn connect(common: &Common, server: &Server, role: &str, sides: Sides) -> anyhow::Result<Self> {
         let ns = Namespace::new(&common.namespace)?;
-        let client = schema::nats::connect(&server.nats, &format!("conveyor-{role}"))
+        let client = schema::nats::connect(&server.nats, &format!("conveyor-{role}"), &server.nats_auth.auth()?)
             .await
-            .with_context(|| format!("cannot reach NATS at {}", server.nats))?;
+            .with_context(|| format!("cannot reach NATS at {}", redact(&server.nats)))?;
         let connect = |size: u32| async move {
             schema::sql::connect(&server.database, size)
                 .await
@@ -58,8 +61,8 @@ impl Infra {
         } else {
             (pool.clone(), pool.clone())
         };
-        let streams = StreamSettings { replicas: server.stream_replicas, ..Default::default() };
-        Ok(Self { client, pool, read_pool, gateway_pool, ns, streams })
+        let streams = server.streams();
+        Ok(Self { client, pool, read_pool, gateway_pool, ns, streams, max_deliver: server.max_deliver })
     }
 
     /// The event store, for reading (projectors' gap repair).
@@ -75,13 +78,16 @@ pub enum Sides {
     All,
 }
 
-/// A URL without its password, for messages.
-fn redact(url: &str) -> String {
+/// A URL without its password (or token), for messages.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                // A token alone.
+                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+            }
         }
         _ => url.to_string(),
     }
@@ -103,6 +109,9 @@ pub async fn start_write_side(
     ensure_events_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the events stream")?;
     let outcomes =
         ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
+    ensure_dead_letter_stream(&js, &infra.ns, &infra.streams.dead_letters, infra.streams.replicas)
+        .await
+        .context("cannot create the dead-letter stream")?;
     let publisher = Arc::new(JetStreamEventPublisher::new(js, infra.ns.clone()));
     let store = SqlEventStore::publishing(infra.pool.clone(), publisher.clone(), lane_settings_for(&infra.pool));
     store.migrate().await.context("event store migration failed")?;
@@ -132,7 +141,7 @@ pub async fn start_write_side(
     for &aggregate in aggregates {
         let (client, ns, handler, outcomes, stop) =
             (infra.client.clone(), infra.ns.clone(), handler.clone(), outcomes.clone(), shutdown.clone());
-        let settings = consumer.clone();
+        let settings = ConsumerSettings { max_deliver: infra.max_deliver, ..consumer.clone() };
         tasks.spawn(async move {
             run_command_consumer(client, ns, aggregate, handler, outcomes, settings, stop)
                 .await
@@ -154,7 +163,11 @@ pub async fn start_read_side(
     infra.event_log().migrate().await.context("event store migration failed")?;
     let js = jetstream::new(infra.client.clone());
     ensure_events_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the events stream")?;
-    let feed: Arc<dyn EventFeed> = Arc::new(JetStreamEventFeed::new(infra.client.clone(), infra.ns.clone()));
+    ensure_dead_letter_stream(&js, &infra.ns, &infra.streams.dead_letters, infra.streams.replicas)
+        .await
+        .context("cannot create the dead-letter stream")?;
+    let feed: Arc<dyn EventFeed> =
+        Arc::new(JetStreamEventFeed::new(infra.client.clone(), infra.ns.clone()).with_max_deliver(infra.max_deliver));
     let log: Arc<dyn EventLog> = Arc::new(infra.event_log());
     let notifier: Arc<dyn Notifier> = Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone()));
     for projection in projections() {
@@ -287,5 +300,6 @@ mod tests {
     fn passwords_never_reach_messages() {
         assert_eq!(super::redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
         assert_eq!(super::redact("postgres://db:5432/x"), "postgres://db:5432/x");
+        assert_eq!(super::redact("nats://s3cret-token@nats:4222"), "nats://***@nats:4222");
     }
 }

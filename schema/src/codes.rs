@@ -73,6 +73,10 @@ pub const UNAVAILABLE: &str = "UNAVAILABLE";
 pub const OVERLOADED: &str = "OVERLOADED";
 /// Something failed inside Conveyor; the details are in the logs, under the correlation id.
 pub const INTERNAL: &str = "INTERNAL";
+/// The write side gave up on the command after its deliveries (e.g. a long
+/// database outage). Nothing was decided; the command is kept in the
+/// dead-letter stream, from where an operator can redrive it.
+pub const COMMAND_FAILED: &str = "COMMAND_FAILED";
 
 /// Every code above, for lookups.
 pub const ALL: &[&str] = &[
@@ -111,4 +115,5 @@ pub const ALL: &[&str] = &[
     UNAVAILABLE,
     OVERLOADED,
     INTERNAL,
+    COMMAND_FAILED,
 ];

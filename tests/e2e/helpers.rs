@@ -93,7 +93,7 @@ fn delete_namespace_blocking(namespace: String) {
     run_blocking(async move {
         if let Ok(client) = async_nats::connect(nats_url()).await {
             let js = async_nats::jetstream::new(client);
-            for stream in ["COMMANDS", "EVENTS"] {
+            for stream in ["COMMANDS", "EVENTS", "DLQ"] {
                 let _ = js.delete_stream(format!("{namespace}_{stream}")).await;
             }
             let _ = js.delete_key_value(format!("{namespace}_outcomes")).await;
@@ -166,6 +166,10 @@ impl Isolation {
             database: self.database.as_ref().map(|db| db.url.clone()).unwrap_or_default(),
             stream_replicas: 1,
             db_connections: 8,
+            max_deliver: 20,
+            dlq_max_age: Duration::from_secs(3600),
+            dlq_max_bytes: 64 * 1024 * 1024,
+            nats_auth: Default::default(),
         }
     }
 

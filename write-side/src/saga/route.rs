@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schema::ports::{CommandBus, Dispatched};
-use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Rejection, codes};
+use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, OutcomeStatus, Rejection, codes};
 use tracing::warn;
 
 use crate::handler::{CommandHandler, HandleError};
@@ -60,6 +60,9 @@ impl StepRoute {
             return Answer::Missing;
         };
         match bus.dispatch(command, remote_wait).await {
+            // Given up by the write side (kept in its dead-letter stream):
+            // no decision, so the step is tried again, like a missing answer.
+            Ok(Dispatched::Decided(outcome)) if outcome.status == OutcomeStatus::Failed => Answer::Missing,
             Ok(Dispatched::Decided(outcome)) => Answer::Decided(outcome, None),
             Ok(Dispatched::Pending) => Answer::Missing,
             Err(error) => {
