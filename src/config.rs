@@ -43,15 +43,13 @@ pub enum Command {
 pub struct DlqArgs {
     #[command(subcommand)]
     pub command: DlqCommand,
-    #[command(flatten)]
-    pub server: DlqServer,
 }
 
 /// What `conveyor dlq` needs: NATS, not the database.
 #[derive(Debug, Args, Clone)]
 pub struct DlqServer {
     /// NATS server URL, e.g. nats://127.0.0.1:4222.
-    #[arg(long = "nats", env = "NATS_URL", global = true)]
+    #[arg(long = "nats", env = "NATS_URL")]
     pub nats: String,
     #[command(flatten)]
     pub nats_auth: NatsAuthArgs,
@@ -64,13 +62,37 @@ pub enum DlqCommand {
         /// At most this many, oldest first.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        #[command(flatten)]
+        server: DlqServer,
     },
     /// One dead letter's headers and body.
-    Show { id: u64 },
+    Show {
+        id: u64,
+        #[command(flatten)]
+        server: DlqServer,
+    },
     /// Publishes a dead letter to its original subject again, then deletes it.
-    Redrive { id: u64 },
+    Redrive {
+        id: u64,
+        #[command(flatten)]
+        server: DlqServer,
+    },
     /// Deletes every dead letter.
-    Purge,
+    Purge {
+        #[command(flatten)]
+        server: DlqServer,
+    },
+}
+
+impl DlqCommand {
+    pub fn server(&self) -> &DlqServer {
+        match self {
+            Self::List { server, .. }
+            | Self::Show { server, .. }
+            | Self::Redrive { server, .. }
+            | Self::Purge { server } => server,
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]

@@ -136,13 +136,13 @@ pub async fn purge(js: &jetstream::Context, ns: &Namespace) -> anyhow::Result<u6
 pub async fn run(common: &crate::config::Common, args: &crate::config::DlqArgs) -> anyhow::Result<()> {
     use crate::config::DlqCommand;
     let ns = Namespace::new(&common.namespace)?;
-    let server = &args.server;
+    let server = args.command.server();
     let client = schema::nats::connect(&server.nats, "conveyor-dlq", &server.nats_auth.auth()?)
         .await
         .with_context(|| format!("cannot reach NATS at {}", crate::server::redact(&server.nats)))?;
     let js = jetstream::new(client);
     match &args.command {
-        DlqCommand::List { limit } => {
+        DlqCommand::List { limit, .. } => {
             let letters = list(&js, &ns, *limit).await?;
             if letters.is_empty() {
                 println!("no dead letters in {}", ns.resource("DLQ"));
@@ -159,7 +159,7 @@ pub async fn run(common: &crate::config::Common, args: &crate::config::DlqArgs) 
                 );
             }
         }
-        DlqCommand::Show { id } => {
+        DlqCommand::Show { id, .. } => {
             let letter = show(&js, &ns, *id).await?;
             println!("id: {}\nkept at: {}", letter.id, letter.kept_at);
             for (name, value) in &letter.headers {
@@ -167,11 +167,11 @@ pub async fn run(common: &crate::config::Common, args: &crate::config::DlqArgs) 
             }
             println!("\n{}", letter.body_text());
         }
-        DlqCommand::Redrive { id } => {
+        DlqCommand::Redrive { id, .. } => {
             let subject = redrive(&js, &ns, *id).await?;
             println!("redrove dead letter {id} to {subject}");
         }
-        DlqCommand::Purge => {
+        DlqCommand::Purge { .. } => {
             let purged = purge(&js, &ns).await?;
             println!("purged {purged} dead letters from {}", ns.resource("DLQ"));
         }

@@ -16,9 +16,10 @@
 //! | `Conveyor-Delivered` | deliveries before it was given up |
 //! | `Conveyor-Original-Msg-Id` | its `Nats-Msg-Id`, if it had one |
 //!
-//! The dead letter's own `Nats-Msg-Id` is `<stream>:<sequence>` of the
-//! original, so dead-lettering one message twice (a lost terminate, then a
-//! redelivery) keeps it once.
+//! The dead letter's own `Nats-Msg-Id` is `<source>:<stream>:<sequence>`
+//! of the original, so one consumer dead-lettering one message twice (a lost
+//! terminate, then a redelivery) keeps it once, and each consumer of an
+//! event (every projector reading it) keeps its own.
 
 use std::time::Duration;
 
@@ -115,7 +116,7 @@ pub async fn dead_letter(
         headers.insert(ORIGINAL_STREAM, info.stream);
         headers.insert(ORIGINAL_SEQUENCE, info.stream_sequence.to_string().as_str());
         headers.insert(DELIVERED, info.delivered.to_string().as_str());
-        headers.insert(NATS_MESSAGE_ID, format!("{}:{}", info.stream, info.stream_sequence).as_str());
+        headers.insert(NATS_MESSAGE_ID, format!("{source}:{}:{}", info.stream, info.stream_sequence).as_str());
     }
     js.publish_with_headers(ns.dead_letter_subject(source), headers, message.payload.clone())
         .await

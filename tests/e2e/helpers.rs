@@ -245,12 +245,23 @@ impl TestApp {
 
     /// Boots the system with any settings changed.
     pub async fn spawn_configured(isolation: Isolation, configure: impl FnOnce(&mut Common)) -> Self {
+        Self::spawn_server_configured(isolation, configure, |_| {}).await
+    }
+
+    /// Boots the system with any settings changed, server-mode ones too.
+    pub async fn spawn_server_configured(
+        isolation: Isolation,
+        configure: impl FnOnce(&mut Common),
+        configure_server: impl FnOnce(&mut Server),
+    ) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             conveyor::telemetry::init();
         }
         let shutdown = CancellationToken::new();
         let mut common = isolation.common();
         configure(&mut common);
+        let mut server = isolation.server();
+        configure_server(&mut server);
         let (address, gateway_views, admission, running) = match isolation.backend {
             Backend::Embedded => {
                 let embedded = Embedded::start(&common, shutdown.clone()).await.expect("embedded mode starts");
@@ -259,8 +270,7 @@ impl TestApp {
                 (address, views, admission, tokio::spawn(embedded.run_until_stopped()))
             }
             Backend::Server => {
-                let infra =
-                    Infra::connect(&common, &isolation.server(), "test", Sides::All).await.expect("infrastructure");
+                let infra = Infra::connect(&common, &server, "test", Sides::All).await.expect("infrastructure");
                 let mut tasks = tokio::task::JoinSet::new();
                 let consumer = write_side::nats::ConsumerSettings::default();
                 start_write_side(&infra, &common, write_side::AGGREGATES, consumer, &mut tasks, &shutdown)

@@ -6,6 +6,7 @@
 mod helpers;
 
 mod auth;
+mod bus;
 mod customers;
 mod feed;
 mod http;
