@@ -78,10 +78,100 @@ impl NatsAuth {
 }
 
 /// Connects, failing fast (not retrying forever) when the server is unreachable
-/// at start; after that the client reconnects on its own.
+/// at start; after that the client reconnects on its own. Credentials in
+/// the URL are used unless `auth` gives some (async-nats ignores them).
 pub async fn connect(url: &str, client_name: &str, auth: &NatsAuth) -> Result<async_nats::Client, NatsConnectError> {
+    let (url, in_url) = split_credentials(url);
+    let mut auth = auth.clone();
+    let explicit =
+        auth.credentials_file.is_some() || auth.nkey_seed.is_some() || auth.user.is_some() || auth.token.is_some();
+    if !explicit {
+        match in_url {
+            Some(UrlCredentials::UserPassword(user, password)) => {
+                auth.user = Some(user);
+                auth.password = Some(password);
+            }
+            Some(UrlCredentials::Token(token)) => auth.token = Some(token),
+            None => {}
+        }
+    }
     let options = auth.options().await?;
-    Ok(options.name(client_name).connection_timeout(Duration::from_secs(5)).connect(url).await?)
+    Ok(options.name(client_name).connection_timeout(Duration::from_secs(5)).connect(url.as_str()).await?)
+}
+
+/// Credentials written into a server URL.
+#[derive(Debug, PartialEq, Eq)]
+enum UrlCredentials {
+    /// `nats://user:password@host`
+    UserPassword(String, String),
+    /// `nats://token@host`
+    Token(String),
+}
+
+/// The URL(s) without credentials, and the first URL's credentials.
+fn split_credentials(urls: &str) -> (String, Option<UrlCredentials>) {
+    let mut found = None;
+    let stripped: Vec<String> = urls
+        .split(',')
+        .map(|url| {
+            let url = url.trim();
+            let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+            let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_string() };
+            if found.is_none() {
+                found = Some(match userinfo.split_once(':') {
+                    Some((user, password)) => {
+                        UrlCredentials::UserPassword(percent_decode(user), percent_decode(password))
+                    }
+                    None => UrlCredentials::Token(percent_decode(userinfo)),
+                });
+            }
+            format!("{scheme}://{host}")
+        })
+        .collect();
+    (stripped.join(","), found)
+}
+
+/// `%XX` escapes decoded (a password may hold `@`, `:` or `/`).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%' && index + 2 < bytes.len())
+            .then(|| std::str::from_utf8(&bytes[index + 1..index + 3]).ok())
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                decoded.push(byte);
+                index += 3;
+            }
+            None => {
+                decoded.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_the_url_are_taken_out_of_it() {
+        assert_eq!(
+            split_credentials("nats://gateway:p%40ss@127.0.0.1:4222"),
+            ("nats://127.0.0.1:4222".into(), Some(UrlCredentials::UserPassword("gateway".into(), "p@ss".into())))
+        );
+        assert_eq!(
+            split_credentials("tls://s3cret@a:4222, tls://s3cret@b:4222"),
+            ("tls://a:4222,tls://b:4222".into(), Some(UrlCredentials::Token("s3cret".into())))
+        );
+        assert_eq!(split_credentials("nats://127.0.0.1:4222"), ("nats://127.0.0.1:4222".into(), None));
+        assert_eq!(percent_decode("100%"), "100%");
+    }
 }
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate publish.

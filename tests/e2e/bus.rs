@@ -20,7 +20,7 @@ use crate::helpers::{Backend, Isolation, TestApp, WAIT, assert_views_match_a_rep
 
 /// The test's own NATS connection: an outsider with every right.
 async fn outsider() -> jetstream::Context {
-    jetstream::new(async_nats::connect(nats_url()).await.expect("NATS"))
+    jetstream::new(crate::helpers::nats_client().await)
 }
 
 fn namespace(app: &TestApp) -> Namespace {

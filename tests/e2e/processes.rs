@@ -34,6 +34,13 @@ impl Conveyor {
         for (key, value) in env {
             command.env(key, value);
         }
+        // A side runs as its own NATS user (scripts/nats-server.conf) when
+        // the suite's server has them.
+        if let Some(side @ ("gateway" | "write-side" | "read-side")) = args.first().copied()
+            && env.iter().any(|(key, _)| *key == "NATS_URL")
+        {
+            command.env("NATS_URL", crate::helpers::side_nats_url(side));
+        }
         let mut child = command.spawn().expect("conveyor starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (sender, lines) = mpsc::channel();
@@ -349,7 +356,7 @@ async fn every_accepted_order_survives_sigint_of_the_embedded_process() {
 async fn a_poison_command_is_dead_lettered_with_its_reason_and_the_system_goes_on() {
     let app = TestApp::spawn(Backend::Server).await;
     let namespace = app.isolation.namespace.clone();
-    let client = async_nats::connect(nats_url()).await.expect("NATS");
+    let client = crate::helpers::nats_client().await;
     let mut dead_letters = client.subscribe(format!("{namespace}.dlq.write-side")).await.expect("subscribe");
     let js = async_nats::jetstream::new(client.clone());
     js.publish(format!("{namespace}.cmd.order.PlaceOrder"), "{not json".into())
