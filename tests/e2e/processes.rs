@@ -35,9 +35,9 @@ impl Conveyor {
             command.env(key, value);
         }
         // A side runs as its own NATS user (scripts/nats-server.conf) when
-        // the suite's server has them.
+        // the suite's server has them (and the test did not aim it elsewhere).
         if let Some(side @ ("gateway" | "write-side" | "read-side")) = args.first().copied()
-            && env.iter().any(|(key, _)| *key == "NATS_URL")
+            && env.iter().any(|(key, url)| *key == "NATS_URL" && *url == nats_url())
         {
             command.env("NATS_URL", crate::helpers::side_nats_url(side));
         }
