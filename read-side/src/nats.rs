@@ -49,23 +49,21 @@ impl EventFeed for JetStreamEventFeed {
         let js = jetstream::new(self.client.clone());
         let stream = js.get_stream(self.ns.resource("EVENTS")).await.map_err(PortError::backend)?;
         let name = self.ns.resource(consumer);
+        // Create or update, so an existing consumer takes these settings.
         let consumer = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subjects: aggregate_types.iter().map(|kind| self.ns.event_filter(kind)).collect(),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    // No limit here: JetStream's own would drop a message
-                    // silently. The projector dead-letters at `max_deliver`
-                    // (`is_last_delivery`) and retries until the dead-letter
-                    // stream has taken it.
-                    max_deliver: -1,
-                    max_ack_pending: 1000,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subjects: aggregate_types.iter().map(|kind| self.ns.event_filter(kind)).collect(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                // No limit here: JetStream's own would drop a message
+                // silently. The projector dead-letters at `max_deliver`
+                // (`is_last_delivery`) and retries until the dead-letter
+                // stream has taken it.
+                max_deliver: -1,
+                max_ack_pending: 1000,
+                ..Default::default()
+            })
             .await
             .map_err(PortError::backend)?;
         let messages = consumer.messages().await.map_err(PortError::backend)?;

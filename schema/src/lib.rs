@@ -21,6 +21,8 @@ pub mod envelope;
 pub mod nats;
 #[cfg(feature = "nats")]
 pub mod nats_bus;
+#[cfg(feature = "nats")]
+mod nats_connect;
 pub mod order;
 pub mod outcome;
 pub mod payment;

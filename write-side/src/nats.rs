@@ -11,12 +11,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use schema::ports::{EventPublisher, PortError};
-use schema::subjects::{SAGA_ACTOR_PREFIX, is_internal_command};
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Namespace};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::handler::{CommandHandler, HandleError};
+use crate::origin::check_origin;
 
 /// Publishes events to `<ns>.evt.<aggregate>.<id>` with `Nats-Msg-Id` = event id.
 pub struct JetStreamEventPublisher {
@@ -82,24 +82,23 @@ pub async fn run_command_consumer(
     let js = jetstream::new(client.clone());
     let stream = js.get_stream(ns.resource("COMMANDS")).await?;
     let name = ns.resource(&format!("write_side_{aggregate}"));
+    // Create or update: a consumer from an earlier release gets the new
+    // filters (the internal subjects) and delivery settings.
     let consumer = stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                // The clients' commands and the saga's (internal) ones.
-                filter_subjects: vec![ns.command_filter(aggregate), ns.internal_command_filter(aggregate)],
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: settings.ack_wait,
-                // No limit here: JetStream's own would drop the message
-                // silently (an advisory only). Deliveries are counted in
-                // `process`, which dead-letters at `max_deliver` and keeps
-                // the message until the dead-letter stream has taken it.
-                max_deliver: -1,
-                max_ack_pending: (settings.concurrency * 4) as i64,
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some(name.clone()),
+            // The clients' commands and the saga's (internal) ones.
+            filter_subjects: vec![ns.command_filter(aggregate), ns.internal_command_filter(aggregate)],
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            // No limit here: JetStream's own would drop the message
+            // silently (an advisory only). Deliveries are counted in
+            // `process`, which dead-letters at `max_deliver` and keeps
+            // the message until the dead-letter stream has taken it.
+            max_deliver: -1,
+            max_ack_pending: (settings.concurrency * 4) as i64,
+            ..Default::default()
+        })
         .await?;
     let messages = consumer.messages().await?.take_until(shutdown.cancelled_owned());
     info!(consumer = %name, "write side consuming commands");
@@ -230,40 +229,6 @@ impl Context {
             }
         }
     }
-}
-
-/// Whether a command may be handled as it arrived: on the subject its
-/// envelope names (so subject permissions mean what they say), the saga's
-/// commands only on the internal subjects (which the gateway's NATS user
-/// cannot publish to) and only in the saga's name, and no client command in
-/// the saga's name.
-pub fn check_origin(ns: &Namespace, subject: &str, command: &CommandEnvelope) -> Result<(), String> {
-    let internal = is_internal_command(&command.aggregate_type, &command.type_name);
-    let expected = ns.subject_for_command(&command.aggregate_type, &command.type_name);
-    if subject != expected {
-        return Err(if internal && subject == ns.command_subject(&command.aggregate_type, &command.type_name) {
-            format!(
-                "{} is the order saga's command; it is not taken on the public subject {subject}",
-                command.type_name
-            )
-        } else {
-            format!(
-                "subject {subject} does not match the envelope's {} {} (expected {expected})",
-                command.aggregate_type, command.type_name
-            )
-        });
-    }
-    let saga_actor = command.metadata.actor.starts_with(SAGA_ACTOR_PREFIX);
-    if internal && !saga_actor {
-        return Err(format!(
-            "{} must be issued by the order saga, not `{}`",
-            command.type_name, command.metadata.actor
-        ));
-    }
-    if !internal && saga_actor {
-        return Err(format!("a client command cannot claim the saga's actor `{}`", command.metadata.actor));
-    }
-    Ok(())
 }
 
 async fn settle(message: &jetstream::Message, kind: AckKind) {

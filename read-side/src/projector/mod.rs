@@ -18,6 +18,7 @@
 
 mod checkpoints;
 mod counts;
+mod verify;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -28,7 +28,6 @@
 //! when asked, after a feed error, and whenever a worker could not apply an
 //! event (embedded deliveries cannot be redelivered; the store can).
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,16 +40,14 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use uuid::Uuid;
 
 use super::Projector;
-use super::counts::Counters;
 
 /// A readable delivery, on its way to a worker: what the message claims,
 /// until [`Projector::verify`] swaps it for the event store's copy.
-struct Ready {
-    event: EventEnvelope,
-    ack: Box<dyn Acknowledge>,
+pub(super) struct Ready {
+    pub(super) event: EventEnvelope,
+    pub(super) ack: Box<dyn Acknowledge>,
 }
 
 /// Asks the dispatcher for a catch-up from the event store.
@@ -198,67 +195,6 @@ impl Projector {
         }
     }
 
-    /// Swaps each delivered event for the event store's copy, looked up for
-    /// the whole batch in one statement, and dead-letters the deliveries the
-    /// store does not vouch for: an id it does not have, or one it has as
-    /// another stream's, version's or type's event. `None` when the store
-    /// could not be read (every delivery is then retried).
-    async fn verify(&self, batch: Vec<Ready>) -> Option<Vec<Ready>> {
-        if !self.verify_deliveries {
-            return Some(batch);
-        }
-        let ids: Vec<Uuid> = batch.iter().map(|ready| ready.event.id).collect();
-        Counters::add(&self.counters.verify_statements, 1);
-        let stored: HashMap<Uuid, EventEnvelope> = match self.log.read_events(&ids).await {
-            Ok(events) => events.into_iter().map(|event| (event.id, event)).collect(),
-            Err(error) => {
-                warn!(%error, projection = self.projection.name(), "cannot check events against the store; retrying");
-                for ready in batch {
-                    let delay = Duration::from_millis(200 * ready.ack.delivered().clamp(1, 25));
-                    let _ = ready.ack.retry(delay).await;
-                }
-                return None;
-            }
-        };
-        let mut verified = Vec::with_capacity(batch.len());
-        for Ready { event: claimed, ack } in batch {
-            match stored.get(&claimed.id) {
-                Some(copy)
-                    if copy.aggregate_type == claimed.aggregate_type
-                        && copy.aggregate_id == claimed.aggregate_id
-                        && copy.stream_version == claimed.stream_version
-                        && copy.type_name == claimed.type_name =>
-                {
-                    verified.push(Ready { event: copy.clone(), ack });
-                }
-                Some(copy) => {
-                    let reason = format!(
-                        "event {} claims to be {} v{} {} but the event store has it as {} v{} {}",
-                        claimed.id,
-                        claimed.stream_id(),
-                        claimed.stream_version,
-                        claimed.type_name,
-                        copy.stream_id(),
-                        copy.stream_version,
-                        copy.type_name
-                    );
-                    self.dead_letter(ack, &reason).await;
-                }
-                None => {
-                    let reason = format!(
-                        "event {} ({} v{} {}) is not in the event store",
-                        claimed.id,
-                        claimed.stream_id(),
-                        claimed.stream_version,
-                        claimed.type_name
-                    );
-                    self.dead_letter(ack, &reason).await;
-                }
-            }
-        }
-        Some(verified)
-    }
-
     /// Verifies a batch against the store, then applies the store's copies
     /// in one transaction (see the module doc of [`super`]); returns false
     /// when some event could not be applied now.
@@ -333,7 +269,7 @@ impl Projector {
     }
 
     /// Moves a delivery aside with its reason; it is never applied.
-    async fn dead_letter(&self, ack: Box<dyn Acknowledge>, reason: &str) {
+    pub(super) async fn dead_letter(&self, ack: Box<dyn Acknowledge>, reason: &str) {
         let source = format!("projector_{}", self.projection.name());
         warn!(projection = self.projection.name(), reason, "dead-lettering an event delivery");
         if let Err(error) = ack.dead_letter(&source, reason).await {
