@@ -10,10 +10,12 @@
 //! * [`events`]: forged, junk, ahead of the store; one a projector cannot apply.
 //! * [`commands`]: the saga's commands from outside, wrong subjects, a command given up.
 //! * [`permissions`]: each side's NATS user (scripts/nats-server.conf).
+//! * [`tls`]: NATS over mutual TLS.
 
 mod commands;
 mod events;
 mod permissions;
+mod tls;
 
 use std::time::Duration;
 
