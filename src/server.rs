@@ -77,15 +77,20 @@ impl Infra {
     async fn connect_write_side(common: &Common, server: &Server, role: &str, sides: Sides) -> anyhow::Result<Self> {
         let ns = Namespace::new(&common.namespace)?;
         let client = nats(server, role).await?;
-        let connect = |size: u32| async move {
-            schema::sql::connect(&server.database, size)
-                .await
-                .with_context(|| format!("cannot reach the database at {}", redact(&server.database)))
+        let connect = |size: u32, reads_only: bool| async move {
+            let pool = if reads_only {
+                schema::sql::connect_reader(&server.database, size).await
+            } else {
+                schema::sql::connect(&server.database, size).await
+            };
+            pool.with_context(|| format!("cannot reach the database at {}", redact(&server.database)))
         };
-        let pool = connect(server.db_connections).await?;
+        // The gateway only reads (views, the saga backlog), one statement
+        // at a time: its pool stays out of serializable isolation.
+        let pool = connect(server.db_connections, role == GATEWAY_ROLE).await?;
         let (read_pool, gateway_pool) = if sides == Sides::All {
             let share = (server.db_connections / 2).max(2);
-            (connect(share).await?, connect(share).await?)
+            (connect(share, false).await?, connect(share, true).await?)
         } else {
             (pool.clone(), pool.clone())
         };
@@ -115,6 +120,9 @@ async fn nats(server: &Server, role: &str) -> anyhow::Result<async_nats::Client>
         .await
         .with_context(|| format!("cannot reach NATS at {}", redact(&server.nats)))
 }
+
+/// The role of a gateway-only process (its pool only reads).
+const GATEWAY_ROLE: &str = "gateway";
 
 /// Which sides a process runs: one, or all of them (each gets its own pool).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,7 +295,7 @@ pub async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: Cancell
 }
 
 pub async fn run_gateway(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let infra = Infra::connect(common, server, "gateway", Sides::One).await?;
+    let infra = Infra::connect(common, server, GATEWAY_ROLE, Sides::One).await?;
     let mut tasks = JoinSet::new();
     let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?.address;
     tracing::info!(namespace = %infra.ns, "gateway serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");

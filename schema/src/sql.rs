@@ -18,6 +18,21 @@ use sqlx::{AnyPool, Executor};
 /// Opens a pool. PostgreSQL sessions are set to SERIALIZABLE; SQLite runs in
 /// WAL mode with full fsync, since an ACCEPTED command must survive a crash.
 pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+    open(url, max_connections, "serializable").await
+}
+
+/// Opens a pool for single-statement reads only (the gateway's view
+/// queries and backlog count). Its PostgreSQL sessions run READ COMMITTED:
+/// one statement sees one snapshot anyway, and outside serializable
+/// isolation it takes no predicate locks, so a reader of a hot view cannot
+/// make the projector (or the event store's lanes) that writes it fail with
+/// 40001. CockroachDB runs it as READ COMMITTED where that is enabled and
+/// as SERIALIZABLE where not; both are right for a lone read.
+pub async fn connect_reader(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+    open(url, max_connections, "read committed").await
+}
+
+async fn open(url: &str, max_connections: u32, isolation: &'static str) -> Result<AnyPool, sqlx::Error> {
     install_default_drivers();
     AnyPoolOptions::new()
         .max_connections(max_connections)
@@ -25,11 +40,12 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<AnyPool, sqlx::E
         // No ping per acquire: a dead connection fails its statement, which
         // is retried like any other transient error (`is_retryable`).
         .test_before_acquire(false)
-        .after_connect(|conn, _meta| {
+        .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 match conn.backend_name() {
                     "PostgreSQL" => {
-                        conn.execute("SET default_transaction_isolation = 'serializable'").await?;
+                        let set = format!("SET default_transaction_isolation = '{isolation}'");
+                        conn.execute(sqlx::AssertSqlSafe(set)).await?;
                     }
                     "SQLite" => {
                         conn.execute("PRAGMA journal_mode = WAL").await?;
@@ -180,5 +196,28 @@ mod tests {
         let chunks = chunks_by_size(&sizes, |size| *size);
         assert_eq!(chunks, vec![&sizes[0..2], &sizes[2..3], &sizes[3..4], &sizes[4..6]]);
         assert!(chunks_by_size(&[] as &[usize], |size| *size).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod isolation_tests {
+    use super::*;
+
+    fn database_url() -> String {
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    async fn isolation(pool: &AnyPool) -> String {
+        sqlx::query_scalar("SELECT current_setting('transaction_isolation')").fetch_one(pool).await.expect("show")
+    }
+
+    #[tokio::test]
+    async fn writers_run_serializable_and_readers_read_committed() {
+        let writer = connect(&database_url(), 1).await.expect("PostgreSQL is reachable at DATABASE_URL");
+        let reader = connect_reader(&database_url(), 1).await.expect("PostgreSQL is reachable at DATABASE_URL");
+        assert_eq!(isolation(&writer).await, "serializable");
+        assert_eq!(isolation(&reader).await, "read committed");
+        writer.close().await;
+        reader.close().await;
     }
 }

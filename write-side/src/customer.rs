@@ -7,7 +7,11 @@ use schema::customer::{
     self, CustomerCommand, CustomerEvent, CustomerRegistered, EmailClaimed, EmailCommand, EmailEvent,
 };
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use crate::aggregate::Aggregate;
+use crate::event_store::{SqlEventStore, StoreError};
 
 /// A customer command, with what the handler found out first: whether the
 /// registration's email is this customer's (claimed now or before) or
@@ -161,5 +165,77 @@ mod tests {
             Customer::default().decide(&register(-1)).err().map(|r| r.code).as_deref(),
             Some(codes::INVALID_CREDIT_LIMIT)
         );
+    }
+}
+
+/// Registered customers' credit limits, read from the store once per
+/// process: a registration is the only event of a customer's stream, so a
+/// limit once read never changes. Every order reads its customer twice
+/// (the saga's check, the payment's authorization); this makes both free
+/// after the first. A customer not registered yet is not remembered.
+#[derive(Clone)]
+pub struct CreditLimits {
+    store: SqlEventStore,
+    known: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+/// Customers remembered, at most (then the memory starts over).
+const REMEMBERED: usize = 100_000;
+
+impl CreditLimits {
+    pub fn new(store: SqlEventStore) -> Self {
+        Self { store, known: Arc::default() }
+    }
+
+    /// The customer's credit limit, or `None` if no such customer is registered.
+    pub async fn get(&self, customer_id: &str) -> Result<Option<i64>, StoreError> {
+        if let Some(limit) = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(customer_id) {
+            return Ok(Some(*limit));
+        }
+        let (customer, _) = self.store.load::<Customer>(customer_id).await?;
+        if let Some(limit) = customer.credit_limit_cents {
+            let mut known = self.known.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if known.len() >= REMEMBERED {
+                known.clear();
+            }
+            known.insert(customer_id.to_string(), limit);
+        }
+        Ok(customer.credit_limit_cents)
+    }
+}
+
+#[cfg(test)]
+mod credit_limit_tests {
+    use schema::customer::RegisterCustomer;
+    use schema::{CommandEnvelope, Metadata};
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_registered_limit_is_read_once_and_an_unknown_customer_is_not_remembered() {
+        let pool = schema::sql::connect("sqlite::memory:", 1).await.expect("sqlite");
+        let store = SqlEventStore::new(pool.clone());
+        store.migrate().await.expect("migrate");
+        let limits = CreditLimits::new(store.clone());
+        assert_eq!(limits.get("ada").await.expect("read"), None, "not registered yet");
+
+        let register = CustomerCommand::RegisterCustomer(RegisterCustomer {
+            name: "Ada".into(),
+            email: "ada@example.com".into(),
+            credit_limit_cents: 5_000,
+        });
+        let id = Uuid::now_v7();
+        let envelope = CommandEnvelope::new(id, "customer", "ada", Metadata::origin(id, "test"), &register);
+        store
+            .execute::<Customer>(&envelope, CustomerInput { command: register, email_taken: false })
+            .await
+            .expect("registered");
+        assert_eq!(limits.get("ada").await.expect("read"), Some(5_000), "registered since: read again");
+
+        // Remembered: the store is not asked again (its copy is gone here).
+        sqlx::query("DELETE FROM events WHERE aggregate_id = 'ada'").execute(&pool).await.expect("delete");
+        assert_eq!(limits.get("ada").await.expect("read"), Some(5_000));
+        assert_eq!(CreditLimits::new(store).get("ada").await.expect("read"), None, "a new cache reads the store");
     }
 }

@@ -13,8 +13,8 @@ use schema::{CommandEnvelope, CommandOutcome, OutcomeStatus};
 use tracing::instrument;
 
 use crate::aggregate::Aggregate;
-use crate::customer::{Customer, CustomerEmail, CustomerInput};
-use crate::event_store::{Decision, SqlEventStore, StoreError};
+use crate::customer::{CreditLimits, Customer, CustomerEmail, CustomerInput};
+use crate::event_store::{Attachment, Decision, SqlEventStore, StoreError};
 use crate::order::Order;
 use crate::payment::{Payment, PaymentInput, ProviderAnswer};
 use crate::payment_provider::PaymentProvider;
@@ -48,6 +48,7 @@ impl From<StoreError> for HandleError {
 #[derive(Clone)]
 pub struct CommandHandler {
     store: SqlEventStore,
+    credit_limits: CreditLimits,
     provider: Arc<dyn PaymentProvider>,
     /// How long the payment provider may take before the attempt counts as
     /// unanswered: a timeout is about a dependency, never about a queue.
@@ -60,7 +61,12 @@ fn decode<C: Message>(command: &CommandEnvelope) -> Result<C, HandleError> {
 
 impl CommandHandler {
     pub fn new(store: SqlEventStore, provider: Arc<dyn PaymentProvider>) -> Self {
-        Self { store, provider, provider_timeout: Duration::from_secs(5) }
+        Self {
+            credit_limits: CreditLimits::new(store.clone()),
+            store,
+            provider,
+            provider_timeout: Duration::from_secs(5),
+        }
     }
 
     /// Bounds each call to the payment provider.
@@ -83,11 +89,22 @@ impl CommandHandler {
     /// As [`Self::handle`], with the events the command appended now: for
     /// a saga step run in this process, which reads its result from them.
     pub async fn decide(&self, command: &CommandEnvelope) -> Result<Decision, HandleError> {
+        self.decide_attached(command, None).await
+    }
+
+    /// As [`Self::decide`], with an attachment for the store's commit hook
+    /// (see [`crate::CommitHook`]): the saga's state, saved with its step.
+    pub async fn decide_attached(
+        &self,
+        command: &CommandEnvelope,
+        attachment: Option<Attachment>,
+    ) -> Result<Decision, HandleError> {
+        let store = &self.store;
         let decision = match command.aggregate_type.as_str() {
-            Order::TYPE => self.store.execute::<Order>(command, decode(command)?).await?,
+            Order::TYPE => store.execute_attached::<Order>(command, decode(command)?, attachment).await?,
             Customer::TYPE => self.handle_customer(command).await?,
-            Product::TYPE => self.store.execute::<Product>(command, decode(command)?).await?,
-            Payment::TYPE => self.handle_payment(command).await?,
+            Product::TYPE => store.execute_attached::<Product>(command, decode(command)?, attachment).await?,
+            Payment::TYPE => self.handle_payment(command, attachment).await?,
             other => return Err(HandleError::Poison(format!("no handler for aggregate type `{other}`"))),
         };
         Ok(decision)
@@ -100,7 +117,7 @@ impl CommandHandler {
     async fn handle_customer(&self, command: &CommandEnvelope) -> Result<Decision, HandleError> {
         let typed: CustomerCommand = decode(command)?;
         if let Some(outcome) = self.store.outcome(command.id).await? {
-            return Ok(Decision { outcome, new_events: Vec::new() });
+            return Ok(Decision::stored(outcome));
         }
         let CustomerCommand::RegisterCustomer(register) = &typed;
         let mut email_taken = false;
@@ -120,17 +137,20 @@ impl CommandHandler {
     }
 
     /// Payments ask the provider first (once per payment), then decide.
-    async fn handle_payment(&self, command: &CommandEnvelope) -> Result<Decision, HandleError> {
+    async fn handle_payment(
+        &self,
+        command: &CommandEnvelope,
+        attachment: Option<Attachment>,
+    ) -> Result<Decision, HandleError> {
         let typed: PaymentCommand = decode(command)?;
         let mut provider = None;
         if let PaymentCommand::AuthorizePayment(authorize) = &typed {
             if let Some(outcome) = self.store.outcome(command.id).await? {
-                return Ok(Decision { outcome, new_events: Vec::new() });
+                return Ok(Decision::stored(outcome));
             }
             let (payment, _) = self.store.load::<Payment>(&command.aggregate_id).await?;
             if payment.needs_provider() {
-                let (customer, _) = self.store.load::<Customer>(&authorize.customer_id).await?;
-                provider = Some(match customer.credit_limit_cents {
+                provider = Some(match self.credit_limits.get(&authorize.customer_id).await? {
                     None => ProviderAnswer::Declined("unknown customer".into()),
                     Some(limit) => {
                         let answer = self.provider.authorize(command.id, authorize.amount_cents, limit);
@@ -144,6 +164,7 @@ impl CommandHandler {
                 });
             }
         }
-        Ok(self.store.execute::<Payment>(command, PaymentInput { command: typed, provider }).await?)
+        let input = PaymentInput { command: typed, provider };
+        Ok(self.store.execute_attached::<Payment>(command, input, attachment).await?)
     }
 }

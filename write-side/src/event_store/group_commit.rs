@@ -14,12 +14,16 @@
 //! the insert fail on a unique key. Then the lane forgets the batch's
 //! states and decides it again carefully — stored outcomes first, streams
 //! read from the store — so optimistic concurrency and exactly-once hold
-//! whatever the guess. Serialization failures are retried the same way,
-//! and while a lane backs off, newly queued commands join the retry.
+//! whatever the guess; commands queued meanwhile join that retry. A
+//! serialization failure says nothing against the states, so the same
+//! decisions are written again in a new transaction, and nothing is read
+//! back: a hot stream stays O(1) however often SSI aborts its batch (if
+//! another writer did get in, the unique keys catch it, as above).
 
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use schema::sql::{self, RetryableError};
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope};
@@ -33,7 +37,7 @@ use super::{Decision, StoreError, rows};
 
 /// An aggregate's state as a lane keeps it, with the stream version it is at.
 pub(super) struct State {
-    pub aggregate: Box<dyn Any + Send>,
+    pub aggregate: Box<dyn Any + Send + Sync>,
     pub version: u64,
 }
 
@@ -44,6 +48,8 @@ pub(super) trait Job: Send + Sync {
     fn stream(&self) -> &str;
     /// Whether this command normally starts its stream.
     fn starts_stream(&self) -> bool;
+    /// What its sender asked the commit hook to write with it.
+    fn attachment(&self) -> Option<&Attachment>;
     /// The state after `history`, the whole stream.
     fn fold(&self, history: &[EventEnvelope]) -> Result<State, StoreError>;
     /// Decides against `state` and advances it by the new events.
@@ -58,10 +64,33 @@ pub(super) type Reply = oneshot::Sender<Result<Decision, StoreError>>;
 /// tells it once they are committed. The order saga starts (and hears of
 /// cancellations and shipments) this way, so no order is ever without its
 /// saga and no event feed has to be read for it.
+///
+/// A command may also carry an [`Attachment`]: the hook gets it with the
+/// command's decision, in the same transaction, and its answer goes back
+/// to the sender in [`Decision::attached`]. The saga's step commands carry
+/// the saga's state, which is then saved in the step's own transaction.
 #[async_trait::async_trait]
 pub trait CommitHook: Send + Sync {
-    async fn within(&self, conn: &mut sqlx::AnyConnection, events: &[EventEnvelope]) -> Result<(), sqlx::Error>;
+    /// Runs in the batch's transaction; returns one answer per attachment.
+    async fn within(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        events: &[EventEnvelope],
+        attached: &[(&Attachment, &Decision)],
+    ) -> Result<Vec<Option<Attached>>, sqlx::Error>;
     fn committed(&self, events: &[EventEnvelope]);
+}
+
+/// Opaque to the store: what a command's sender hands its commit hook.
+pub type Attachment = Box<dyn Any + Send + Sync>;
+
+/// The commit hook's answer to an [`Attachment`], for the command's sender.
+pub struct Attached(pub Box<dyn Any + Send + Sync>);
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attached(..)")
+    }
 }
 
 /// The hook, set once a store's user (the saga) exists.
@@ -91,10 +120,13 @@ impl Default for LaneSettings {
 #[derive(Clone)]
 pub(super) struct Lanes {
     senders: Arc<Vec<mpsc::Sender<Box<dyn Job>>>>,
+    /// Streams read back from the store to decide on (not in memory).
+    streams_read: Arc<AtomicU64>,
 }
 
 impl Lanes {
     pub fn start(pool: AnyPool, settings: &LaneSettings, publication: Option<Publication>, hook: HookSlot) -> Self {
+        let streams_read = Arc::new(AtomicU64::new(0));
         let senders = (0..settings.lanes.max(1))
             .map(|_| {
                 let (sender, receiver) = mpsc::channel(settings.queue.max(1));
@@ -106,12 +138,17 @@ impl Lanes {
                     settings: settings.clone(),
                     publication: publication.clone(),
                     hook: hook.clone(),
+                    streams_read: streams_read.clone(),
                 };
                 tokio::spawn(lane.run());
                 sender
             })
             .collect();
-        Self { senders: Arc::new(senders) }
+        Self { senders: Arc::new(senders), streams_read }
+    }
+
+    pub fn streams_read(&self) -> u64 {
+        self.streams_read.load(Ordering::Relaxed)
     }
 
     pub async fn submit(&self, job: Box<dyn Job>) -> Result<(), StoreError> {
@@ -142,12 +179,29 @@ struct Lane {
     settings: LaneSettings,
     publication: Option<Publication>,
     hook: HookSlot,
+    streams_read: Arc<AtomicU64>,
 }
 
-/// What one attempt decided: each job's result, and the states it reached.
-struct Attempt {
+/// What a batch decided: each job's result, the states it reached, and
+/// the rows to write.
+struct Decided {
     results: Vec<Result<Decision, StoreError>>,
     states: HashMap<String, State>,
+    new_events: Vec<EventEnvelope>,
+    outcomes: Vec<CommandOutcome>,
+}
+
+/// A failed attempt, with its decisions when it got that far.
+struct Failed {
+    error: StoreError,
+    decided: Option<Decided>,
+}
+
+impl Failed {
+    /// Failed before (or while) deciding: nothing to write again.
+    fn before(error: impl Into<StoreError>) -> Self {
+        Self { error: error.into(), decided: None }
+    }
 }
 
 impl Lane {
@@ -168,16 +222,23 @@ impl Lane {
         }
     }
 
-    /// Commits a batch, retrying it (carefully) on conflicts and
-    /// serialization failures; a batch that fails otherwise is split so
-    /// that one bad command cannot fail the others.
+    /// Commits a batch. A serialization failure writes the same decisions
+    /// again (nothing was wrong with them: the states in memory stand, so
+    /// a hot stream is not read back); a conflict — another writer's
+    /// events or outcome on a unique key — decides the batch again,
+    /// carefully. A batch that fails otherwise is split so that one bad
+    /// command cannot fail the others.
     async fn commit(&mut self, mut jobs: Vec<Box<dyn Job>>) {
         let mut careful = false;
         let mut attempt = 0;
+        let mut decided: Option<Decided> = None;
         loop {
-            let result = self.attempt(&jobs, careful).await;
+            let result = match decided.take() {
+                Some(again) => self.rewrite(&jobs, again).await,
+                None => self.attempt(&jobs, careful).await,
+            };
             match result {
-                Ok(Attempt { results, states }) => {
+                Ok(Decided { results, states, .. }) => {
                     self.tick += 1;
                     for (stream, state) in states {
                         self.states.insert(stream, Cached { state, used: self.tick });
@@ -202,21 +263,26 @@ impl Lane {
                     }
                     return;
                 }
-                Err(error) if error.is_retryable() && attempt + 1 < sql::MAX_ATTEMPTS => {
+                Err(Failed { error, decided: kept }) if error.is_retryable() && attempt + 1 < sql::MAX_ATTEMPTS => {
                     attempt += 1;
-                    careful = true;
-                    debug!(%error, attempt, commands = jobs.len(), "group commit failed; deciding the batch again");
+                    debug!(%error, attempt, commands = jobs.len(), "group commit failed; trying the batch again");
                     tokio::time::sleep(sql::backoff(attempt)).await;
-                    self.take_queued(&mut jobs);
+                    if let (Some(kept), false) = (kept, matches!(error, StoreError::Conflict(_))) {
+                        decided = Some(kept);
+                    } else {
+                        // The batch's states may be wrong: read them.
+                        careful = true;
+                        self.take_queued(&mut jobs);
+                    }
                 }
-                Err(error) if jobs.len() > 1 => {
+                Err(Failed { error, .. }) if jobs.len() > 1 => {
                     warn!(%error, commands = jobs.len(), "group commit failed; committing its commands one by one");
                     for job in jobs {
                         Box::pin(self.commit(vec![job])).await;
                     }
                     return;
                 }
-                Err(error) => {
+                Err(Failed { error, .. }) => {
                     if let Some(job) = jobs.pop() {
                         job.reply(Err(error));
                     }
@@ -226,19 +292,52 @@ impl Lane {
         }
     }
 
-    /// One transaction for the whole batch. On failure the batch's states
-    /// are gone from memory (they may be wrong): the retry reads them.
-    async fn attempt(&mut self, jobs: &[Box<dyn Job>], careful: bool) -> Result<Attempt, StoreError> {
+    /// One transaction for the whole batch: decide, write, commit. The
+    /// batch's states leave the cache for it; on a failure after the
+    /// decisions, they come back with them (see [`Self::commit`]).
+    async fn attempt(&mut self, jobs: &[Box<dyn Job>], careful: bool) -> Result<Decided, Failed> {
+        let mut tx = self.pool.begin().await.map_err(Failed::before)?;
+        let mut decided = self.decide(&mut tx, jobs, careful).await.map_err(Failed::before)?;
+        match self.write(&mut tx, jobs, &mut decided).await {
+            Ok(()) => match tx.commit().await {
+                Ok(()) => Ok(decided),
+                Err(error) => Err(Failed { error: StoreError::from_write(error), decided: Some(decided) }),
+            },
+            Err(error) => Err(Failed { error, decided: Some(decided) }),
+        }
+    }
+
+    /// The same decisions written again in a new transaction: nothing is read.
+    async fn rewrite(&mut self, jobs: &[Box<dyn Job>], mut decided: Decided) -> Result<Decided, Failed> {
+        let mut tx = match self.pool.begin().await {
+            Ok(tx) => tx,
+            Err(error) => return Err(Failed { error: error.into(), decided: Some(decided) }),
+        };
+        match self.write(&mut tx, jobs, &mut decided).await {
+            Ok(()) => match tx.commit().await {
+                Ok(()) => Ok(decided),
+                Err(error) => Err(Failed { error: StoreError::from_write(error), decided: Some(decided) }),
+            },
+            Err(error) => Err(Failed { error, decided: Some(decided) }),
+        }
+    }
+
+    /// Decides every job against the states in memory — or, when
+    /// `careful`, against stored outcomes and streams read in `tx`.
+    async fn decide(
+        &mut self,
+        tx: &mut sqlx::AnyConnection,
+        jobs: &[Box<dyn Job>],
+        careful: bool,
+    ) -> Result<Decided, StoreError> {
         let mut states: HashMap<String, State> = HashMap::new();
         for job in jobs {
             if let Some(cached) = self.states.remove(job.stream()) {
                 states.insert(job.stream().to_string(), cached.state);
             }
         }
-        let mut tx = self.pool.begin().await?;
         let stored = if careful {
-            let ids: Vec<Uuid> = jobs.iter().map(|job| job.command().id).collect();
-            rows::stored_outcomes(&mut tx, &ids).await?
+            rows::stored_outcomes(tx, &jobs.iter().map(|job| job.command().id).collect::<Vec<_>>()).await?
         } else {
             HashMap::new()
         };
@@ -251,8 +350,8 @@ impl Lane {
             .collect();
         unread.sort_unstable();
         unread.dedup();
-        let mut histories =
-            if unread.is_empty() { HashMap::new() } else { rows::load_streams(&mut tx, &unread).await? };
+        self.streams_read.fetch_add(unread.len() as u64, Ordering::Relaxed);
+        let mut histories = if unread.is_empty() { HashMap::new() } else { rows::load_streams(tx, &unread).await? };
 
         let mut results = Vec::with_capacity(jobs.len());
         let mut decided: HashMap<Uuid, CommandOutcome> = HashMap::new();
@@ -260,7 +359,7 @@ impl Lane {
         for job in jobs {
             let id = job.command().id;
             if let Some(outcome) = stored.get(&id).or_else(|| decided.get(&id)) {
-                results.push(Ok(Decision { outcome: outcome.clone(), new_events: Vec::new() }));
+                results.push(Ok(Decision::stored(outcome.clone())));
                 continue;
             }
             let state = match states.entry(job.stream().to_string()) {
@@ -280,25 +379,47 @@ impl Lane {
                 Ok((outcome, events)) => {
                     new_events.extend(events.iter().cloned());
                     decided.insert(id, outcome.clone());
-                    results.push(Ok(Decision { outcome, new_events: events }));
+                    results.push(Ok(Decision { outcome, new_events: events, attached: None }));
                 }
                 Err(error) => results.push(Err(error)),
             }
         }
+        Ok(Decided { results, states, new_events, outcomes: decided.into_values().collect() })
+    }
+
+    /// Writes the decisions: events, the commit hook's work, outcomes.
+    async fn write(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        jobs: &[Box<dyn Job>],
+        decided: &mut Decided,
+    ) -> Result<(), StoreError> {
+        let Decided { results, new_events, outcomes, .. } = decided;
         if !new_events.is_empty() {
-            rows::insert_events(&mut tx, &new_events).await.map_err(StoreError::from_write)?;
+            rows::insert_events(tx, new_events).await.map_err(StoreError::from_write)?;
         }
-        if let Some(hook) = self.hook.get()
-            && !new_events.is_empty()
-        {
-            hook.within(&mut tx, &new_events).await?;
+        if let Some(hook) = self.hook.get() {
+            // The decided commands that carry an attachment, by index.
+            let carrying: Vec<usize> =
+                (0..jobs.len()).filter(|&index| jobs[index].attachment().is_some() && results[index].is_ok()).collect();
+            if !new_events.is_empty() || !carrying.is_empty() {
+                let attached: Vec<(&Attachment, &Decision)> = carrying
+                    .iter()
+                    .filter_map(|&index| Some((jobs[index].attachment()?, results[index].as_ref().ok()?)))
+                    .collect();
+                let answers = hook.within(tx, new_events, &attached).await?;
+                for (index, answer) in carrying.into_iter().zip(answers) {
+                    if let Ok(decision) = &mut results[index] {
+                        decision.attached = answer;
+                    }
+                }
+            }
         }
-        if !decided.is_empty() {
-            let outcomes: Vec<&CommandOutcome> = decided.values().collect();
-            rows::insert_outcomes(&mut tx, &outcomes).await.map_err(StoreError::from_write)?;
+        if !outcomes.is_empty() {
+            let outcomes: Vec<&CommandOutcome> = outcomes.iter().collect();
+            rows::insert_outcomes(tx, &outcomes).await.map_err(StoreError::from_write)?;
         }
-        tx.commit().await.map_err(StoreError::from_write)?;
-        Ok(Attempt { results, states })
+        Ok(())
     }
 
     /// Keeps the cache within its bound by dropping the least recently

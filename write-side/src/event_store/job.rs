@@ -6,7 +6,7 @@ use schema::envelope::Message;
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeStatus};
 use uuid::Uuid;
 
-use super::group_commit::{Job, Reply, State};
+use super::group_commit::{Attachment, Job, Reply, State};
 use super::{Decision, StoreError};
 use crate::aggregate::Aggregate;
 
@@ -14,12 +14,19 @@ pub(super) struct Pending<A: Aggregate> {
     command: CommandEnvelope,
     typed: A::Command,
     stream: String,
+    attachment: Option<Attachment>,
     reply: Reply,
 }
 
 impl<A: Aggregate> Pending<A> {
-    pub fn new(command: CommandEnvelope, typed: A::Command, stream: String, reply: Reply) -> Self {
-        Self { command, typed, stream, reply }
+    pub fn new(
+        command: CommandEnvelope,
+        typed: A::Command,
+        stream: String,
+        attachment: Option<Attachment>,
+        reply: Reply,
+    ) -> Self {
+        Self { command, typed, stream, attachment, reply }
     }
 }
 
@@ -34,6 +41,10 @@ impl<A: Aggregate> Job for Pending<A> {
 
     fn starts_stream(&self) -> bool {
         A::starts_stream(&self.typed)
+    }
+
+    fn attachment(&self) -> Option<&Attachment> {
+        self.attachment.as_ref()
     }
 
     fn fold(&self, history: &[EventEnvelope]) -> Result<State, StoreError> {

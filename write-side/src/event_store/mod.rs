@@ -10,6 +10,8 @@
 mod group_commit;
 mod job;
 mod publication;
+#[cfg(test)]
+mod retry_tests;
 mod rows;
 
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use tokio::sync::oneshot;
 use tracing::instrument;
 use uuid::Uuid;
 
-pub use group_commit::{CommitHook, LaneSettings};
+pub use group_commit::{Attached, Attachment, CommitHook, LaneSettings};
 
 use crate::aggregate::Aggregate;
 use group_commit::{HookSlot, Lanes};
@@ -74,6 +76,16 @@ impl RetryableError for StoreError {
 pub struct Decision {
     pub outcome: CommandOutcome,
     pub new_events: Vec<EventEnvelope>,
+    /// What the commit hook made of the command's [`Attachment`], if it
+    /// had one and the hook wrote it in the command's transaction.
+    pub attached: Option<Attached>,
+}
+
+impl Decision {
+    /// An outcome decided before (by an earlier delivery).
+    pub fn stored(outcome: CommandOutcome) -> Self {
+        Self { outcome, new_events: Vec::new(), attached: None }
+    }
 }
 
 #[derive(Clone)]
@@ -106,6 +118,12 @@ impl SqlEventStore {
         self.hook.set(hook).map_err(|_| StoreError::Contract("the event store already has a commit hook".into()))
     }
 
+    /// How many streams the lanes read back from the store to decide on
+    /// (streams not in memory): after warm-up, a hot stream costs none.
+    pub fn streams_read(&self) -> u64 {
+        self.lanes.streams_read()
+    }
+
     /// The pool, for the saga's own table.
     pub(crate) fn pool(&self) -> &AnyPool {
         &self.pool
@@ -125,9 +143,22 @@ impl SqlEventStore {
         command: &CommandEnvelope,
         typed: A::Command,
     ) -> Result<Decision, StoreError> {
+        self.execute_attached::<A>(command, typed, None).await
+    }
+
+    /// As [`Self::execute`], handing `attachment` to the commit hook inside
+    /// the command's transaction (the saga saves its state this way, with
+    /// the step that changed it); the hook's answer is in
+    /// [`Decision::attached`].
+    pub async fn execute_attached<A: Aggregate>(
+        &self,
+        command: &CommandEnvelope,
+        typed: A::Command,
+        attachment: Option<Attachment>,
+    ) -> Result<Decision, StoreError> {
         let (reply, answer) = oneshot::channel();
         let stream = stream_id(A::TYPE, &command.aggregate_id);
-        self.lanes.submit(Box::new(Pending::<A>::new(command.clone(), typed, stream, reply))).await?;
+        self.lanes.submit(Box::new(Pending::<A>::new(command.clone(), typed, stream, attachment, reply))).await?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

@@ -1,11 +1,14 @@
 //! Driving one saga: take the steps it is ready for (several reservations
-//! at once), record their answers, store the state once per round, and go
-//! on until it waits for an answer, for the customer, or is done.
+//! at once), record their answers, store the state once per round — in the
+//! step's own transaction when the round is one step run here
+//! ([`super::ride`]) — and go on until it waits for an answer, for the
+//! customer, or is done.
 
 use chrono::Utc;
 use futures::future::join_all;
 use tracing::instrument;
 
+use super::ride::{Ridden, Ride};
 use super::store::Stored;
 use super::{SagaError, SagaRunner, Step, StepResult};
 
@@ -34,12 +37,29 @@ impl SagaRunner {
                 }
                 return Ok(());
             }
-            let results = join_all(steps.iter().map(|step| self.execute(&stored.saga, &stored.causes, step))).await;
-            let mut answered: Vec<(&Step, StepResult)> = steps
-                .iter()
-                .zip(results)
-                .map(|(step, result)| result.map(|result| (step, result)))
-                .collect::<Result<_, _>>()?;
+            // A lone step carries the saga, to be saved in its transaction.
+            let results = match steps.as_slice() {
+                [step] if *step != Step::CheckCustomer => {
+                    let ride = Ride { stored: stored.clone(), step: step.clone() };
+                    match self.execute(&stored.saga, &stored.causes, step, Some(ride)).await? {
+                        (_, Some(Ridden::Saved(next))) => {
+                            stored = *next;
+                            continue;
+                        }
+                        (_, Some(Ridden::Stale)) => {
+                            stored = self.load(order_id).await?.ok_or_else(gone)?;
+                            continue;
+                        }
+                        (result, None) => vec![result],
+                    }
+                }
+                _ => join_all(steps.iter().map(|step| self.execute(&stored.saga, &stored.causes, step, None)))
+                    .await
+                    .into_iter()
+                    .map(|result| result.map(|(result, _)| result))
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            let mut answered: Vec<(&Step, StepResult)> = steps.iter().zip(results).collect();
             // Successes first: a reservation made beside a refused one is
             // then known, and released by the compensation.
             answered.sort_by_key(|(_, result)| match result {

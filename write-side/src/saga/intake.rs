@@ -14,9 +14,10 @@ use tokio::sync::mpsc;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use super::ride;
 use super::store::Stored;
 use super::{Causes, Fulfillment, KIND, SagaSettings};
-use crate::event_store::CommitHook;
+use crate::event_store::{Attached, Attachment, CommitHook, Decision};
 
 pub(super) struct SagaIntake {
     settings: SagaSettings,
@@ -53,7 +54,12 @@ fn is_order(event: &EventEnvelope) -> bool {
 
 #[async_trait::async_trait]
 impl CommitHook for SagaIntake {
-    async fn within(&self, conn: &mut AnyConnection, events: &[EventEnvelope]) -> Result<(), sqlx::Error> {
+    async fn within(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[EventEnvelope],
+        attached: &[(&Attachment, &Decision)],
+    ) -> Result<Vec<Option<Attached>>, sqlx::Error> {
         let now = Utc::now().timestamp_micros();
         // The runner is woken right after the commit; the lease keeps
         // sweepers off meanwhile, and lets them take over after a crash.
@@ -126,7 +132,8 @@ impl CommitHook for SagaIntake {
             // Its fresh state is stale now: the runner reads the row.
             self.started.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(&event.aggregate_id);
         }
-        Ok(())
+        // After the signals: a ride whose saga was cancelled meanwhile is stale.
+        ride::save_rides(conn, &self.settings, attached, now).await
     }
 
     fn committed(&self, events: &[EventEnvelope]) {

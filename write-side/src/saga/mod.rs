@@ -12,12 +12,14 @@
 mod drive;
 mod fulfillment;
 mod intake;
+mod ride;
 mod route;
 mod steps;
 mod store;
 mod writer;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +33,7 @@ use uuid::Uuid;
 pub use fulfillment::{Fulfillment, Phase, Step, StepResult};
 pub use route::StepRoute;
 
+use crate::customer::CreditLimits;
 use crate::event_store::{SqlEventStore, StoreError};
 use crate::stream_locks::StreamLocks;
 
@@ -131,6 +134,7 @@ struct Causes {
 #[derive(Clone)]
 pub struct SagaRunner {
     store: SqlEventStore,
+    credit_limits: CreditLimits,
     route: StepRoute,
     settings: SagaSettings,
     locks: StreamLocks,
@@ -141,6 +145,8 @@ pub struct SagaRunner {
     driving: Arc<Mutex<HashSet<String>>>,
     /// Sagas the intake started or changed, to drive at once.
     wakes: Arc<Mutex<Option<mpsc::UnboundedReceiver<intake::Wake>>>>,
+    /// Saves written in a transaction of their own (not with a step).
+    saves_apart: Arc<AtomicU64>,
 }
 
 impl SagaRunner {
@@ -151,6 +157,7 @@ impl SagaRunner {
         store.set_commit_hook(Arc::new(intake::SagaIntake::new(settings.clone(), wake)))?;
         let store_pool = store.pool().clone();
         Ok(Self {
+            credit_limits: CreditLimits::new(store.clone()),
             store,
             route,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),
@@ -160,7 +167,15 @@ impl SagaRunner {
             tasks: TaskTracker::new(),
             driving: Arc::default(),
             wakes: Arc::new(Mutex::new(Some(wakes))),
+            saves_apart: Arc::default(),
         })
+    }
+
+    /// How many saga saves this runner wrote in a transaction of their own
+    /// rather than in their step's (rounds of several steps, steps run
+    /// elsewhere, signals): what [`ride`] does not cover.
+    pub fn saves_apart(&self) -> u64 {
+        self.saves_apart.load(Ordering::Relaxed)
     }
 
     /// Drives the sagas the intake wakes, and sweeps for due ones, until

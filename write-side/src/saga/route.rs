@@ -10,6 +10,7 @@ use schema::ports::{CommandBus, Dispatched};
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, OutcomeStatus, Rejection, codes};
 use tracing::warn;
 
+use crate::event_store::{Attached, Attachment};
 use crate::handler::{CommandHandler, HandleError};
 
 #[derive(Clone)]
@@ -20,8 +21,9 @@ pub struct StepRoute {
 
 /// What became of a step's command.
 pub(super) enum Answer {
-    /// Decided; with the events it appended now, when they are at hand.
-    Decided(CommandOutcome, Option<Vec<EventEnvelope>>),
+    /// Decided; with the events it appended now, when they are at hand,
+    /// and the commit hook's answer to the command's attachment.
+    Decided(CommandOutcome, Option<Vec<EventEnvelope>>, Option<Attached>),
     /// Refused before the aggregate saw it (a command that can never be handled).
     Refused(Rejection),
     /// No answer yet: try again later.
@@ -39,12 +41,19 @@ impl StepRoute {
         Self { local: Some((handler, aggregates.to_vec())), remote: Some(bus) }
     }
 
-    pub(super) async fn send(&self, command: CommandEnvelope, remote_wait: Duration) -> Answer {
+    /// Sends a step's command. `attachment` rides along when the step runs
+    /// here (see [`super::ride`]); over the bus it is dropped.
+    pub(super) async fn send(
+        &self,
+        command: CommandEnvelope,
+        remote_wait: Duration,
+        attachment: Option<Attachment>,
+    ) -> Answer {
         if let Some((handler, aggregates)) = &self.local
             && aggregates.contains(&command.aggregate_type.as_str())
         {
-            return match handler.decide(&command).await {
-                Ok(decision) => Answer::Decided(decision.outcome, Some(decision.new_events)),
+            return match handler.decide_attached(&command, attachment).await {
+                Ok(decision) => Answer::Decided(decision.outcome, Some(decision.new_events), decision.attached),
                 Err(HandleError::Poison(reason)) => {
                     warn!(reason, command_id = %command.id, "a saga step's command cannot be handled");
                     Answer::Refused(Rejection::new(codes::INTERNAL, reason))
@@ -63,7 +72,7 @@ impl StepRoute {
             // Given up by the write side (kept in its dead-letter stream):
             // no decision, so the step is tried again, like a missing answer.
             Ok(Dispatched::Decided(outcome)) if outcome.status == OutcomeStatus::Failed => Answer::Missing,
-            Ok(Dispatched::Decided(outcome)) => Answer::Decided(outcome, None),
+            Ok(Dispatched::Decided(outcome)) => Answer::Decided(outcome, None, None),
             Ok(Dispatched::Pending) => Answer::Missing,
             Err(error) => {
                 warn!(%error, "saga step not delivered; will retry");

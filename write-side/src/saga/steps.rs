@@ -11,28 +11,32 @@ use schema::ports::EventLog;
 use schema::product::{self, CommitStock, ProductCommand, ProductEvent, ReleaseStock, ReserveStock};
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeStatus, codes};
 
+use super::ride::{self, Ridden, Ride};
 use super::route::Answer;
 use super::{ACTOR, Causes, Fulfillment, SagaError, SagaRunner, Step, StepResult};
-use crate::customer::Customer;
+use crate::event_store::Attachment;
 
 impl SagaRunner {
+    /// Takes a step; with `ride`, the saga's state goes along to be saved
+    /// in the step's transaction, and what became of it comes back.
     pub(super) async fn execute(
         &self,
         saga: &Fulfillment,
         causes: &Causes,
         step: &Step,
-    ) -> Result<StepResult, SagaError> {
+        ride: Option<Ride>,
+    ) -> Result<(StepResult, Option<Ridden>), SagaError> {
         let order_id = saga.order_id.clone();
         let (aggregate, aggregate_id, (type_name, payload)) = match step {
             Step::CheckCustomer => {
-                let (customer, _) = self.store.load::<Customer>(&saga.customer_id).await?;
-                return Ok(match customer.credit_limit_cents {
+                let result = match self.credit_limits.get(&saga.customer_id).await? {
                     Some(_) => StepResult::Done { unit_price_cents: None, approved: None },
                     None => StepResult::Refused {
                         code: codes::CUSTOMER_NOT_FOUND.into(),
                         message: format!("no customer {}", saga.customer_id),
                     },
-                });
+                };
+                return Ok((result, None));
             }
             Step::Reserve { sku, quantity, expected_unit_price_cents } => (
                 product::AGGREGATE,
@@ -97,18 +101,24 @@ impl SagaRunner {
             timestamp: Utc::now(),
             payload,
         };
-        let (outcome, events) = match self.route.send(envelope, self.settings.step_timeout).await {
-            Answer::Decided(outcome, events) => (outcome, events),
+        let attachment = ride.map(|ride| Box::new(ride) as Attachment);
+        let (outcome, events, ridden) = match self.route.send(envelope, self.settings.step_timeout, attachment).await {
+            Answer::Decided(outcome, events, attached) => (outcome, events, ride::ridden(attached)),
             Answer::Refused(rejection) => {
-                return Ok(StepResult::Refused { code: rejection.code, message: rejection.message });
+                let result = StepResult::Refused { code: rejection.code, message: rejection.message };
+                return Ok((result, None));
             }
-            Answer::Missing => return Ok(StepResult::NoAnswer),
+            Answer::Missing => return Ok((StepResult::NoAnswer, None)),
         };
+        let at_hand = events.as_deref().filter(|events| events.len() == outcome.event_ids.len());
+        if let Some(result) = at_hand.and_then(|events| result_at_hand(step, &order_id, &outcome, events)) {
+            return Ok((result, ridden));
+        }
         if outcome.status == OutcomeStatus::Rejected {
             let rejection = outcome.rejection.unwrap_or_else(|| schema::Rejection::new(codes::INTERNAL, "rejected"));
-            return Ok(StepResult::Refused { code: rejection.code, message: rejection.message });
+            return Ok((StepResult::Refused { code: rejection.code, message: rejection.message }, ridden));
         }
-        Ok(match step {
+        let result = match step {
             Step::Reserve { sku, .. } => {
                 let events = self.decided_events(&outcome, events).await?;
                 StepResult::Done {
@@ -124,7 +134,8 @@ impl SagaRunner {
                 }
             }
             _ => StepResult::Done { unit_price_cents: None, approved: None },
-        })
+        };
+        Ok((result, ridden))
     }
 
     /// The events a command appended: those at hand, or its outcome's versions from the store.
@@ -150,14 +161,7 @@ impl SagaRunner {
     /// reservation's event, or (when the order held its reservation
     /// already) found in the product's history, the rare slow way.
     async fn reserved_price(&self, sku: &str, order_id: &str, events: &[EventEnvelope]) -> Result<i64, SagaError> {
-        let price = |events: &[EventEnvelope]| {
-            events.iter().rev().find_map(|event| match ProductEvent::decode(event) {
-                Ok(ProductEvent::StockReserved(reserved)) if reserved.order_id == order_id => {
-                    Some(reserved.unit_price_cents)
-                }
-                _ => None,
-            })
-        };
+        let price = |events: &[EventEnvelope]| reserved_price_in(events, order_id);
         if let Some(cents) = price(events) {
             return Ok(cents);
         }
@@ -172,9 +176,6 @@ impl SagaRunner {
     /// Whether the payment was authorized (rather than declined): from the
     /// authorization's events, or the payment's (short) stream.
     async fn payment_approved(&self, order_id: &str, events: &[EventEnvelope]) -> Result<bool, SagaError> {
-        let authorized = |events: &[EventEnvelope]| {
-            events.iter().any(|event| matches!(PaymentEvent::decode(event), Ok(PaymentEvent::PaymentAuthorized(_))))
-        };
         if !events.is_empty() {
             return Ok(authorized(events));
         }
@@ -185,4 +186,40 @@ impl SagaRunner {
             .map_err(|error| SagaError::Contract(error.to_string()))?;
         Ok(authorized(&history))
     }
+}
+
+/// What a decided step means, from the decision and the events it appended
+/// now; `None` when that takes a read (a reservation or an authorization
+/// decided by an earlier delivery, whose events are older).
+pub(super) fn result_at_hand(
+    step: &Step,
+    order_id: &str,
+    outcome: &CommandOutcome,
+    events: &[EventEnvelope],
+) -> Option<StepResult> {
+    if outcome.status == OutcomeStatus::Rejected {
+        let rejection =
+            outcome.rejection.clone().unwrap_or_else(|| schema::Rejection::new(codes::INTERNAL, "rejected"));
+        return Some(StepResult::Refused { code: rejection.code, message: rejection.message });
+    }
+    match step {
+        Step::Reserve { .. } => reserved_price_in(events, order_id)
+            .map(|cents| StepResult::Done { unit_price_cents: Some(cents), approved: None }),
+        Step::Authorize { .. } => (!events.is_empty())
+            .then(|| StepResult::Done { unit_price_cents: None, approved: Some(authorized(events)) }),
+        _ => Some(StepResult::Done { unit_price_cents: None, approved: None }),
+    }
+}
+
+/// The price of `order_id`'s reservation among `events`, if there.
+fn reserved_price_in(events: &[EventEnvelope], order_id: &str) -> Option<i64> {
+    events.iter().rev().find_map(|event| match ProductEvent::decode(event) {
+        Ok(ProductEvent::StockReserved(reserved)) if reserved.order_id == order_id => Some(reserved.unit_price_cents),
+        _ => None,
+    })
+}
+
+/// Whether `events` hold the payment's authorization (not a decline).
+fn authorized(events: &[EventEnvelope]) -> bool {
+    events.iter().any(|event| matches!(PaymentEvent::decode(event), Ok(PaymentEvent::PaymentAuthorized(_))))
 }

@@ -13,6 +13,7 @@ use super::writer::Save;
 use super::{Causes, Fulfillment, Phase, SagaError, SagaRunner};
 
 /// A saga as stored.
+#[derive(Clone)]
 pub(super) struct Stored {
     pub saga: Fulfillment,
     pub causes: Causes,
@@ -101,12 +102,16 @@ impl SagaRunner {
         sql::retry("load saga", || self.load_once(order_id)).await
     }
 
+    /// Reads the saga and takes its lease (a sweeper elsewhere leaves it
+    /// alone meanwhile: the steps' own saves keep the lease they find).
     async fn load_once(&self, order_id: &str) -> Result<Option<Stored>, SagaError> {
+        let lease_end = Utc::now().timestamp_micros() + self.settings.lease().as_micros() as i64;
         let row = sqlx::query(
-            "SELECT state, correlation_id, causation_id, version, active, cancel_requested, ship_requested \
-             FROM sagas WHERE saga_id = $1",
+            "UPDATE sagas SET next_attempt_at = $2 WHERE saga_id = $1 \
+             RETURNING state, correlation_id, causation_id, version, active, cancel_requested, ship_requested",
         )
         .bind(order_id)
+        .bind(lease_end)
         .fetch_optional(self.store.pool())
         .await?;
         let Some(row) = row else { return Ok(None) };
@@ -130,13 +135,14 @@ impl SagaRunner {
     /// someone did. Saves from many sagas share a commit ([`super::writer`]).
     pub(super) async fn save(&self, stored: &Stored, next_attempt_at: i64) -> Result<bool, SagaError> {
         let state = serde_json::to_string(&stored.saga).map_err(|error| SagaError::Contract(error.to_string()))?;
+        self.saves_apart.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.writer
             .save(Save {
                 saga_id: stored.saga.order_id.clone(),
                 version: stored.version,
                 state,
                 active: stored.should_be_active(),
-                next_attempt_at,
+                next_attempt_at: Some(next_attempt_at),
             })
             .await
     }

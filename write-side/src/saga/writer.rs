@@ -22,7 +22,10 @@ pub(super) struct Save {
     pub version: i64,
     pub state: String,
     pub active: bool,
-    pub next_attempt_at: i64,
+    /// When a sweeper may take it up; `None` keeps the row's (a saga
+    /// stepping on, whose lease has not run out: the row then changes no
+    /// indexed column, and PostgreSQL can update it in place).
+    pub next_attempt_at: Option<i64>,
 }
 
 /// A save and whom to tell whether it was stored (false: someone changed
@@ -80,20 +83,31 @@ async fn run(pool: AnyPool, mut receiver: mpsc::Receiver<Queued>) {
     }
 }
 
-/// `UPDATE … FROM` statements for the batch (each within
-/// [`sql::BYTES_PER_STATEMENT`]), in one transaction; returns the ids whose
-/// version matched.
+/// The batch in one transaction; returns the ids whose version matched.
 async fn write(pool: &AnyPool, batch: &[Queued]) -> Result<HashSet<String>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let mut stored = HashSet::new();
-    for chunk in sql::chunks_by_size(batch, |queued| queued.save.state.len() + queued.save.saga_id.len() + 40) {
-        stored.extend(update(&mut tx, chunk).await?);
-    }
+    let saves: Vec<&Save> = batch.iter().map(|queued| &queued.save).collect();
+    let stored = write_saves(&mut tx, &saves).await?;
     tx.commit().await?;
     Ok(stored)
 }
 
-async fn update(conn: &mut sqlx::AnyConnection, batch: &[Queued]) -> Result<Vec<String>, sqlx::Error> {
+/// `UPDATE … FROM` statements for `saves` (each within
+/// [`sql::BYTES_PER_STATEMENT`]), on `conn`: the writer's own transaction,
+/// or a saga step's (see [`super::ride`]). Returns the ids whose version
+/// matched.
+pub(super) async fn write_saves(
+    conn: &mut sqlx::AnyConnection,
+    saves: &[&Save],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let mut stored = HashSet::new();
+    for chunk in sql::chunks_by_size(saves, |save| save.state.len() + save.saga_id.len() + 40) {
+        stored.extend(update(conn, chunk).await?);
+    }
+    Ok(stored)
+}
+
+async fn update(conn: &mut sqlx::AnyConnection, batch: &[&Save]) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<String> = (0..batch.len())
         .map(|n| {
             let p = n * 5;
@@ -110,19 +124,19 @@ async fn update(conn: &mut sqlx::AnyConnection, batch: &[Queued]) -> Result<Vec<
         .collect();
     let sql = format!(
         "UPDATE sagas SET state = v.state, version = sagas.version + 1, active = v.active, \
-         next_attempt_at = v.next_attempt_at, updated_at = ${} \
+         next_attempt_at = CASE WHEN v.next_attempt_at < 0 THEN sagas.next_attempt_at ELSE v.next_attempt_at END, updated_at = ${} \
          FROM ({}) AS v WHERE sagas.saga_id = v.saga_id AND sagas.version = v.version RETURNING sagas.saga_id",
         batch.len() * 5 + 1,
         rows.join(" UNION ALL ")
     );
     let mut query = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-    for Queued { save, .. } in batch {
+    for save in batch {
         query = query
             .bind(save.saga_id.as_str())
             .bind(save.version)
             .bind(save.state.as_str())
             .bind(i64::from(save.active))
-            .bind(save.next_attempt_at);
+            .bind(save.next_attempt_at.unwrap_or(-1));
     }
     query = query.bind(Utc::now().timestamp_micros());
     query.fetch_all(&mut *conn).await
