@@ -208,9 +208,17 @@ impl Context {
     /// Answers a command given up: FAILED with `COMMAND_FAILED`, to the
     /// caller waiting now and in the bucket `commandOutcome` reads. Not in
     /// SQL: nothing was decided, and a redrive that succeeds replaces it.
+    ///
+    /// A decision the store did record (a commit whose answer was lost,
+    /// then an outage) is announced instead: FAILED never hides one.
     async fn announce_failed(&self, command: &CommandEnvelope, delivered: i64) {
-        let failed = CommandOutcome::given_up(command, delivered.max(1) as u64);
-        if let Err(error) = self.announce(&failed).await {
+        // Bounded: the store may be what is down.
+        let stored = tokio::time::timeout(Duration::from_secs(2), self.handler.store().outcome(command.id)).await;
+        let outcome = match stored {
+            Ok(Ok(Some(decided))) => decided,
+            _ => CommandOutcome::given_up(command, delivered.max(1) as u64),
+        };
+        if let Err(error) = self.announce(&outcome).await {
             warn!(%error, command_id = %command.id, "could not announce that the command failed");
         }
     }
