@@ -11,10 +11,12 @@
 //! * [`commands`]: the saga's commands from outside, wrong subjects, a command given up.
 //! * [`permissions`]: each side's NATS user (scripts/nats-server.conf).
 //! * [`tls`]: NATS over mutual TLS.
+//! * [`split`]: the saga's steps over NATS to another process.
 
 mod commands;
 mod events;
 mod permissions;
+mod split;
 mod tls;
 
 use std::time::Duration;
