@@ -1,5 +1,7 @@
-//! Server-mode adapters: a durable JetStream consumer per projector, and
-//! view-change notifications on core NATS subjects.
+//! Server-mode adapters: a durable JetStream consumer per projector (what
+//! it cannot take is kept in the `<ns>_DLQ` stream, see
+//! [`schema::dead_letters`]), and view-change notifications on core NATS
+//! subjects.
 
 use std::time::Duration;
 

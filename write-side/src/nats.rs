@@ -1,6 +1,9 @@
-//! Server-mode adapters: commands arrive from the JetStream work queue,
-//! events leave through the events stream, outcomes go to the outcome
-//! subject and the outcomes bucket.
+//! Server-mode adapters: commands arrive from the JetStream work queue
+//! (taken only from where they may come, [`crate::origin`]), events leave
+//! through the events stream, outcomes go to the outcome subject and the
+//! outcomes bucket. A command that cannot be handled is kept in the
+//! `<ns>_DLQ` stream ([`schema::dead_letters`]) and, once given up,
+//! answered FAILED.
 
 use std::sync::Arc;
 use std::time::Duration;
