@@ -61,20 +61,108 @@ pub trait Projection: Send + Sync + 'static {
 
 /// The projector's transaction as a projection sees it. A projection
 /// reaches the connection only through [`ViewTx::statement`], which counts
-/// one statement per call, so tests can prove what an event costs.
+/// one statement per call, so tests can prove what an event costs; rows
+/// that nothing in the batch reads back (a timeline entry) go through
+/// [`ViewTx::insert_later`] and cost one statement per batch.
 pub struct ViewTx<'t> {
     conn: &'t mut AnyConnection,
     statements: &'t AtomicU64,
+    later: &'t mut Inserts,
 }
 
 impl<'t> ViewTx<'t> {
-    pub(crate) fn new(conn: &'t mut AnyConnection, statements: &'t AtomicU64) -> Self {
-        Self { conn, statements }
+    pub(crate) fn new(conn: &'t mut AnyConnection, statements: &'t AtomicU64, later: &'t mut Inserts) -> Self {
+        Self { conn, statements, later }
     }
 
     /// The connection, to run one statement on.
     pub fn statement(&mut self) -> &mut AnyConnection {
         self.statements.fetch_add(1, Ordering::Relaxed);
         self.conn
+    }
+
+    /// Queues a row for `insert`: the projector writes every queued row of
+    /// the batch in multi-row statements before its checkpoints, in the
+    /// same transaction. Only for rows the batch's later events do not
+    /// read or change.
+    pub fn insert_later(&mut self, insert: &'static Insert, values: Vec<Value>) {
+        debug_assert_eq!(values.len(), insert.columns.len(), "one value per column of {}", insert.table);
+        self.later.rows.push((insert, values));
+    }
+}
+
+/// An `INSERT` whose rows can be gathered: the table, its columns, and what
+/// follows the `VALUES` (an `ON CONFLICT` clause, or nothing).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Insert {
+    pub table: &'static str,
+    pub columns: &'static [&'static str],
+    pub then: &'static str,
+}
+
+/// A value in a gathered row.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Text(String),
+    Int(i64),
+}
+
+impl Value {
+    fn size(&self) -> usize {
+        match self {
+            Self::Text(text) => text.len() + 8,
+            Self::Int(_) => 12,
+        }
+    }
+}
+
+/// The rows queued by one batch, in the order they were queued.
+#[derive(Default)]
+pub(crate) struct Inserts {
+    rows: Vec<(&'static Insert, Vec<Value>)>,
+}
+
+impl Inserts {
+    /// Writes the queued rows: one statement per insert kind and size
+    /// chunk ([`sql::chunks_by_size`]); returns the statements run.
+    pub(crate) async fn write(self, conn: &mut AnyConnection) -> Result<u64, sqlx::Error> {
+        let mut kinds: Vec<&'static Insert> = Vec::new();
+        for (insert, _) in &self.rows {
+            if !kinds.contains(insert) {
+                kinds.push(insert);
+            }
+        }
+        let mut statements = 0;
+        for kind in kinds {
+            let rows: Vec<&Vec<Value>> =
+                self.rows.iter().filter(|(insert, _)| *insert == kind).map(|(_, values)| values).collect();
+            for chunk in sql::chunks_by_size(&rows, |values| values.iter().map(Value::size).sum::<usize>() + 8) {
+                let width = kind.columns.len();
+                let tuples: Vec<String> = (0..chunk.len())
+                    .map(|row| {
+                        let marks: Vec<String> =
+                            (1..=width).map(|column| format!("${}", row * width + column)).collect();
+                        format!("({})", marks.join(", "))
+                    })
+                    .collect();
+                let statement = format!(
+                    "INSERT INTO {} ({}) VALUES {} {}",
+                    kind.table,
+                    kind.columns.join(", "),
+                    tuples.join(", "),
+                    kind.then
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(statement));
+                for value in chunk.iter().flat_map(|values| values.iter()) {
+                    query = match value {
+                        Value::Text(text) => query.bind(text.clone()),
+                        Value::Int(int) => query.bind(*int),
+                    };
+                }
+                query.execute(&mut *conn).await?;
+                statements += 1;
+            }
+        }
+        Ok(statements)
     }
 }

@@ -8,9 +8,10 @@
 //! there. Their effect on the row does not depend on the order in which
 //! different streams' events are applied, so the row equals a replay's.
 //!
-//! Each event costs two statements (its row, returning what the change
-//! notification carries, and its timeline entry); a stock event costs a
-//! third, to read the order's lines, which live in one JSON column that no
+//! Each event costs one statement (its row, returning what the change
+//! notification carries) and a share of one (its timeline entry, written
+//! with the batch's others in multi-row statements); a stock event costs a
+//! second, to read the order's lines, which live in one JSON column that no
 //! portable single statement can edit.
 
 use async_trait::async_trait;
@@ -23,7 +24,7 @@ use schema::product::{self, ProductEvent};
 use schema::sql::to_micros;
 
 use super::{OrderStatus, VIEW, ViewLine};
-use crate::projection::{Projection, ProjectionError, ViewTx};
+use crate::projection::{Insert, Projection, ProjectionError, Value, ViewTx};
 
 pub struct OrdersProjection;
 
@@ -87,7 +88,7 @@ impl Projection for OrdersProjection {
             }
             _ => return Ok(None),
         };
-        record_timeline(tx, &order_id, event, &summary).await?;
+        record_timeline(tx, &order_id, event, summary);
         // The row's version for notifications is its `updated_at`: the
         // order stream's version alone would not move on the other
         // streams' steps, and subscribers only compare versions.
@@ -265,27 +266,36 @@ fn not_yet(order_id: &str, event: &EventEnvelope) -> ProjectionError {
     ProjectionError::NotYet { needs: format!("order {order_id}"), stream: event.stream_id() }
 }
 
-async fn record_timeline(
-    tx: &mut ViewTx<'_>,
-    order_id: &str,
-    event: &EventEnvelope,
-    summary: &str,
-) -> Result<(), ProjectionError> {
-    sqlx::query(
-        "INSERT INTO order_timeline (order_id, event_id, occurred_at, event_type, aggregate_type, aggregate_id, \
-         causation_id, actor, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-         ON CONFLICT (order_id, event_id) DO NOTHING",
-    )
-    .bind(order_id)
-    .bind(event.id.to_string())
-    .bind(to_micros(event.timestamp))
-    .bind(&event.type_name)
-    .bind(&event.aggregate_type)
-    .bind(&event.aggregate_id)
-    .bind(event.metadata.causation_id.to_string())
-    .bind(&event.metadata.actor)
-    .bind(summary)
-    .execute(tx.statement())
-    .await?;
-    Ok(())
+/// The order's timeline: one row per event, written with the batch's others.
+const TIMELINE: Insert = Insert {
+    table: "order_timeline",
+    columns: &[
+        "order_id",
+        "event_id",
+        "occurred_at",
+        "event_type",
+        "aggregate_type",
+        "aggregate_id",
+        "causation_id",
+        "actor",
+        "summary",
+    ],
+    then: "ON CONFLICT (order_id, event_id) DO NOTHING",
+};
+
+fn record_timeline(tx: &mut ViewTx<'_>, order_id: &str, event: &EventEnvelope, summary: String) {
+    tx.insert_later(
+        &TIMELINE,
+        vec![
+            Value::Text(order_id.to_string()),
+            Value::Text(event.id.to_string()),
+            Value::Int(to_micros(event.timestamp)),
+            Value::Text(event.type_name.clone()),
+            Value::Text(event.aggregate_type.clone()),
+            Value::Text(event.aggregate_id.clone()),
+            Value::Text(event.metadata.causation_id.to_string()),
+            Value::Text(event.metadata.actor.clone()),
+            Value::Text(summary),
+        ],
+    );
 }

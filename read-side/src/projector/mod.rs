@@ -34,7 +34,7 @@ use tracing::{debug, info, instrument, warn};
 
 pub use counts::ProjectorCounts;
 
-use crate::projection::{Projection, ProjectionError, ViewTx};
+use crate::projection::{Inserts, Projection, ProjectionError, ViewTx};
 use counts::Counters;
 
 /// The most events one transaction applies, by default: enough to amortize
@@ -193,6 +193,7 @@ impl Projector {
         let mut advanced = BTreeMap::new();
         let mut results = Vec::with_capacity(events.len());
         let mut count = 0;
+        let mut later = Inserts::default();
         for event in events {
             let stream = event.stream_id();
             let done = applied.get(&stream).copied().unwrap_or(0);
@@ -203,7 +204,7 @@ impl Projector {
             if event.stream_version != done + 1 {
                 return Err(ProjectionError::Behind { applied: done });
             }
-            let mut view = ViewTx::new(&mut tx, &self.counters.view_statements);
+            let mut view = ViewTx::new(&mut tx, &self.counters.view_statements, &mut later);
             results.push(match self.projection.apply(&mut view, event).await {
                 Ok(Some(change)) => Applied::Changed(change),
                 Ok(None) => Applied::Nothing,
@@ -216,6 +217,8 @@ impl Projector {
             advanced.insert(stream, event.stream_version);
             count += 1;
         }
+        let gathered = later.write(&mut tx).await?;
+        Counters::add(&self.counters.view_statements, gathered);
         if !advanced.is_empty() {
             checkpoints::write(&mut tx, name, &advanced).await?;
             Counters::add(&self.counters.checkpoint_statements, 1);
