@@ -7,12 +7,14 @@
 //! FAILED, and what was kept is redriven once its cause is fixed. Every
 //! view equals a replay of the event store afterwards.
 //!
+//! * [`auth`]: NATS authentication by nkey, user and password, token.
 //! * [`events`]: forged, junk, ahead of the store; one a projector cannot apply.
 //! * [`commands`]: the saga's commands from outside, wrong subjects, a command given up.
 //! * [`permissions`]: each side's NATS user (scripts/nats-server.conf).
 //! * [`tls`]: NATS over mutual TLS.
 //! * [`split`]: the saga's steps over NATS to another process.
 
+mod auth;
 mod commands;
 mod events;
 mod permissions;
@@ -105,5 +107,43 @@ pub fn command(aggregate: &str, id: &str, type_name: &str, actor: &str, payload:
         metadata: Metadata::origin(command_id, actor),
         timestamp: chrono::Utc::now(),
         payload,
+    }
+}
+
+/// A nats-server of the test's own (for settings the suite's server does
+/// not have), on a free port; killed on drop.
+pub struct OwnServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl OwnServer {
+    pub async fn start(args: &[String]) -> Self {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let binary =
+            std::process::Command::new(root.join("scripts/nats-server")).output().expect("scripts/nats-server runs");
+        let binary = String::from_utf8_lossy(&binary.stdout).trim().to_string();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+        let child = std::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        let server = Self { child, port };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "the nats-server never listened on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

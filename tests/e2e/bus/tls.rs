@@ -2,13 +2,12 @@
 //! made for the test with the openssl CLI, and Conveyor's connection
 //! settings (`--nats-tls-ca`, `--nats-tls-cert`, `--nats-tls-key`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::path::Path;
+use std::process::Command;
 
 use schema::nats::NatsAuth;
 
-use crate::helpers::WAIT;
+use super::OwnServer;
 
 /// Runs `openssl` with `args` in `dir`, failing the test with its output.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -47,50 +46,22 @@ fn certificates(dir: &Path) {
     }
 }
 
-/// A nats-server of its own, requiring TLS and a client certificate; killed on drop.
-struct TlsServer {
-    child: Child,
-    port: u16,
-}
-
-impl TlsServer {
-    async fn start(dir: &Path) -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let binary = Command::new(root.join("scripts/nats-server")).output().expect("scripts/nats-server runs");
-        let binary = PathBuf::from(String::from_utf8_lossy(&binary.stdout).trim());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
-        let file = |name: &str| dir.join(name).display().to_string();
-        let child = Command::new(binary)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "--tlsverify"])
-            .args(["--tlscert", &file("server.pem"), "--tlskey", &file("server.key")])
-            .args(["--tlscacert", &file("ca.pem")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let server = Self { child, port };
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "the TLS nats-server never listened on {port}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        server
-    }
-}
-
-impl Drop for TlsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_over_mutual_tls_connects_with_the_ca_and_a_client_certificate_only() {
     let dir = std::env::temp_dir().join(format!("conveyor-tls-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     certificates(&dir);
-    let server = TlsServer::start(&dir).await;
+    let file = |name: &str| dir.join(name).display().to_string();
+    let server = OwnServer::start(&[
+        "--tlsverify".into(),
+        "--tlscert".into(),
+        file("server.pem"),
+        "--tlskey".into(),
+        file("server.key"),
+        "--tlscacert".into(),
+        file("ca.pem"),
+    ])
+    .await;
     let url = format!("nats://127.0.0.1:{}", server.port);
     let with_ca = NatsAuth { tls_ca: Some(dir.join("ca.pem")), ..Default::default() };
     let with_client_certificate = NatsAuth {
