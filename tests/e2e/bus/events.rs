@@ -90,6 +90,27 @@ async fn junk_and_events_ahead_of_the_store_are_kept_as_dead_letters_and_change_
     // The projectors go on: the next order is shown.
     confirmed_order(&app, &customer).await;
     assert_views_match_a_replay(&app.store, &app.gateway_views).await;
+
+    // What an operator sees, then clears.
+    let cli = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_conveyor"));
+        command.arg("dlq").args(args).args(["--namespace", ns.as_str(), "--nats", &crate::helpers::nats_url()]);
+        async move {
+            let output = tokio::time::timeout(WAIT, command.env_remove("NATS_URL").output())
+                .await
+                .expect("the CLI finishes")
+                .expect("the CLI runs");
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        }
+    };
+    let listed = cli(&["list"]).await;
+    assert!(listed.contains("projector_orders") && listed.contains(&ahead.id.to_string()), "{listed}");
+    let shown = cli(&["show", &letter.id.to_string()]).await;
+    assert!(shown.contains("Conveyor-Dead-Letter-Reason: event") && shown.contains("\"stream_version\""), "{shown}");
+    let kept = dlq::list(&js, &ns, 1000).await.expect("list").len();
+    assert!(cli(&["purge"]).await.contains(&format!("purged {kept} dead letters")));
+    assert!(dlq::list(&js, &ns, 1000).await.expect("list").is_empty());
 }
 
 /// Polls until `consumer` of `<ns>_EVENTS` has nothing left to deliver or to be acknowledged.
