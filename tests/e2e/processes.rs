@@ -81,13 +81,13 @@ impl Conveyor {
         self.log.lock().expect("log lock").join("\n")
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
         assert!(status.is_ok_and(|status| status.success()), "kill -{name} works");
     }
 
     /// Waits (bounded) for the process to exit.
-    fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait on child") {
