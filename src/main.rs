@@ -46,6 +46,7 @@ fn token(common: &Common, args: &TokenArgs) -> anyhow::Result<()> {
         .as_deref()
         .or(default_sub)
         .ok_or_else(|| anyhow::anyhow!("--sub <customer id> is required for a customer token"))?;
-    println!("{}", gateway::auth::issue(secret.as_bytes(), role, sub, args.ttl)?);
+    let expires = std::time::SystemTime::now() + args.ttl;
+    println!("{}", gateway::auth::issue_with(secret.as_bytes(), role, sub, expires, &common.token_claims())?);
     Ok(())
 }

@@ -90,13 +90,18 @@ impl Projection for CustomersProjection {
                         .bind(confirmed.total_cents)
                         .execute(tx.statement())
                         .await?;
+                    // Saturating, in SQL that cannot overflow (PostgreSQL and
+                    // CockroachDB fail `bigint + bigint` past the range, and
+                    // the event would then be retried forever).
                     sqlx::query(
-                        "UPDATE customers SET lifetime_spend_cents = lifetime_spend_cents + $2, \
+                        "UPDATE customers SET lifetime_spend_cents = CASE WHEN lifetime_spend_cents > $4 - $2 \
+                         THEN $4 ELSE lifetime_spend_cents + $2 END, \
                          updated_at = CASE WHEN updated_at > $3 THEN updated_at ELSE $3 END WHERE customer_id = $1",
                     )
                     .bind(&confirmed.customer_id)
-                    .bind(confirmed.total_cents)
+                    .bind(confirmed.total_cents.max(0))
                     .bind(at)
+                    .bind(i64::MAX)
                     .execute(tx.statement())
                     .await?;
                     confirmed.customer_id
@@ -105,7 +110,7 @@ impl Projection for CustomersProjection {
                 OrderEvent::OrderCancelled(_) => close(tx, order_id, true, at).await?,
             }
         };
-        Ok(Some(ViewChange { view: VIEW.into(), id: customer_id, version: at as u64 }))
+        Ok(Some(ViewChange { view: VIEW.into(), id: customer_id, version: at as u64, scope: None }))
     }
 }
 

@@ -180,7 +180,7 @@ impl Notifier for BroadcastNotifier {
                 Ok(change) if change.view == view && change.id == id => Some(change),
                 Ok(_) => None,
                 // Lagged: tell the watcher to re-read; the version is a hint only.
-                Err(_) => Some(ViewChange { view: view.clone(), id: id.clone(), version: 0 }),
+                Err(_) => Some(ViewChange { view: view.clone(), id: id.clone(), version: 0, scope: None }),
             })
         });
         Ok(stream.boxed())
@@ -193,7 +193,36 @@ impl Notifier for BroadcastNotifier {
                 Ok(change) if change.view == view => Some(change),
                 Ok(_) => None,
                 // Lagged: an empty id tells the watcher it missed some.
-                Err(_) => Some(ViewChange { view: view.clone(), id: String::new(), version: 0 }),
+                Err(_) => Some(ViewChange { view: view.clone(), id: String::new(), version: 0, scope: None }),
+            })
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn watch_scope(
+        &self,
+        view: &str,
+        scope: &str,
+        id: Option<&str>,
+    ) -> Result<BoxStream<'static, ViewChange>, PortError> {
+        let (view, scope, id) = (view.to_string(), scope.to_string(), id.map(str::to_string));
+        let stream = BroadcastStream::new(self.sender.subscribe()).filter_map(move |item| {
+            futures::future::ready(match item {
+                Ok(change)
+                    if change.view == view
+                        && change.scope.as_deref() == Some(scope.as_str())
+                        && id.as_ref().is_none_or(|id| *id == change.id) =>
+                {
+                    Some(change)
+                }
+                Ok(_) => None,
+                // Lagged: re-read (an empty id: some of the scope's rows).
+                Err(_) => Some(ViewChange {
+                    view: view.clone(),
+                    id: id.clone().unwrap_or_default(),
+                    version: 0,
+                    scope: Some(scope.clone()),
+                }),
             })
         });
         Ok(stream.boxed())
@@ -246,6 +275,26 @@ mod tests {
         second.ack.ack().await.expect("acked");
         publish.await.expect("joined").expect("published once both acknowledged");
         assert!(futures::FutureExt::now_or_never(products.next()).is_none(), "products got nothing");
+    }
+
+    #[tokio::test]
+    async fn a_scoped_watch_gets_only_its_scopes_changes() {
+        let notifier = BroadcastNotifier::new(16);
+        let change = |id: &str, scope: Option<&str>| ViewChange {
+            view: "orders".into(),
+            id: id.into(),
+            version: 1,
+            scope: scope.map(str::to_string),
+        };
+        let mut mine = notifier.watch_scope("orders", "c1", None).await.expect("watch");
+        let mut one = notifier.watch_scope("orders", "c1", Some("o2")).await.expect("watch");
+        for sent in [change("o1", Some("c2")), change("o2", None), change("o2", Some("c1")), change("o3", Some("c1"))] {
+            notifier.notify(&sent).await.expect("notify");
+        }
+        assert_eq!(mine.next().await.map(|change| change.id), Some("o2".into()));
+        assert_eq!(mine.next().await.map(|change| change.id), Some("o3".into()));
+        assert_eq!(one.next().await.map(|change| change.id), Some("o2".into()));
+        assert!(futures::FutureExt::now_or_never(one.next()).is_none(), "o3 is another row");
     }
 
     #[tokio::test]

@@ -118,8 +118,8 @@ impl Acknowledge for JetStreamAck {
     }
 }
 
-/// Publishes `<ns>.changed.<view>.<id>`; watchers subscribe to one row's
-/// subject, or to `<ns>.changed.<view>.*` for the whole view.
+/// Publishes `<ns>.changed.<view>.<id>.<scope>`; watchers subscribe to one
+/// row (`<id>.*`), one customer's rows (`*.<scope>`), or the whole view.
 pub struct NatsNotifier {
     client: async_nats::Client,
     ns: Namespace,
@@ -136,20 +136,32 @@ impl Notifier for NatsNotifier {
     async fn notify(&self, change: &ViewChange) -> Result<(), PortError> {
         let payload = serde_json::to_vec(change).map_err(PortError::backend)?;
         self.client
-            .publish(self.ns.changed_subject(&change.view, &change.id), payload.into())
+            .publish(self.ns.changed_subject(&change.view, &change.id, change.scope.as_deref()), payload.into())
             .await
             .map_err(PortError::backend)
     }
 
     async fn watch(&self, view: &str, id: &str) -> Result<BoxStream<'static, ViewChange>, PortError> {
-        let subscriber = self.client.subscribe(self.ns.changed_subject(view, id)).await.map_err(PortError::backend)?;
-        Ok(subscriber
-            .filter_map(|message| futures::future::ready(serde_json::from_slice(&message.payload).ok()))
-            .boxed())
+        self.changes(self.ns.changed_row_filter(view, id)).await
     }
 
     async fn watch_view(&self, view: &str) -> Result<BoxStream<'static, ViewChange>, PortError> {
-        let subscriber = self.client.subscribe(self.ns.changed_view_filter(view)).await.map_err(PortError::backend)?;
+        self.changes(self.ns.changed_view_filter(view)).await
+    }
+
+    async fn watch_scope(
+        &self,
+        view: &str,
+        scope: &str,
+        id: Option<&str>,
+    ) -> Result<BoxStream<'static, ViewChange>, PortError> {
+        self.changes(self.ns.changed_scope_filter(view, scope, id)).await
+    }
+}
+
+impl NatsNotifier {
+    async fn changes(&self, subject: String) -> Result<BoxStream<'static, ViewChange>, PortError> {
+        let subscriber = self.client.subscribe(subject).await.map_err(PortError::backend)?;
         Ok(subscriber
             .filter_map(|message| futures::future::ready(serde_json::from_slice(&message.payload).ok()))
             .boxed())

@@ -85,7 +85,7 @@ impl Projection for ProductsProjection {
             .execute(tx.statement())
             .await?;
         }
-        Ok(Some(ViewChange { view: VIEW.into(), id: sku.clone(), version: event.stream_version }))
+        Ok(Some(ViewChange { view: VIEW.into(), id: sku.clone(), version: event.stream_version, scope: None }))
     }
 }
 

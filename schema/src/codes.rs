@@ -25,7 +25,7 @@ pub const CUSTOMER_EMAIL_TAKEN: &str = "CUSTOMER_EMAIL_TAKEN";
 pub const INVALID_NAME: &str = "INVALID_NAME";
 /// An email address must look like one (and be at most 254 characters).
 pub const INVALID_EMAIL: &str = "INVALID_EMAIL";
-/// A credit limit must not be negative.
+/// A credit limit must be 0 to `MAX_CREDIT_LIMIT_CENTS`.
 pub const INVALID_CREDIT_LIMIT: &str = "INVALID_CREDIT_LIMIT";
 /// No product with this sku in the catalog.
 pub const UNKNOWN_SKU: &str = "UNKNOWN_SKU";
@@ -37,6 +37,13 @@ pub const OUT_OF_STOCK: &str = "OUT_OF_STOCK";
 pub const PRICE_MISMATCH: &str = "PRICE_MISMATCH";
 /// The payment provider declined (e.g. the amount exceeds the credit limit).
 pub const PAYMENT_DECLINED: &str = "PAYMENT_DECLINED";
+/// The order is worth more than the customer's credit limit, as far as is
+/// known before any stock is held (the prices the client expects, or a
+/// line at the catalog price): rejected before stock is reserved, or
+/// before more is.
+pub const CREDIT_LIMIT_EXCEEDED: &str = "CREDIT_LIMIT_EXCEEDED";
+/// The order is worth more than one order may be (`MAX_ORDER_CENTS`).
+pub const ORDER_TOO_LARGE: &str = "ORDER_TOO_LARGE";
 /// The payment provider failed; retrying may work.
 pub const PAYMENT_PROVIDER_UNAVAILABLE: &str = "PAYMENT_PROVIDER_UNAVAILABLE";
 /// Capture or refund of a payment that was never authorized.
@@ -45,11 +52,12 @@ pub const PAYMENT_NOT_AUTHORIZED: &str = "PAYMENT_NOT_AUTHORIZED";
 pub const STEP_TIMED_OUT: &str = "STEP_TIMED_OUT";
 /// The order was cancelled while it was being processed.
 pub const ORDER_CANCELLED: &str = "ORDER_CANCELLED";
-/// An order needs between 1 and 100 lines.
+/// An order needs between 1 and 100 lines (as sent, and after merging by sku).
 pub const INVALID_ITEM_COUNT: &str = "INVALID_ITEM_COUNT";
-/// A line's quantity must be between 1 and 1000.
+/// A line's quantity must be between 1 and 1000, and so must the total of
+/// one sku's lines in an order.
 pub const INVALID_QUANTITY: &str = "INVALID_QUANTITY";
-/// A unit price must not be negative.
+/// A price must be 0 to `MAX_PRICE_CENTS`.
 pub const INVALID_PRICE: &str = "INVALID_PRICE";
 /// A sku must be non-empty, at most 64 characters.
 pub const INVALID_SKU: &str = "INVALID_SKU";
@@ -95,6 +103,8 @@ pub const ALL: &[&str] = &[
     OUT_OF_STOCK,
     PRICE_MISMATCH,
     PAYMENT_DECLINED,
+    CREDIT_LIMIT_EXCEEDED,
+    ORDER_TOO_LARGE,
     PAYMENT_PROVIDER_UNAVAILABLE,
     PAYMENT_NOT_AUTHORIZED,
     STEP_TIMED_OUT,

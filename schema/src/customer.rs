@@ -15,6 +15,9 @@ pub const AGGREGATE: &str = "customer";
 pub const EMAIL_AGGREGATE: &str = "customer_email";
 pub const MAX_NAME_CHARS: usize = 100;
 pub const MAX_EMAIL_CHARS: usize = 254;
+/// The highest credit limit (a hundred million in currency units), which
+/// also bounds every confirmed order's total.
+pub const MAX_CREDIT_LIMIT_CENTS: i64 = 10_000_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegisterCustomer {
@@ -114,8 +117,11 @@ impl RegisterCustomer {
         if !plausible {
             return Err(Rejection::new(codes::INVALID_EMAIL, format!("`{email}` is not an email address")));
         }
-        if self.credit_limit_cents < 0 {
-            return Err(Rejection::new(codes::INVALID_CREDIT_LIMIT, "credit limit must not be negative"));
+        if !(0..=MAX_CREDIT_LIMIT_CENTS).contains(&self.credit_limit_cents) {
+            return Err(Rejection::new(
+                codes::INVALID_CREDIT_LIMIT,
+                format!("credit limit must be 0 to {MAX_CREDIT_LIMIT_CENTS} cents"),
+            ));
         }
         Ok(())
     }
@@ -148,5 +154,10 @@ mod tests {
         assert_eq!(code("Ada", "@example.com", 0).as_deref(), Some(codes::INVALID_EMAIL));
         assert_eq!(code("Ada", "ada@localhost", 0).as_deref(), Some(codes::INVALID_EMAIL));
         assert_eq!(code("Ada", "ada@example.com", -1).as_deref(), Some(codes::INVALID_CREDIT_LIMIT));
+        assert_eq!(code("Ada", "ada@example.com", MAX_CREDIT_LIMIT_CENTS), None);
+        assert_eq!(
+            code("Ada", "ada@example.com", MAX_CREDIT_LIMIT_CENTS + 1).as_deref(),
+            Some(codes::INVALID_CREDIT_LIMIT)
+        );
     }
 }

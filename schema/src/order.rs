@@ -7,13 +7,19 @@ use serde_json::Value;
 use crate::codes;
 use crate::envelope::{ContractError, EventEnvelope, Message};
 use crate::outcome::Rejection;
+use crate::product::MAX_PRICE_CENTS;
 
 /// The aggregate type name: subjects `cmd.order.*`, `evt.order.<id>`, streams `order-<id>`.
 pub const AGGREGATE: &str = "order";
 
-/// Limits from the order rules.
+/// Limits from the order rules. Lines and quantities hold after lines of
+/// one sku are merged too (one reservation per product), so with prices at
+/// most [`crate::product::MAX_PRICE_CENTS`] no order total can overflow.
 pub const MAX_LINES: usize = 100;
+/// Units of one sku in one order, whether in one line or several.
 pub const MAX_QUANTITY: u32 = 1000;
+/// The most one order may be worth at the prices the client expects.
+pub const MAX_ORDER_CENTS: i64 = 10_000_000_000;
 pub const MAX_SKU_CHARS: usize = 64;
 pub const MAX_REASON_CHARS: usize = 500;
 
@@ -200,12 +206,28 @@ impl PlaceOrder {
                     format!("line {}: quantity must be 1 to {MAX_QUANTITY}, got {}", index + 1, line.quantity),
                 ));
             }
-            if line.expected_unit_price_cents.is_some_and(|price| price < 0) {
+            if line.expected_unit_price_cents.is_some_and(|price| !(0..=MAX_PRICE_CENTS).contains(&price)) {
                 return Err(Rejection::new(
                     codes::INVALID_PRICE,
-                    format!("line {}: unit price must not be negative", index + 1),
+                    format!("line {}: unit price must be 0 to {MAX_PRICE_CENTS} cents", index + 1),
                 ));
             }
+        }
+        // The rules again after merging: one sku's units in all its lines.
+        for line in Self::lines_by_sku(&self.items) {
+            if line.quantity > MAX_QUANTITY {
+                return Err(Rejection::new(
+                    codes::INVALID_QUANTITY,
+                    format!("sku {}: {} units in all, at most {MAX_QUANTITY} per order", line.sku, line.quantity),
+                ));
+            }
+        }
+        let expected = expected_value_cents(&self.items);
+        if expected > MAX_ORDER_CENTS {
+            return Err(Rejection::new(
+                codes::ORDER_TOO_LARGE,
+                format!("the order is worth at least {expected} cents, at most {MAX_ORDER_CENTS} are allowed"),
+            ));
         }
         Ok(())
     }
@@ -221,6 +243,15 @@ impl PlaceOrder {
         }
         merged
     }
+}
+
+/// What the lines are worth at least, at the prices the client expects
+/// (lines without one count nothing); saturating, never wrapping.
+pub fn expected_value_cents(lines: &[OrderLine]) -> i64 {
+    lines.iter().fold(0i64, |sum, line| {
+        let price = line.expected_unit_price_cents.unwrap_or(0).max(0);
+        sum.saturating_add(price.saturating_mul(i64::from(line.quantity)))
+    })
 }
 
 /// Sum of quantity × unit price; saturates rather than wrapping on absurd input.
@@ -277,9 +308,30 @@ mod tests {
     }
 
     #[test]
-    fn price_is_not_negative() {
+    fn price_is_not_negative_nor_above_the_cap() {
         assert_eq!(code(place(vec![line("a", 1, 0)])), None);
         assert_eq!(code(place(vec![line("a", 1, -1)])), Some(codes::INVALID_PRICE));
+        assert_eq!(code(place(vec![line("a", 1, MAX_PRICE_CENTS)])), None);
+        assert_eq!(code(place(vec![line("a", 1, MAX_PRICE_CENTS + 1)])), Some(codes::INVALID_PRICE));
+        assert_eq!(code(place(vec![line("a", 1, i64::MAX)])), Some(codes::INVALID_PRICE));
+    }
+
+    #[test]
+    fn the_rules_hold_after_lines_of_one_sku_are_merged() {
+        assert_eq!(code(place(vec![line("a", 600, 1), line("b", 600, 1)])), None);
+        assert_eq!(code(place(vec![line("a", 600, 1), line("a", 401, 1)])), Some(codes::INVALID_QUANTITY));
+        assert_eq!(code(place(vec![line("a", 1000, 1); 100])), Some(codes::INVALID_QUANTITY), "100 × 1000 of one sku");
+        assert_eq!(code(place(vec![line("a", 10, 1); 100])), None, "1000 units of one sku in 100 lines");
+    }
+
+    #[test]
+    fn an_order_is_worth_at_most_the_cap_at_the_prices_it_expects() {
+        let per_unit = MAX_ORDER_CENTS / 1000;
+        assert_eq!(code(place(vec![line("a", 1000, per_unit)])), None);
+        assert_eq!(code(place(vec![line("a", 1000, per_unit), line("b", 1, 1)])), Some(codes::ORDER_TOO_LARGE));
+        let most: Vec<OrderLine> = (0..100).map(|n| line(&format!("s{n}"), 1000, MAX_PRICE_CENTS)).collect();
+        assert_eq!(code(place(most.clone())), Some(codes::ORDER_TOO_LARGE));
+        assert!(expected_value_cents(&most) > 0, "no overflow at the largest order the other rules allow");
     }
 
     #[test]

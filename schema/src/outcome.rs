@@ -54,6 +54,11 @@ pub struct CommandOutcome {
     /// this answer. Absent in outcomes stored before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fingerprint: Option<Uuid>,
+    /// Who sent the command (its envelope's actor): only that caller (and
+    /// admin) may read this outcome. Absent in outcomes stored before it
+    /// existed, which only admin may read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
 }
 
 impl CommandOutcome {
@@ -77,6 +82,7 @@ impl CommandOutcome {
             event_ids: Vec::new(),
             decided_at: Utc::now(),
             fingerprint: Some(command.fingerprint()),
+            sender: Some(command.metadata.actor.clone()),
         }
     }
 

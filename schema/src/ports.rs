@@ -146,6 +146,10 @@ pub struct ViewChange {
     pub view: String,
     pub id: String,
     pub version: u64,
+    /// Whom the row belongs to (an order's customer), for watchers that
+    /// may see only one customer's rows; `None` for rows of no one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// Read side → gateway change notifications (NATS core, or a broadcast channel).
@@ -159,6 +163,17 @@ pub trait Notifier: Send + Sync {
     /// change with an empty `id` means some were missed (the watcher lagged):
     /// re-read what matters instead of trusting the stream to be complete.
     async fn watch_view(&self, view: &str) -> Result<BoxStream<'static, ViewChange>, PortError>;
+    /// Changes of the rows of one view that belong to `scope` (with `id`:
+    /// of that row, only while it belongs to `scope`), from now on; equally
+    /// best effort, with the same empty-`id` signal after missed changes.
+    /// Others' rows never reach the watcher, so it reads only rows it may
+    /// send (server mode: the NATS server filters by subject).
+    async fn watch_scope(
+        &self,
+        view: &str,
+        scope: &str,
+        id: Option<&str>,
+    ) -> Result<BoxStream<'static, ViewChange>, PortError>;
 }
 
 /// Gateway ← write side: how much accepted work is still unfinished, so the

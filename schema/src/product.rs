@@ -9,7 +9,11 @@ use crate::order::MAX_SKU_CHARS;
 use crate::outcome::Rejection;
 
 pub const AGGREGATE: &str = "product";
+/// Units on one product's shelf, and in one restock.
 pub const MAX_STOCK: i64 = 1_000_000_000;
+/// The highest price of one unit (ten million in currency units): with the
+/// order rules, no total, spend or view sum can overflow an i64.
+pub const MAX_PRICE_CENTS: i64 = 1_000_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AddProduct {
@@ -31,6 +35,11 @@ pub struct ReserveStock {
     /// The price the customer saw, if any: a different catalog price rejects.
     #[serde(default)]
     pub expected_unit_price_cents: Option<i64>,
+    /// The customer's credit limit: a line worth more at the catalog price
+    /// cannot be paid, so it is refused (CREDIT_LIMIT_EXCEEDED) before any
+    /// stock is held. Absent in commands sent before the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit_limit_cents: Option<i64>,
 }
 
 /// Gives an order's reservation back (compensation, or cancellation).
@@ -143,8 +152,8 @@ impl AddProduct {
         if name.is_empty() || name.chars().count() > 200 {
             return Err(Rejection::new(codes::INVALID_NAME, "product name must be 1 to 200 characters"));
         }
-        if self.price_cents < 0 {
-            return Err(Rejection::new(codes::INVALID_PRICE, "price must not be negative"));
+        if !(0..=MAX_PRICE_CENTS).contains(&self.price_cents) {
+            return Err(Rejection::new(codes::INVALID_PRICE, format!("price must be 0 to {MAX_PRICE_CENTS} cents")));
         }
         if !(0..=MAX_STOCK).contains(&self.initial_stock) {
             return Err(Rejection::new(codes::INVALID_QUANTITY, format!("initial stock must be 0 to {MAX_STOCK}")));

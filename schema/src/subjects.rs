@@ -89,14 +89,29 @@ impl Namespace {
         format!("{}.outcome.*", self.0)
     }
 
-    /// `<ns>.changed.<view>.<id>`
-    pub fn changed_subject(&self, view: &str, id: &str) -> String {
-        format!("{}.changed.{view}.{}", self.0, subject_token(id))
+    /// `<ns>.changed.<view>.<id>.<scope>`: a row changed; its scope is
+    /// whom the row belongs to (an order's customer), `_` for rows of no
+    /// one, so a watcher can subscribe to one customer's rows only.
+    pub fn changed_subject(&self, view: &str, id: &str, scope: Option<&str>) -> String {
+        let scope = scope.map_or_else(|| NO_SCOPE.to_string(), subject_token);
+        format!("{}.changed.{view}.{}.{scope}", self.0, subject_token(id))
     }
 
-    /// `<ns>.changed.<view>.*`: every row of one view.
+    /// `<ns>.changed.<view>.<id>.*`: one row, whoever it belongs to.
+    pub fn changed_row_filter(&self, view: &str, id: &str) -> String {
+        format!("{}.changed.{view}.{}.*", self.0, subject_token(id))
+    }
+
+    /// `<ns>.changed.<view>.*.*`: every row of one view.
     pub fn changed_view_filter(&self, view: &str) -> String {
-        format!("{}.changed.{view}.*", self.0)
+        format!("{}.changed.{view}.*.*", self.0)
+    }
+
+    /// `<ns>.changed.<view>.<id|*>.<scope>`: the rows of one view (or one
+    /// row) that belong to `scope`.
+    pub fn changed_scope_filter(&self, view: &str, scope: &str, id: Option<&str>) -> String {
+        let id = id.map_or_else(|| "*".to_string(), subject_token);
+        format!("{}.changed.{view}.{id}.{}", self.0, subject_token(scope))
     }
 
     /// `<ns>.dlq.<source>`
@@ -153,6 +168,9 @@ pub fn is_internal_command(aggregate: &str, verb: &str) -> bool {
     INTERNAL_COMMANDS.iter().any(|(kind, name)| *kind == aggregate && *name == verb)
 }
 
+/// The scope token of a row that belongs to no one.
+const NO_SCOPE: &str = "_";
+
 /// Makes an id safe as one subject token: `.`, `*`, `>` and whitespace would
 /// change the subject's meaning, so they become `_`.
 fn subject_token(id: &str) -> String {
@@ -184,5 +202,17 @@ mod tests {
     fn ids_cannot_escape_their_subject_token() {
         let ns = Namespace::new("t").expect("valid");
         assert_eq!(ns.event_subject("order", "a.b>*c d"), "t.evt.order.a_b__c_d");
+        assert_eq!(ns.changed_subject("orders", "o.1", Some("c*1")), "t.changed.orders.o_1.c_1");
+    }
+
+    #[test]
+    fn change_subjects_carry_their_scope_for_narrow_watchers() {
+        let ns = Namespace::new("t").expect("valid");
+        assert_eq!(ns.changed_subject("orders", "o1", Some("c1")), "t.changed.orders.o1.c1");
+        assert_eq!(ns.changed_subject("products", "sku", None), "t.changed.products.sku._");
+        assert_eq!(ns.changed_row_filter("orders", "o1"), "t.changed.orders.o1.*");
+        assert_eq!(ns.changed_view_filter("orders"), "t.changed.orders.*.*");
+        assert_eq!(ns.changed_scope_filter("orders", "c1", None), "t.changed.orders.*.c1");
+        assert_eq!(ns.changed_scope_filter("orders", "c1", Some("o1")), "t.changed.orders.o1.c1");
     }
 }

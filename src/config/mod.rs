@@ -86,6 +86,12 @@ pub struct Common {
     /// PEM file with the RS256 public key that verifies tokens (instead of a secret).
     #[arg(long, env = "CONVEYOR_JWT_PUBLIC_KEY", global = true)]
     pub jwt_public_key: Option<PathBuf>,
+    /// Tokens must carry this `iss` (checked when set; `conveyor token` issues it).
+    #[arg(long, env = "CONVEYOR_JWT_ISSUER", global = true)]
+    pub jwt_issuer: Option<String>,
+    /// Tokens must name this audience in `aud` (checked when set; `conveyor token` issues it).
+    #[arg(long, env = "CONVEYOR_JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
     /// WebSocket: how long a client may take to send connection_init (then 4408).
     #[arg(long, env = "CONVEYOR_WS_INIT_TIMEOUT", default_value = "10s", value_parser = parse_duration, global = true)]
     pub ws_init_timeout: Duration,
@@ -125,19 +131,27 @@ impl Common {
         }
     }
 
+    /// The `iss` and `aud` tokens must carry, where configured.
+    pub fn token_claims(&self) -> gateway::auth::TokenClaims {
+        gateway::auth::TokenClaims { issuer: self.jwt_issuer.clone(), audience: self.jwt_audience.clone() }
+    }
+
     fn authenticator(&self) -> anyhow::Result<gateway::Authenticator> {
         use anyhow::Context as _;
-        match (&self.jwt_secret, &self.jwt_public_key) {
+        let authenticator = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(_), Some(_)) => anyhow::bail!("give --jwt-secret or --jwt-public-key, not both"),
-            (Some(secret), None) if secret.len() < 16 => anyhow::bail!("--jwt-secret must be at least 16 bytes"),
-            (Some(secret), None) => Ok(gateway::Authenticator::hs256(secret.as_bytes())?),
+            (Some(secret), None) => gateway::Authenticator::hs256(secret.as_bytes()).context("--jwt-secret")?,
             (None, Some(path)) => {
                 let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
                 gateway::Authenticator::rs256(&pem)
-                    .with_context(|| format!("{} is not an RSA public key", path.display()))
+                    .with_context(|| format!("{} is not an RSA public key", path.display()))?
             }
-            (None, None) => Ok(gateway::Authenticator::open()),
-        }
+            (None, None) if self.jwt_issuer.is_some() || self.jwt_audience.is_some() => {
+                anyhow::bail!("--jwt-issuer and --jwt-audience need --jwt-secret or --jwt-public-key")
+            }
+            (None, None) => return Ok(gateway::Authenticator::open()),
+        };
+        Ok(authenticator.with_claims(&self.token_claims()))
     }
 }
 

@@ -1,15 +1,22 @@
 //! Authentication and access rules, for queries, mutations and
 //! subscriptions, on both backends.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use conveyor::embedded::Embedded;
+use conveyor::server::{Infra, Sides, start_gateway};
 use gateway::Role;
-use gateway::auth::issue;
+use gateway::auth::{TokenClaims, issue, issue_with};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{Backend, Isolation, Subscription, TestApp, is_final};
 
-crate::on_both_backends!(every_access_rule_holds_for_queries_mutations_and_subscriptions);
+crate::on_both_backends!(
+    every_access_rule_holds_for_queries_mutations_and_subscriptions,
+    tokens_need_the_configured_issuer_and_audience_and_wait_for_their_not_before,
+    a_secret_shorter_than_32_bytes_stops_the_start,
+);
 
 const SECRET: &str = "a-test-secret-of-32-bytes-length";
 
@@ -26,6 +33,8 @@ const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $inp
 async fn every_access_rule_holds_for_queries_mutations_and_subscriptions(backend: Backend) {
     let app = TestApp::spawn_configured(Isolation::new(backend).await, |common| {
         common.jwt_secret = Some(SECRET.into());
+        // Another customer's order waits for the view as a missing one does.
+        common.mutation_wait = Duration::from_secs(3);
     })
     .await;
     let admin = token(Role::Admin, "ops");
@@ -90,8 +99,11 @@ async fn every_access_rule_holds_for_queries_mutations_and_subscriptions(backend
     let read = "query($id: ID!) { order(id: $id) { id customer { name } } }";
     let (_, own) = app.graphql_as(Some(&alice_token), read, json!({ "id": alice_order })).await;
     assert_eq!(own["data"]["order"]["customer"]["name"], "Alice", "{own}");
+    // Another customer's order is answered as a missing one.
     let (_, others) = app.graphql_as(Some(&alice_token), read, json!({ "id": bob_order })).await;
-    assert_eq!(code(&others), "FORBIDDEN", "{others}");
+    let (_, missing) =
+        app.graphql_as(Some(&alice_token), read, json!({ "id": "0193a7d0-0000-7000-8000-00000000c0de" })).await;
+    assert_eq!((&others, &missing), (&json!({ "data": { "order": null } }), &json!({ "data": { "order": null } })));
     let (_, anonymous_read) = app.graphql_as(None, read, json!({ "id": alice_order })).await;
     assert_eq!(code(&anonymous_read), "UNAUTHENTICATED");
     let list = "query($customer: ID) { orders(first: 10, customerId: $customer) { edges { node { id } } } }";
@@ -110,7 +122,7 @@ async fn every_access_rule_holds_for_queries_mutations_and_subscriptions(backend
     // Customers cancel their own orders; shipping is for service and admin.
     let cancel = "mutation($id: ID!) { cancelOrder(input: { orderId: $id, reason: \"r\" }) { status error { code } } }";
     let (_, cancel_bobs) = app.graphql_as(Some(&alice_token), cancel, json!({ "id": bob_order })).await;
-    assert_eq!(code(&cancel_bobs), "FORBIDDEN", "{cancel_bobs}");
+    assert_eq!(code(&cancel_bobs), "ORDER_NOT_FOUND", "{cancel_bobs}");
     let (_, cancel_unknown) =
         app.graphql_as(Some(&alice_token), cancel, json!({ "id": "0193a7d0-0000-7000-8000-00000000c0de" })).await;
     assert_eq!(code(&cancel_unknown), "ORDER_NOT_FOUND", "{cancel_unknown}");
@@ -135,11 +147,90 @@ async fn every_access_rule_holds_for_queries_mutations_and_subscriptions(backend
     assert_eq!(cancelled["data"]["cancelOrder"]["status"], "ACCEPTED", "{cancelled}");
     own.next_data_until("CANCELLED", |data| data["orderUpdated"]["status"] == "CANCELLED").await;
 
-    let mut others = Subscription::start_as(app.address, Some(&alice_token), follow, json!({ "id": bob_order })).await;
-    let refused = others.next_payload().await;
-    assert_eq!(refused["errors"][0]["extensions"]["code"], "FORBIDDEN", "{refused}");
+    // Another customer's order: as for one that does not exist (yet), nothing comes.
+    let (_, placed) = app.graphql_as(Some(&bob_token), PLACE, input(bob)).await;
+    let bobs_next = placed["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string();
+    let mut others = Subscription::start_as(app.address, Some(&alice_token), follow, json!({ "id": bobs_next })).await;
+    let mut bobs = Subscription::start_as(app.address, Some(&bob_token), follow, json!({ "id": bobs_next })).await;
+    let (_, cancelled) = app.graphql_as(Some(&bob_token), cancel, json!({ "id": bobs_next })).await;
+    assert_eq!(cancelled["data"]["cancelOrder"]["status"], "ACCEPTED", "{cancelled}");
+    bobs.next_data_until("CANCELLED", |data| data["orderUpdated"]["status"] == "CANCELLED").await;
+    assert_eq!(others.next_data_within(Duration::from_millis(500)).await, None, "nothing of Bob's reaches Alice");
     let mut anonymous = Subscription::start_as(app.address, None, follow, json!({ "id": alice_order })).await;
     let refused = anonymous.next_payload().await;
     assert_eq!(refused["errors"][0]["extensions"]["code"], "UNAUTHENTICATED", "{refused}");
     assert!(Subscription::connect(app.address, Some("forged")).await.is_err(), "a bad token cannot connect");
+}
+
+const ISSUER: &str = "https://id.example.com";
+const AUDIENCE: &str = "conveyor";
+
+/// A token with raw claims, as any identity provider might sign it.
+fn signed(claims: Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).expect("key");
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).expect("signs")
+}
+
+async fn tokens_need_the_configured_issuer_and_audience_and_wait_for_their_not_before(backend: Backend) {
+    let app = TestApp::spawn_configured(Isolation::new(backend).await, |common| {
+        common.jwt_secret = Some(SECRET.into());
+        common.jwt_issuer = Some(ISSUER.into());
+        common.jwt_audience = Some(AUDIENCE.into());
+    })
+    .await;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
+    let claims = |extra: Value| {
+        let mut claims = json!({ "sub": "ops", "role": "admin", "iat": now, "exp": now + 600 });
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            claims.extend(extra.clone());
+        }
+        claims
+    };
+    let query = "{ commandOutcome(commandId: \"0193a7d0-0000-7000-8000-00000000c0de\") { status } }";
+
+    // What `conveyor token` issues with the same settings is accepted.
+    let wanted = TokenClaims { issuer: Some(ISSUER.into()), audience: Some(AUDIENCE.into()) };
+    let issued =
+        issue_with(SECRET.as_bytes(), Role::Admin, "ops", SystemTime::now() + Duration::from_secs(600), &wanted)
+            .expect("signs");
+    let (status, answer) = app.graphql_as(Some(&issued), query, json!({})).await;
+    assert_eq!((status, &answer), (200, &json!({ "data": { "commandOutcome": null } })));
+    let good = signed(claims(json!({ "iss": ISSUER, "aud": [AUDIENCE, "billing"], "nbf": now - 5 })));
+    assert_eq!(app.graphql_as(Some(&good), query, json!({})).await.0, 200, "one of several audiences");
+
+    let refused = [
+        (signed(claims(json!({ "aud": AUDIENCE }))), "no issuer"),
+        (signed(claims(json!({ "iss": "https://evil.example.com", "aud": AUDIENCE }))), "another issuer"),
+        (signed(claims(json!({ "iss": ISSUER }))), "no audience"),
+        (signed(claims(json!({ "iss": ISSUER, "aud": "billing" }))), "another audience"),
+        (signed(claims(json!({ "iss": ISSUER, "aud": AUDIENCE, "nbf": now + 3600 }))), "a not-before an hour ahead"),
+        (issue(SECRET.as_bytes(), Role::Admin, "ops", Duration::from_secs(600)).expect("signs"), "neither"),
+    ];
+    for (token, what) in refused {
+        let (status, answer) = app.graphql_as(Some(&token), query, json!({})).await;
+        assert_eq!((status, code(&answer)), (401, "UNAUTHENTICATED"), "a token with {what}: {answer}");
+        let connected = Subscription::connect(app.address, Some(&token)).await;
+        assert!(connected.is_err(), "a WebSocket with a token with {what} is refused");
+    }
+    assert!(Subscription::connect(app.address, Some(&good)).await.is_ok(), "a good token connects");
+}
+
+async fn a_secret_shorter_than_32_bytes_stops_the_start(backend: Backend) {
+    let isolation = Isolation::new(backend).await;
+    let mut common = isolation.common();
+    common.jwt_secret = Some("sixteen-byte-key".into());
+    let shutdown = CancellationToken::new();
+    let started = match backend {
+        Backend::Embedded => Embedded::start(&common, shutdown.clone()).await.map(|_| ()),
+        Backend::Server => {
+            let infra = Infra::connect(&common, &isolation.server(), "test", Sides::All).await.expect("infrastructure");
+            let mut tasks = tokio::task::JoinSet::new();
+            let started = start_gateway(&infra, &common, &mut tasks, &shutdown).await.map(|_| ());
+            tasks.abort_all();
+            started
+        }
+    };
+    shutdown.cancel();
+    let error = started.expect_err("a 16-byte secret is refused at start");
+    assert!(format!("{error:#}").contains("at least 32 bytes"), "a clear reason: {error:#}");
 }

@@ -172,6 +172,8 @@ impl Isolation {
             disable_introspection: false,
             jwt_secret: None,
             jwt_public_key: None,
+            jwt_issuer: None,
+            jwt_audience: None,
             ws_init_timeout: Duration::from_secs(10),
             ws_ping_interval: Duration::from_secs(15),
             max_inflight_commands: 1024,

@@ -6,10 +6,12 @@
 mod helpers;
 
 mod auth;
+mod authorization;
 mod bus;
 mod customers;
 mod feed;
 mod http;
+mod limits;
 mod orders;
 mod overload;
 mod processes;

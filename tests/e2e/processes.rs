@@ -470,6 +470,26 @@ fn conveyor_token_signs_what_the_gateway_verifies() {
     let caller = auth.caller(Some(&format!("Bearer {}", token.trim()))).expect("verifies");
     assert_eq!(caller, gateway::Caller::Authenticated { role: gateway::Role::Customer, subject: "c-42".into() });
 
+    // With an issuer and an audience configured, the token carries both.
+    let output = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["token", "--role", "admin", "--jwt-secret", secret])
+        .args(["--jwt-issuer", "https://id.example.com", "--jwt-audience", "conveyor"])
+        .output()
+        .expect("conveyor token runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let claims =
+        gateway::auth::TokenClaims { issuer: Some("https://id.example.com".into()), audience: Some("conveyor".into()) };
+    let strict = gateway::Authenticator::hs256(secret.as_bytes()).expect("key").with_claims(&claims);
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    assert!(strict.caller(Some(&format!("Bearer {}", token.trim()))).is_ok(), "carries iss and aud");
+
+    let short = Command::new(env!("CARGO_BIN_EXE_conveyor"))
+        .args(["token", "--role", "admin", "--jwt-secret", "sixteen-byte-key"])
+        .output()
+        .expect("conveyor token runs");
+    assert!(!short.status.success(), "a 16-byte secret signs nothing");
+    assert!(String::from_utf8_lossy(&short.stderr).contains("32 bytes"), "a clear line about the length");
+
     let no_sub = Command::new(env!("CARGO_BIN_EXE_conveyor"))
         .args(["token", "--role", "customer", "--jwt-secret", secret])
         .output()

@@ -86,9 +86,11 @@ async fn an_order_is_confirmed_with_catalog_prices_reserved_stock_and_an_authori
 async fn a_declined_payment_releases_the_stock(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.add_product("lamp", 4500, 10).await;
+    app.add_product("bulb", 1000, 10).await;
     let customer = app.register_customer(5000).await;
 
-    let order = place_and_settle(&app, &customer, json!([line("lamp", 2)])).await;
+    // Each line is within the limit (so its stock is held); together they are not.
+    let order = place_and_settle(&app, &customer, json!([line("lamp", 1), line("bulb", 1)])).await;
     assert_eq!(order["status"], "REJECTED", "{order}");
     assert_eq!(order["rejectionCode"], "PAYMENT_DECLINED");
     assert_eq!(order["paymentStatus"], "DECLINED");

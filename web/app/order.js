@@ -1,14 +1,14 @@
 // One order, live: `orderUpdated` sends its view at once and after every
 // change, timeline included. Cancel and ship are offered when they apply.
 
-import { request, subscribe } from './api.js';
+import { mayReadPersonalData, request, subscribe } from './api.js';
 import { formatCents, formatTime, h, newKey, notice, statusBadge } from './ui.js';
 
 const FIELDS = `id status paymentStatus stockStatus rejectionCode rejectionReason cancelReason totalCents version
-  placedAt updatedAt customerId customer { name email }
+  placedAt updatedAt customerId customer @include(if: $personal) { name email }
   items { sku quantity unitPriceCents product { name } }
   timeline { at type aggregateType aggregateId summary actor }`;
-const FOLLOW = `subscription FollowOrder($id: ID!) { orderUpdated(id: $id) { ${FIELDS} } }`;
+const FOLLOW = `subscription FollowOrder($id: ID!, $personal: Boolean!) { orderUpdated(id: $id) { ${FIELDS} } }`;
 const CANCEL = `mutation Cancel($input: CancelOrderInput!) { cancelOrder(input: $input) { status error { code message } } }`;
 const SHIP = `mutation Ship($input: ShipOrderInput!) { shipOrder(input: $input) { status error { code message } } }`;
 
@@ -108,7 +108,7 @@ export function orderDetail(id) {
     }
   }
 
-  const stop = subscribe(FOLLOW, { id }, {
+  const stop = subscribe(FOLLOW, { id, personal: mayReadPersonalData() }, {
     next: (data) => render(data.orderUpdated),
     error: (error) => content.replaceChildren(notice('error', `Cannot follow this order: ${error.message}`)),
   });

@@ -2,13 +2,13 @@
 // the `ordersUpdated` subscription for every order placed or changed after.
 // Rows are merged by id, newest version wins, so the two may interleave.
 
-import { onReconnect, request, subscribe } from './api.js';
+import { mayReadPersonalData, onReconnect, request, subscribe } from './api.js';
 import { formatCents, formatTime, h, notice, shortId, statusBadge } from './ui.js';
 
 const SHOWN = 50;
-const FIELDS = 'id customerId customer { name } status totalCents version placedAt updatedAt';
-const RECENT = `query RecentOrders($first: Int!) { orders(first: $first) { nodes { ${FIELDS} } } }`;
-const UPDATES = `subscription OrderFeed { ordersUpdated { ${FIELDS} } }`;
+const FIELDS = 'id customerId customer @include(if: $personal) { name } status totalCents version placedAt updatedAt';
+const RECENT = `query RecentOrders($first: Int!, $personal: Boolean!) { orders(first: $first) { nodes { ${FIELDS} } } }`;
+const UPDATES = `subscription OrderFeed($personal: Boolean!) { ordersUpdated { ${FIELDS} } }`;
 
 /** A row is newer by order version, then by when its view last changed. */
 const isNewer = (candidate, known) =>
@@ -85,7 +85,7 @@ export function recentOrders({ onChange = () => {} } = {}) {
 
   async function load() {
     try {
-      const data = await request(RECENT, { first: SHOWN });
+      const data = await request(RECENT, { first: SHOWN, personal: mayReadPersonalData() });
       data.orders.nodes.forEach(merge);
       status.replaceChildren();
     } catch (error) {
@@ -95,7 +95,7 @@ export function recentOrders({ onChange = () => {} } = {}) {
   }
 
   // Subscribe first, then read: nothing placed in between is missed.
-  const unsubscribe = subscribe(UPDATES, {}, {
+  const unsubscribe = subscribe(UPDATES, { personal: mayReadPersonalData() }, {
     next: (data) => merge(data.ordersUpdated),
     error: (error) => status.replaceChildren(notice('error', `Live updates stopped: ${error.message}`)),
   });

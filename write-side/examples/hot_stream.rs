@@ -248,6 +248,7 @@ fn envelope(sku: &str, command: &ProductCommand) -> CommandEnvelope {
 /// Reserves one unit for a new order; whether it was accepted.
 async fn reserve(store: &SqlEventStore, sku: &str) -> Result<bool, Error> {
     let command = ProductCommand::ReserveStock(ReserveStock {
+        credit_limit_cents: None,
         order_id: Uuid::now_v7().to_string(),
         quantity: 1,
         expected_unit_price_cents: None,

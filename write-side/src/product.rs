@@ -50,7 +50,7 @@ impl Aggregate for Product {
                 self.price_cents = added.price_cents;
                 self.on_hand = added.initial_stock;
             }
-            ProductEvent::ProductRestocked(restocked) => self.on_hand += restocked.quantity,
+            ProductEvent::ProductRestocked(restocked) => self.on_hand = self.on_hand.saturating_add(restocked.quantity),
             ProductEvent::StockReserved(reserved) => {
                 let previous = self.reservations.insert(reserved.order_id.clone(), reserved.quantity);
                 self.reserved += i64::from(reserved.quantity) - i64::from(previous.unwrap_or(0));
@@ -86,6 +86,12 @@ impl Aggregate for Product {
             ProductCommand::AddProduct(_) => Ok(Vec::new()),
             ProductCommand::RestockProduct(restock) => {
                 restock.validate()?;
+                if self.on_hand.saturating_add(restock.quantity) > product::MAX_STOCK {
+                    return Err(Rejection::new(
+                        codes::INVALID_QUANTITY,
+                        format!("{} on hand: at most {} units fit on the shelf", self.on_hand, product::MAX_STOCK),
+                    ));
+                }
                 Ok(vec![ProductEvent::ProductRestocked(ProductRestocked { quantity: restock.quantity })])
             }
             ProductCommand::ReserveStock(reserve) => {
@@ -104,6 +110,18 @@ impl Aggregate for Product {
                     return Err(Rejection::new(
                         codes::PRICE_MISMATCH,
                         format!("expected {expected} cents, the catalog says {}", self.price_cents),
+                    ));
+                }
+                let value = self.price_cents.saturating_mul(i64::from(reserve.quantity));
+                if let Some(limit) = reserve.credit_limit_cents
+                    && value > limit
+                {
+                    return Err(Rejection::new(
+                        codes::CREDIT_LIMIT_EXCEEDED,
+                        format!(
+                            "{} units at {} cents exceed the credit limit of {limit} cents",
+                            reserve.quantity, self.price_cents
+                        ),
                     ));
                 }
                 if i64::from(reserve.quantity) > self.available() {
@@ -155,7 +173,12 @@ mod tests {
     }
 
     fn reserve(order: &str, quantity: u32) -> ProductCommand {
-        ProductCommand::ReserveStock(ReserveStock { order_id: order.into(), quantity, expected_unit_price_cents: None })
+        ProductCommand::ReserveStock(ReserveStock {
+            order_id: order.into(),
+            quantity,
+            expected_unit_price_cents: None,
+            credit_limit_cents: None,
+        })
     }
 
     fn reserved(order: &str, quantity: u32) -> ProductEvent {
@@ -190,6 +213,7 @@ mod tests {
             order_id: "o1".into(),
             quantity: 1,
             expected_unit_price_cents: Some(999),
+            credit_limit_cents: None,
         });
         assert_eq!(code(given(&[added(5)]).decide(&command)), codes::PRICE_MISMATCH);
     }
@@ -225,6 +249,28 @@ mod tests {
         let events = given(&[added(5)]).decide(&release).expect("recorded");
         assert_eq!(events, vec![ProductEvent::StockReleased(StockReleased { order_id: "o9".into(), quantity: 0 })]);
         assert_eq!(code(given(&[added(5), events[0].clone()]).decide(&reserve("o9", 1))), codes::ORDER_CANCELLED);
+    }
+
+    #[test]
+    fn a_line_worth_more_than_the_credit_limit_holds_nothing() {
+        let reserve = |limit: i64| {
+            ProductCommand::ReserveStock(ReserveStock {
+                order_id: "o1".into(),
+                quantity: 2,
+                expected_unit_price_cents: None,
+                credit_limit_cents: Some(limit),
+            })
+        };
+        assert_eq!(code(given(&[added(5)]).decide(&reserve(2499))), codes::CREDIT_LIMIT_EXCEEDED);
+        assert_eq!(given(&[added(5)]).decide(&reserve(2500)), Ok(vec![reserved("o1", 2)]));
+    }
+
+    #[test]
+    fn the_shelf_holds_at_most_the_stock_cap() {
+        let restock = |quantity| ProductCommand::RestockProduct(RestockProduct { quantity });
+        let full = given(&[added(product::MAX_STOCK - 1)]);
+        assert!(full.decide(&restock(1)).is_ok());
+        assert_eq!(code(full.decide(&restock(2))), codes::INVALID_QUANTITY);
     }
 
     #[test]

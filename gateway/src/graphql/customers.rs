@@ -96,7 +96,7 @@ impl CustomerQuery {
     /// A registered customer, or null.
     async fn customer(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Customer>, Error> {
         let id = parse_id("id", &id)?;
-        caller(ctx)?.require_customer(&id.to_string(), "read this customer")?;
+        caller(ctx)?.require_personal_data(&id.to_string(), "read this customer")?;
         let services = ctx.data::<Services>()?;
         Ok(services.customers.get(&id.to_string()).await.map_err(internal)?.map(Customer))
     }
@@ -110,7 +110,7 @@ impl CustomerQuery {
         first: Option<i32>,
         after: Option<String>,
     ) -> Result<Connection<String, Customer, EmptyFields, EmptyFields>, Error> {
-        let only = caller(ctx)?.customer_scope("list customers")?;
+        let only = caller(ctx)?.personal_data_scope("list customers")?;
         let first = page_size(first)?;
         let after = after.as_deref().map(decode_time_cursor).transpose()?;
         let services = ctx.data::<Services>()?;

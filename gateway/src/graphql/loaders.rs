@@ -70,7 +70,9 @@ impl Prefetched {
     pub async fn for_orders(ctx: &Context<'_>, orders: &[OrderView]) -> Result<Self, Error> {
         let node = ctx.look_ahead().field("edges").field("node");
         let mut prefetched = Self::default();
-        if node.field("customer").exists() {
+        // Personal data: not fetched for a caller who may not see it (the field refuses it).
+        let personal = ctx.data::<crate::auth::Caller>().is_ok_and(crate::auth::Caller::may_read_personal_data);
+        if personal && node.field("customer").exists() {
             let ids = unique(orders.iter().map(|order| order.customer_id.clone()));
             let loader = ctx.data::<DataLoader<CustomerLoader>>()?;
             prefetched.customers = Some(loader.load_many(ids).await.map_err(Error::new)?);

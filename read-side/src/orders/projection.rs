@@ -9,7 +9,8 @@
 //! different streams' events are applied, so the row equals a replay's.
 //!
 //! Each event costs one statement (its row, returning what the change
-//! notification carries) and a share of one (its timeline entry, written
+//! notification carries — the row's `updated_at` and its customer, the
+//! notification's scope) and a share of one (its timeline entry, written
 //! with the batch's others in multi-row statements); a stock event costs a
 //! second, to read the order's lines, which live in one JSON column that no
 //! portable single statement can edit.
@@ -43,11 +44,10 @@ impl Projection for OrdersProjection {
     }
 
     async fn apply(&self, tx: &mut ViewTx<'_>, event: &EventEnvelope) -> Result<Option<ViewChange>, ProjectionError> {
-        let (order_id, summary, updated_at) = match event.aggregate_type.as_str() {
+        let (order_id, summary, row) = match event.aggregate_type.as_str() {
             order::AGGREGATE => {
-                let (summary, updated_at) =
-                    apply_order_event(tx, event, OrderEvent::decode(event).map_err(contract)?).await?;
-                (event.aggregate_id.clone(), summary, updated_at)
+                let (summary, row) = apply_order_event(tx, event, OrderEvent::decode(event).map_err(contract)?).await?;
+                (event.aggregate_id.clone(), summary, row)
             }
             product::AGGREGATE => match ProductEvent::decode(event).map_err(contract)? {
                 ProductEvent::StockReserved(reserved) => {
@@ -56,18 +56,18 @@ impl Projection for OrdersProjection {
                         reserved.quantity, event.aggregate_id, reserved.unit_price_cents
                     );
                     let change = LineStock::Reserved(reserved.unit_price_cents);
-                    let updated_at = set_line(tx, event, &reserved.order_id, change).await?;
-                    (reserved.order_id, summary, updated_at)
+                    let row = set_line(tx, event, &reserved.order_id, change).await?;
+                    (reserved.order_id, summary, row)
                 }
                 ProductEvent::StockReleased(released) => {
                     let summary = format!("{} × {} released", released.quantity, event.aggregate_id);
-                    let updated_at = set_line(tx, event, &released.order_id, LineStock::Released).await?;
-                    (released.order_id, summary, updated_at)
+                    let row = set_line(tx, event, &released.order_id, LineStock::Released).await?;
+                    (released.order_id, summary, row)
                 }
                 ProductEvent::StockCommitted(committed) => {
                     let summary = format!("{} × {} left the shelf", committed.quantity, event.aggregate_id);
-                    let updated_at = set_line(tx, event, &committed.order_id, LineStock::Committed).await?;
-                    (committed.order_id, summary, updated_at)
+                    let row = set_line(tx, event, &committed.order_id, LineStock::Committed).await?;
+                    (committed.order_id, summary, row)
                 }
                 ProductEvent::ProductAdded(_) | ProductEvent::ProductRestocked(_) => return Ok(None),
             },
@@ -83,26 +83,36 @@ impl Projection for OrdersProjection {
                     PaymentEvent::PaymentRefunded(e) => ("REFUNDED", format!("{} cents refunded", e.amount_cents)),
                     PaymentEvent::PaymentVoided(_) => ("VOIDED", "payment voided".to_string()),
                 };
-                let updated_at = set_payment_status(tx, event, &event.aggregate_id, status).await?;
-                (event.aggregate_id.clone(), summary, updated_at)
+                let row = set_payment_status(tx, event, &event.aggregate_id, status).await?;
+                (event.aggregate_id.clone(), summary, Some(row))
             }
             _ => return Ok(None),
         };
         record_timeline(tx, &order_id, event, summary);
         // The row's version for notifications is its `updated_at`: the
         // order stream's version alone would not move on the other
-        // streams' steps, and subscribers only compare versions.
-        Ok(Some(ViewChange { view: VIEW.into(), id: order_id, version: updated_at.unwrap_or(0) as u64 }))
+        // streams' steps, and subscribers only compare versions. Its scope
+        // is the order's customer, so that customer's watchers get it and
+        // nobody else's (`Notifier::watch_scope`).
+        let (updated_at, customer_id) = row.map_or((0, None), |row| (row.updated_at, Some(row.customer_id)));
+        Ok(Some(ViewChange { view: VIEW.into(), id: order_id, version: updated_at as u64, scope: customer_id }))
     }
 }
 
+/// What a statement on an order row returns for its change notification.
+#[derive(sqlx::FromRow)]
+struct ChangedRow {
+    updated_at: i64,
+    customer_id: String,
+}
+
 /// Applies an order event to its row; returns the timeline summary and the
-/// row's `updated_at` afterwards (none if the row is missing).
+/// row's `updated_at` and customer afterwards (none if the row is missing).
 async fn apply_order_event(
     tx: &mut ViewTx<'_>,
     event: &EventEnvelope,
     decoded: OrderEvent,
-) -> Result<(String, Option<i64>), ProjectionError> {
+) -> Result<(String, Option<ChangedRow>), ProjectionError> {
     let at = to_micros(event.timestamp);
     let version = event.stream_version as i64;
     let id = &event.aggregate_id;
@@ -110,8 +120,9 @@ async fn apply_order_event(
     const LATEST: &str = "updated_at = CASE WHEN updated_at > $4 THEN updated_at ELSE $4 END";
     // $1 to $4 here; `set` names more columns from $5 on.
     let update = |status: OrderStatus, set: &str| {
-        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
-            "UPDATE orders SET status = $2, version = $3, {LATEST}{set} WHERE order_id = $1 RETURNING updated_at"
+        sqlx::query_as::<_, ChangedRow>(sqlx::AssertSqlSafe(format!(
+            "UPDATE orders SET status = $2, version = $3, {LATEST}{set} WHERE order_id = $1 \
+             RETURNING updated_at, customer_id"
         )))
         .bind(id.clone())
         .bind(status.as_str())
@@ -144,35 +155,35 @@ async fn apply_order_event(
             .await?;
             let summary =
                 format!("placed with {} line{}", placed.items.len(), if placed.items.len() == 1 { "" } else { "s" });
-            (summary, Some(at))
+            (summary, Some(ChangedRow { updated_at: at, customer_id: placed.customer_id }))
         }
         OrderEvent::OrderConfirmed(confirmed) => {
             // The lines' prices come with their reservations (another
             // stream); the confirmed total agrees with them.
-            let updated_at = update(OrderStatus::Confirmed, ", total_cents = $5")
+            let row = update(OrderStatus::Confirmed, ", total_cents = $5")
                 .bind(confirmed.total_cents)
                 .fetch_optional(tx.statement())
                 .await?;
-            (format!("confirmed for {} cents", confirmed.total_cents), updated_at)
+            (format!("confirmed for {} cents", confirmed.total_cents), row)
         }
         OrderEvent::OrderRejected(rejected) => {
-            let updated_at = update(OrderStatus::Rejected, ", rejection_code = $5, rejection_reason = $6")
+            let row = update(OrderStatus::Rejected, ", rejection_code = $5, rejection_reason = $6")
                 .bind(&rejected.code)
                 .bind(&rejected.message)
                 .fetch_optional(tx.statement())
                 .await?;
-            (format!("rejected: {} ({})", rejected.message, rejected.code), updated_at)
+            (format!("rejected: {} ({})", rejected.message, rejected.code), row)
         }
         OrderEvent::OrderCancelled(cancelled) => {
-            let updated_at = update(OrderStatus::Cancelled, ", cancel_reason = $5")
+            let row = update(OrderStatus::Cancelled, ", cancel_reason = $5")
                 .bind(&cancelled.reason)
                 .fetch_optional(tx.statement())
                 .await?;
-            (format!("cancelled: {}", cancelled.reason), updated_at)
+            (format!("cancelled: {}", cancelled.reason), row)
         }
         OrderEvent::OrderShipped(_) => {
-            let updated_at = update(OrderStatus::Shipped, "").fetch_optional(tx.statement()).await?;
-            ("shipped".to_string(), updated_at)
+            let row = update(OrderStatus::Shipped, "").fetch_optional(tx.statement()).await?;
+            ("shipped".to_string(), row)
         }
     })
 }
@@ -186,18 +197,18 @@ enum LineStock {
 /// Updates the line of the event's sku; the order's stock status and total
 /// follow from its lines, so the result does not depend on the order in
 /// which different products' events are applied (a rebuild gives the same
-/// row). Returns the row's `updated_at` afterwards.
+/// row). Returns the row's `updated_at` and customer afterwards.
 async fn set_line(
     tx: &mut ViewTx<'_>,
     event: &EventEnvelope,
     order_id: &str,
     change: LineStock,
-) -> Result<Option<i64>, ProjectionError> {
-    let items: Option<String> = sqlx::query_scalar("SELECT items FROM orders WHERE order_id = $1")
+) -> Result<Option<ChangedRow>, ProjectionError> {
+    let row: Option<(String, String)> = sqlx::query_as("SELECT items, customer_id FROM orders WHERE order_id = $1")
         .bind(order_id)
         .fetch_optional(tx.statement())
         .await?;
-    let Some(items) = items else { return Err(not_yet(order_id, event)) };
+    let Some((items, customer_id)) = row else { return Err(not_yet(order_id, event)) };
     let mut lines: Vec<ViewLine> = serde_json::from_str(&items).map_err(contract)?;
     for line in lines.iter_mut().filter(|line| line.sku == event.aggregate_id) {
         match change {
@@ -209,8 +220,12 @@ async fn set_line(
             LineStock::Committed => line.stock = Some("COMMITTED".into()),
         }
     }
-    let total: i64 = lines.iter().map(|line| line.unit_price_cents.unwrap_or(0) * i64::from(line.quantity)).sum();
-    let updated_at = sqlx::query_scalar(
+    // Prices and quantities are bounded by the contracts; saturating anyway,
+    // so no event can make this projection fail and be retried forever.
+    let total = lines.iter().fold(0i64, |sum, line| {
+        sum.saturating_add(line.unit_price_cents.unwrap_or(0).saturating_mul(i64::from(line.quantity)))
+    });
+    let updated_at: Option<i64> = sqlx::query_scalar(
         "UPDATE orders SET items = $2, total_cents = $3, stock_status = $4, \
          updated_at = CASE WHEN updated_at > $5 THEN updated_at ELSE $5 END WHERE order_id = $1 RETURNING updated_at",
     )
@@ -221,7 +236,7 @@ async fn set_line(
     .bind(to_micros(event.timestamp))
     .fetch_optional(tx.statement())
     .await?;
-    Ok(updated_at)
+    Ok(updated_at.map(|updated_at| ChangedRow { updated_at, customer_id }))
 }
 
 /// The order's stock status from its lines' states.
@@ -240,26 +255,24 @@ fn stock_status(lines: &[ViewLine]) -> &'static str {
     }
 }
 
-/// Sets the order's payment status; returns the row's `updated_at` afterwards.
+/// Sets the order's payment status; returns the row's `updated_at` and customer afterwards.
 async fn set_payment_status(
     tx: &mut ViewTx<'_>,
     event: &EventEnvelope,
     order_id: &str,
     status: &str,
-) -> Result<Option<i64>, ProjectionError> {
-    let updated_at: Option<i64> = sqlx::query_scalar(
+) -> Result<ChangedRow, ProjectionError> {
+    let row: Option<ChangedRow> = sqlx::query_as(
         "UPDATE orders SET payment_status = $2, \
-         updated_at = CASE WHEN updated_at > $3 THEN updated_at ELSE $3 END WHERE order_id = $1 RETURNING updated_at",
+         updated_at = CASE WHEN updated_at > $3 THEN updated_at ELSE $3 END WHERE order_id = $1 \
+         RETURNING updated_at, customer_id",
     )
     .bind(order_id)
     .bind(status)
     .bind(to_micros(event.timestamp))
     .fetch_optional(tx.statement())
     .await?;
-    match updated_at {
-        Some(updated_at) => Ok(Some(updated_at)),
-        None => Err(not_yet(order_id, event)),
-    }
+    row.ok_or_else(|| not_yet(order_id, event))
 }
 
 fn not_yet(order_id: &str, event: &EventEnvelope) -> ProjectionError {

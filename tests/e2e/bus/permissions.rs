@@ -49,12 +49,12 @@ async fn each_sides_nats_user_may_publish_only_what_that_side_publishes() {
         format!("{ns}.cmd.internal.payment"),
         ns.event_subject("order", "o"),
         ns.outcome_subject(&id),
-        ns.changed_subject("orders", "o"),
+        ns.changed_subject("orders", "o", None),
         ns.dead_letter_subject("write-side"),
     ];
     let through = let_through(&ns, "gateway", &gateway, ns.command_subject("probe", "Marker")).await;
     assert!(through.is_empty(), "the gateway's user published {through:?}");
-    let write_side = [ns.command_subject("order", "PlaceOrder"), ns.changed_subject("orders", "o")];
+    let write_side = [ns.command_subject("order", "PlaceOrder"), ns.changed_subject("orders", "o", None)];
     let through = let_through(&ns, "write-side", &write_side, ns.outcome_subject(&id)).await;
     assert!(through.is_empty(), "the write side's user published {through:?}");
     let read_side = [
@@ -63,7 +63,7 @@ async fn each_sides_nats_user_may_publish_only_what_that_side_publishes() {
         ns.event_subject("order", "o"),
         ns.outcome_subject(&id),
     ];
-    let through = let_through(&ns, "read-side", &read_side, ns.changed_subject("orders", "o")).await;
+    let through = let_through(&ns, "read-side", &read_side, ns.changed_subject("orders", "o", None)).await;
     assert!(through.is_empty(), "the read side's user published {through:?}");
 }
 

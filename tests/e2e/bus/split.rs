@@ -72,6 +72,7 @@ async fn a_forged_outcome_for_a_remote_step_is_not_believed() {
         event_ids: Vec::new(),
         decided_at: chrono::Utc::now(),
         fingerprint: None,
+        sender: Some("saga:order-fulfillment".into()),
     };
     let forger = crate::helpers::nats_client().await;
     let subject = ns.outcome_subject(&step);

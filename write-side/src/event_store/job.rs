@@ -68,6 +68,7 @@ impl<A: Aggregate> Job for Pending<A> {
             event_ids: Vec::new(),
             decided_at: Utc::now(),
             fingerprint: Some(self.command.fingerprint()),
+            sender: Some(self.command.metadata.actor.clone()),
         };
         match aggregate.decide(&self.typed) {
             Ok(events) => {

@@ -46,6 +46,7 @@ fn reserve(order_id: &str) -> ProductCommand {
         order_id: order_id.into(),
         quantity: 1,
         expected_unit_price_cents: None,
+        credit_limit_cents: None,
     })
 }
 

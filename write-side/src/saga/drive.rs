@@ -24,6 +24,7 @@ impl SagaRunner {
         };
         let Some(mut stored) = loaded else { return Ok(()) };
         loop {
+            self.prices.learn(&stored.saga.reserved);
             let signalled = stored.saga.take_signals(stored.cancel_requested, stored.ship_requested);
             let steps = stored.saga.next_steps();
             if steps.is_empty() {
@@ -63,7 +64,7 @@ impl SagaRunner {
             // Successes first: a reservation made beside a refused one is
             // then known, and released by the compensation.
             answered.sort_by_key(|(_, result)| match result {
-                StepResult::Done { .. } => 0,
+                StepResult::Done { .. } | StepResult::CustomerChecked { .. } => 0,
                 StepResult::NoAnswer => 1,
                 StepResult::Refused { .. } => 2,
             });

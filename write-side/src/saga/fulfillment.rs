@@ -4,7 +4,7 @@
 //! the answers and the order's events back in.
 //!
 //! ```text
-//! OrderPlaced → check customer → reserve each sku → authorize payment → confirm
+//! OrderPlaced → check customer and credit → reserve each sku → authorize payment → confirm
 //!                    │                 │                   │              │
 //!                    └─────────────────┴───── fails ───────┴──────────────┘
 //!                                      ▼
@@ -61,6 +61,10 @@ pub enum StepResult {
     Refused { code: String, message: String },
     /// No answer (yet): try again later, unless the saga is past its deadline.
     NoAnswer,
+    /// The customer is registered, with this credit limit; the order is
+    /// worth at least `least_value_cents` (the prices known before any
+    /// stock is held: the catalog's where seen, else the client's).
+    CustomerChecked { credit_limit_cents: i64, least_value_cents: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +106,10 @@ pub struct Fulfillment {
     /// Attempts in a row that got no answer: the retry backs off with them.
     #[serde(default)]
     pub attempts: u32,
+    /// The customer's credit limit, once checked: every reservation carries
+    /// it, so no line the customer cannot pay holds stock.
+    #[serde(default)]
+    pub credit_limit_cents: Option<i64>,
 }
 
 impl Fulfillment {
@@ -121,6 +129,7 @@ impl Fulfillment {
             cancel_seen: false,
             ship_seen: false,
             attempts: 0,
+            credit_limit_cents: None,
         }
     }
 
@@ -198,6 +207,18 @@ impl Fulfillment {
                 self.compensate(codes::STEP_TIMED_OUT, format!("no answer to `{}` in time", step.key()), true)
             }
             (_, StepResult::NoAnswer) => {}
+            // Credit before stock: an order known to be worth more than the
+            // limit is declined before anything is held.
+            (Phase::Running, StepResult::CustomerChecked { credit_limit_cents, least_value_cents }) => {
+                self.customer_checked = true;
+                self.credit_limit_cents = Some(credit_limit_cents);
+                if least_value_cents > credit_limit_cents {
+                    let message = format!(
+                        "the order is worth at least {least_value_cents} cents, the credit limit is {credit_limit_cents}"
+                    );
+                    self.compensate(codes::CREDIT_LIMIT_EXCEEDED, message, true);
+                }
+            }
             (Phase::Running, StepResult::Refused { code, message }) => {
                 let reject = code != codes::ORDER_ALREADY_CANCELLED;
                 let code = match code.as_str() {
@@ -306,6 +327,10 @@ mod tests {
         Fulfillment::start("o1".into(), "c1".into(), vec![line("a", 2), line("b", 1)], 1_000)
     }
 
+    fn checked(credit_limit_cents: i64, least_value_cents: i64) -> StepResult {
+        StepResult::CustomerChecked { credit_limit_cents, least_value_cents }
+    }
+
     fn done() -> StepResult {
         StepResult::Done { unit_price_cents: None, approved: None }
     }
@@ -376,6 +401,23 @@ mod tests {
         let keys: Vec<_> = steps.iter().map(Step::key).collect();
         assert_eq!(&keys[4..], ["release:a", "release:b", "reject"], "a decline holds no money");
         assert_eq!(saga.outcome_code.as_deref(), Some(codes::PAYMENT_DECLINED));
+    }
+
+    #[test]
+    fn credit_comes_before_stock_an_order_above_the_limit_reserves_nothing() {
+        let mut above = saga();
+        let steps = run(&mut above, |step| match step {
+            Step::CheckCustomer => checked(599, 600),
+            other => happy(other),
+        });
+        let keys: Vec<_> = steps.iter().map(Step::key).collect();
+        assert_eq!(keys, ["check-customer", "reject"], "nothing reserved, nothing to release");
+        assert_eq!(above.outcome_code.as_deref(), Some(codes::CREDIT_LIMIT_EXCEEDED));
+
+        let mut fits = saga();
+        fits.record(&Step::CheckCustomer, checked(600, 600), 0);
+        assert_eq!(fits.credit_limit_cents, Some(600), "the reservations carry the limit");
+        assert_eq!(fits.next_steps().len(), 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 mod drive;
 mod fulfillment;
 mod intake;
+mod prices;
 mod ride;
 mod route;
 mod steps;
@@ -143,6 +144,8 @@ pub struct SagaRunner {
     writer: writer::SagaWriter,
     /// Sagas queued or being driven here: the sweeper leaves them alone.
     driving: Arc<Mutex<HashSet<String>>>,
+    /// Catalog prices seen reserved: the customer check's estimate.
+    prices: prices::CatalogPrices,
     /// Sagas the intake started or changed, to drive at once.
     wakes: Arc<Mutex<Option<mpsc::UnboundedReceiver<intake::Wake>>>>,
     /// Saves written in a transaction of their own (not with a step).
@@ -166,6 +169,7 @@ impl SagaRunner {
             locks: StreamLocks::default(),
             tasks: TaskTracker::new(),
             driving: Arc::default(),
+            prices: prices::CatalogPrices::default(),
             wakes: Arc::new(Mutex::new(Some(wakes))),
             saves_apart: Arc::default(),
         })

@@ -30,7 +30,10 @@ impl SagaRunner {
         let (aggregate, aggregate_id, (type_name, payload)) = match step {
             Step::CheckCustomer => {
                 let result = match self.credit_limits.get(&saga.customer_id).await? {
-                    Some(_) => StepResult::Done { unit_price_cents: None, approved: None },
+                    Some(credit_limit_cents) => StepResult::CustomerChecked {
+                        credit_limit_cents,
+                        least_value_cents: self.prices.least_value_cents(&saga.lines),
+                    },
                     None => StepResult::Refused {
                         code: codes::CUSTOMER_NOT_FOUND.into(),
                         message: format!("no customer {}", saga.customer_id),
@@ -45,6 +48,7 @@ impl SagaRunner {
                     order_id: order_id.clone(),
                     quantity: *quantity,
                     expected_unit_price_cents: *expected_unit_price_cents,
+                    credit_limit_cents: saga.credit_limit_cents,
                 })
                 .to_parts(),
             ),

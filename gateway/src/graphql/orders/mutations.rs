@@ -1,13 +1,14 @@
 //! `placeOrder`, `cancelOrder`, `shipOrder`: inputs, payloads, access.
 
 use async_graphql::{ComplexObject, Context, Error, ID, InputObject, Object, SimpleObject};
+use futures::StreamExt;
 use read_side::orders::{self as view};
 use schema::envelope::derived_id;
 use schema::order::{self as contract, CancelOrder, OrderCommand, PlaceOrder, ShipOrder};
 
 use crate::graphql::Services;
 use crate::graphql::commands::{CommandError, CommandStatus, Consistency, await_view, caller, command_id, send};
-use crate::graphql::errors::{coded, internal, overloaded, parse_id};
+use crate::graphql::errors::{coded, internal, overloaded, parse_id, unavailable};
 
 use super::types::Order;
 
@@ -65,8 +66,9 @@ macro_rules! order_payload {
         impl $name {
             /// The order's view as the read side has it now.
             async fn order(&self, ctx: &Context<'_>) -> Result<Option<Order>, Error> {
-                let services = ctx.data::<Services>()?;
-                Ok(services.orders.get(&self.order_id).await.map_err(internal)?.map(Order::single))
+                let (services, caller) = (ctx.data::<Services>()?, caller(ctx)?);
+                let order = services.orders.get(&self.order_id).await.map_err(internal)?;
+                Ok(order.filter(|order| caller.may_see_orders_of(&order.customer_id)).map(Order::single))
             }
         }
 
@@ -194,26 +196,34 @@ async fn admit_new_order(ctx: &Context<'_>, command_id: uuid::Uuid, keyed: bool)
 /// Ownership is read from the view, which may not show an order placed a
 /// moment ago: then this waits for it, within the mutation's bound, so a
 /// customer can cancel right after placing. An order that never shows up is
-/// ORDER_NOT_FOUND.
+/// ORDER_NOT_FOUND — and so is another customer's order, by the same path
+/// (it never shows up as the caller's), so the answer and its timing say
+/// nothing about which orders exist.
 async fn require_own_order(ctx: &Context<'_>, order_id: &str, what: &str) -> Result<(), Error> {
     let caller = caller(ctx)?;
-    if caller.customer_scope(what)?.is_none() {
+    let Some(me) = caller.customer_scope(what)? else { return Ok(()) };
+    let services = ctx.data::<Services>()?;
+    let mine = || async {
+        let order = services.orders.get(order_id).await.map_err(internal)?;
+        Ok::<_, Error>(order.is_some_and(|order| order.customer_id == me))
+    };
+    if mine().await? {
         return Ok(());
     }
-    let services = ctx.data::<Services>()?;
-    let mut order = services.orders.get(order_id).await.map_err(internal)?;
-    if order.is_none() {
-        let deadline = tokio::time::Instant::now() + services.mutation_wait;
-        let orders = services.orders.clone();
-        await_view(ctx, view::VIEW, order_id, deadline, || {
-            let (orders, id) = (orders.clone(), order_id.to_string());
-            async move { Ok(orders.get(&id).await.map_err(internal)?.is_some()) }
-        })
-        .await?;
-        order = services.orders.get(order_id).await.map_err(internal)?;
+    // Watch (before reading again, so no change is missed) only the
+    // caller's changes of this order: another customer's order wakes
+    // nothing, exactly as a missing one.
+    let deadline = tokio::time::Instant::now() + services.mutation_wait;
+    let mut changes = services.notifier.watch_scope(view::VIEW, &me, Some(order_id)).await.map_err(unavailable)?;
+    while !mine().await? {
+        match tokio::time::timeout_at(deadline, changes.next()).await {
+            Ok(Some(_)) => continue,
+            // A last look, in case a notification was lost.
+            Ok(None) | Err(_) if mine().await? => break,
+            Ok(None) | Err(_) => {
+                return Err(coded(schema::codes::ORDER_NOT_FOUND, format!("no order {order_id} is known")));
+            }
+        }
     }
-    match order {
-        Some(order) => caller.require_customer(&order.customer_id, what),
-        None => Err(coded(schema::codes::ORDER_NOT_FOUND, format!("no order {order_id} is known"))),
-    }
+    Ok(())
 }

@@ -19,7 +19,8 @@ pub struct OrderSubscription;
 #[Subscription]
 impl OrderSubscription {
     /// The order's current view at once (as soon as it exists), then the
-    /// view after each change (status, stock, payment, timeline).
+    /// view after each change (status, stock, payment, timeline). For a
+    /// customer, another customer's order is a missing one: nothing is sent.
     async fn order_updated(
         &self,
         ctx: &Context<'_>,
@@ -30,7 +31,13 @@ impl OrderSubscription {
         caller.require_known("follow orders")?;
         let services = ctx.data::<Services>()?.clone();
         // Watch before the first read, so no change falls between the two.
-        let changes = services.notifier.watch(view::VIEW, &id).await.map_err(unavailable)?;
+        // A customer watches the order only as its own: another customer's
+        // order is never read again.
+        let changes = match caller.customer_scope("follow orders")? {
+            Some(me) => services.notifier.watch_scope(view::VIEW, &me, Some(&id)).await,
+            None => services.notifier.watch(view::VIEW, &id).await,
+        }
+        .map_err(unavailable)?;
         let shutdown = services.shutdown.clone();
         let reads = stream::once(futures::future::ready(())).chain(changes.map(|_| ()));
         let updates = reads
@@ -39,25 +46,19 @@ impl OrderSubscription {
                 let id = id.clone();
                 async move { repository.get(&id).await }
             })
-            .scan((None::<OrderView>, false), move |(last, ended), read| {
-                if *ended {
-                    return futures::future::ready(None);
-                }
+            .scan(None::<OrderView>, move |last, read| {
                 let item = match read {
-                    Ok(Some(order)) => match caller.require_customer(&order.customer_id, "follow this order") {
-                        // Not the caller's: say so, then end.
-                        Err(error) => {
-                            *ended = true;
-                            Some(Err(error))
-                        }
-                        // Only rows that changed: notifications may repeat or arrive late.
-                        Ok(()) if last.as_ref() != Some(&order) && is_newer(last.as_ref(), &order) => {
-                            *last = Some(order.clone());
-                            Some(Ok(Order::single(order)))
-                        }
-                        Ok(()) => None,
-                    },
-                    Ok(None) => None,
+                    // Only the caller's rows, and only those that changed:
+                    // notifications may repeat or arrive late.
+                    Ok(Some(order))
+                        if caller.may_see_orders_of(&order.customer_id)
+                            && last.as_ref() != Some(&order)
+                            && is_newer(last.as_ref(), &order) =>
+                    {
+                        *last = Some(order.clone());
+                        Some(Ok(Order::single(order)))
+                    }
+                    Ok(_) => None,
                     Err(error) => Some(Err(internal(error))),
                 };
                 futures::future::ready(Some(item))
@@ -69,7 +70,8 @@ impl OrderSubscription {
 
     /// Every order as it is placed and after each change, from now on (read
     /// `orders` first for the ones before). With `customerId`, only that
-    /// customer's; a customer caller only ever gets its own.
+    /// customer's; a customer caller only ever gets its own. Filtered
+    /// before anything is read: only that customer's changes reach it.
     async fn orders_updated(
         &self,
         ctx: &Context<'_>,
@@ -83,7 +85,11 @@ impl OrderSubscription {
             customer = Some(me);
         }
         let services = ctx.data::<Services>()?.clone();
-        let changes = services.notifier.watch_view(view::VIEW).await.map_err(unavailable)?;
+        let changes = match &customer {
+            Some(customer) => services.notifier.watch_scope(view::VIEW, customer, None).await,
+            None => services.notifier.watch_view(view::VIEW).await,
+        }
+        .map_err(unavailable)?;
         let shutdown = services.shutdown.clone();
         let updates = changes
             .then(move |change| {

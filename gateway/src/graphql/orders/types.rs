@@ -7,6 +7,7 @@ use async_graphql::{Context, Enum, Error, ID, Object};
 use chrono::{DateTime, Utc};
 use read_side::orders::{self as view, OrderView, TimelineEntry, ViewLine};
 
+use crate::graphql::commands::caller;
 use crate::graphql::customers::Customer;
 use crate::graphql::errors::internal;
 use crate::graphql::loaders::{CustomerLoader, Prefetched, ProductLoader, TimelineLoader};
@@ -64,8 +65,10 @@ impl Order {
     async fn customer_id(&self) -> ID {
         ID(self.0.customer_id.clone())
     }
-    /// The customer, if registered.
+    /// The customer, if registered: personal data, for the customer itself
+    /// and admin only (FORBIDDEN for `service`).
     async fn customer(&self, ctx: &Context<'_>) -> Result<Option<Customer>, Error> {
+        caller(ctx)?.require_personal_data(&self.0.customer_id, "read customers' personal data")?;
         if let Some(customers) = self.1.as_ref().and_then(|prefetched| prefetched.customers.as_ref()) {
             return Ok(customers.get(&self.0.customer_id).cloned().map(Customer));
         }
@@ -170,8 +173,10 @@ impl TimelineItem {
     async fn causation_id(&self) -> &str {
         &self.0.causation_id
     }
-    async fn actor(&self) -> &str {
-        &self.0.actor
+    /// Who caused it: a caller (`customer:<id>`, `admin:<id>`,
+    /// `service:<id>`) or the saga. Customers see staff as `staff`.
+    async fn actor(&self, ctx: &Context<'_>) -> Result<&str, Error> {
+        Ok(caller(ctx)?.shown_actor(&self.0.actor))
     }
     async fn summary(&self) -> &str {
         &self.0.summary
