@@ -1,17 +1,18 @@
 //! Routes: GraphQL (POST, GET, and WebSocket upgrades on the same path),
 //! GraphiQL, the live order page (`/app`), their assets, health and readiness.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
 use async_graphql_axum::GraphQLRequest;
 use axum::Json;
 use axum::Router;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
+use schema::codes;
 use schema::ports::Readiness;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,10 @@ use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Authenticator;
-use crate::graphql::{ConveyorSchema, errors::add_missing_codes};
+use crate::graphql::ConveyorSchema;
+use crate::graphql::errors::{add_missing_codes, rate_limited};
+use crate::limits::{SafeMethod, refusal};
+use crate::rate_limit::{RateLimiter, caller_key};
 use crate::{over_http, ws};
 
 pub const GRAPHQL_PATH: &str = "/graphql";
@@ -54,8 +58,14 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     pub auth: Authenticator,
     pub websocket: crate::ws::WsSettings,
-    /// Answers schema-only queries without limits; `None` when introspection is off.
-    pub introspection: Option<ConveyorSchema>,
+    /// Whether `/graphiql` is served (it follows the introspection switch).
+    pub graphiql: bool,
+    /// Every caller's rate budget.
+    pub limiter: RateLimiter,
+    /// Open WebSocket connections per IP address and per token subject.
+    pub connections: ws::ConnectionCounts,
+    /// The header a trusted proxy puts the client's address in, if any.
+    pub client_ip_header: Option<axum::http::HeaderName>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -67,13 +77,31 @@ pub fn router(state: AppState) -> Router {
         .route("/app", get(app).layer(compression()))
         .route("/app/", get(|| async { Redirect::permanent("/app") }))
         .route("/assets/{*path}", get(asset).layer(compression()))
-        .route("/", get(|| async { Redirect::temporary("/graphiql") }))
+        .route("/", get(root))
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
 
+/// The client's address: the last entry of the trusted proxy's header when
+/// one is configured and that entry is an address (the one the proxy saw;
+/// entries before it are the client's say-so), else the peer's;
+/// unspecified where the server was not given it.
+fn client_ip(state: &AppState, request: &Request) -> IpAddr {
+    let forwarded = state.client_ip_header.as_ref().and_then(|name| {
+        let last = request.headers().get_all(name).iter().next_back()?.to_str().ok()?;
+        last.rsplit(',').next()?.trim().parse::<IpAddr>().ok()
+    });
+    forwarded.unwrap_or_else(|| {
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(address)| address.ip())
+    })
+}
+
 async fn graphql_post(State(state): State<AppState>, request: Request) -> Response {
+    let ip = client_ip(&state, &request);
     let headers = request.headers().clone();
     let json = headers
         .get(header::CONTENT_TYPE)
@@ -83,13 +111,14 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "POST needs Content-Type: application/json").into_response();
     }
     match <GraphQLRequest as FromRequest<AppState>>::from_request(request, &state).await {
-        Ok(graphql) => execute(&state, &headers, graphql.into_inner()).await,
-        Err(rejection) => rejection.into_response(),
+        Ok(graphql) => execute(&state, &headers, ip, graphql.into_inner()).await,
+        Err(rejection) => not_a_graphql_request(&headers, rejection),
     }
 }
 
 /// GET serves both queries (`?query=`) and WebSocket upgrades.
 async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
+    let ip = client_ip(&state, &request);
     let headers = request.headers().clone();
     let upgrade = request
         .headers()
@@ -99,32 +128,54 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
     if upgrade {
         let (mut parts, _body) = request.into_parts();
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(upgrade) => websocket(state, upgrade),
+            Ok(upgrade) => websocket(state, upgrade, ip),
             Err(rejection) => rejection.into_response(),
         };
     }
     match <GraphQLRequest as FromRequest<AppState>>::from_request(request, &state).await {
-        // GET may only query: a mutation must not run on a safe method.
-        Ok(graphql) if over_http::is_mutation(&graphql.0) => {
-            (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], "mutations need POST").into_response()
+        // GET may only query: the schema refuses a mutation, however the
+        // document arrived (text or a persisted query's hash).
+        Ok(graphql) => {
+            let request = graphql.into_inner();
+            let safe = SafeMethod { operation_name: request.operation_name.clone() };
+            execute(&state, &headers, ip, request.data(safe)).await
         }
-        Ok(graphql) => execute(&state, &headers, graphql.into_inner()).await,
-        Err(rejection) => rejection.into_response(),
+        Err(rejection) => not_a_graphql_request(&headers, rejection),
     }
 }
 
-/// Serves graphql-transport-ws (and the legacy graphql-ws); see [`ws`].
-fn websocket(state: AppState, upgrade: WebSocketUpgrade) -> Response {
-    upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |socket| ws::serve(socket, state.schema, state.auth, state.websocket, state.shutdown))
-        .into_response()
+/// Serves graphql-transport-ws; see [`ws`]. An upgrade that does not offer
+/// it is a 400, one past the IP's connection cap a 429, before any socket.
+fn websocket(state: AppState, upgrade: WebSocketUpgrade, ip: IpAddr) -> Response {
+    let settings = state.websocket;
+    let upgrade = upgrade
+        .protocols([ws::PROTOCOL])
+        .max_message_size(settings.max_message_bytes)
+        .max_frame_size(settings.max_message_bytes);
+    if upgrade.selected_protocol().is_none() {
+        return (StatusCode::BAD_REQUEST, "WebSocket needs the graphql-transport-ws subprotocol").into_response();
+    }
+    let Some(ip_slot) = state.connections.try_acquire(format!("ip:{ip}"), settings.max_connections_per_ip) else {
+        return (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, "1")], "too many WebSocket connections")
+            .into_response();
+    };
+    let connection = ws::Connection {
+        schema: state.schema,
+        auth: state.auth,
+        settings,
+        shutdown: state.shutdown,
+        limiter: state.limiter,
+        counts: state.connections,
+        ip,
+        ip_slot,
+    };
+    upgrade.on_upgrade(move |socket| ws::serve(socket, connection)).into_response()
 }
 
 /// Runs a request as the caller its `Authorization` header names (an
-/// invalid token is a 401 before anything runs) and answers in the media
-/// type the client accepts.
-async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
+/// invalid token is a 401 before anything runs), within the caller's rate
+/// (429 past it), and answers in the media type the client accepts.
+async fn execute(state: &AppState, headers: &HeaderMap, ip: IpAddr, request: async_graphql::Request) -> Response {
     let Some(media) = over_http::negotiate(headers) else {
         return (StatusCode::NOT_ACCEPTABLE, "accept application/graphql-response+json or application/json")
             .into_response();
@@ -140,13 +191,35 @@ async fn execute(state: &AppState, headers: &HeaderMap, request: async_graphql::
             return http;
         }
     };
-    let schema = match &state.introspection {
-        Some(introspection) if over_http::is_introspection(&request) => introspection,
-        _ => &state.schema,
-    };
-    let mut response = schema.execute(request.data(caller)).await;
-    add_missing_codes(&mut response);
+    if let Err(wait) = state.limiter.check(&caller_key(&caller, ip)) {
+        return over_http::respond(media, &async_graphql::Response::from_errors(vec![rate_limited(wait)]));
+    }
+    let response = state.schema.execute(request.data(caller)).await;
     over_http::respond(media, &response)
+}
+
+/// A body or query string that is no GraphQL request (not JSON, variables
+/// not an object, …): 400 with a coded error. The parser's own words stay
+/// in the log.
+fn not_a_graphql_request(headers: &HeaderMap, rejection: async_graphql_axum::rejection::GraphQLRejection) -> Response {
+    tracing::debug!(rejection = %rejection.0, "not a GraphQL request");
+    let status = match rejection.0 {
+        async_graphql::ParseRequestError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let error = refusal(
+        codes::INVALID_REQUEST,
+        "not a GraphQL request: expected query, variables (an object), operationName, extensions".into(),
+    );
+    let media = over_http::negotiate(headers).unwrap_or(over_http::MediaType::Json);
+    let mut response = over_http::respond(media, &async_graphql::Response::from_errors(vec![error]));
+    *response.status_mut() = status;
+    response
+}
+
+/// `/` leads to GraphiQL, or to the order page when GraphiQL is off.
+async fn root(State(state): State<AppState>) -> Redirect {
+    Redirect::temporary(if state.graphiql { "/graphiql" } else { "/app" })
 }
 
 /// gzip at its fastest level: most of the saving for a fraction of the CPU
@@ -163,8 +236,12 @@ fn compression() -> CompressionLayer {
 #[include = "vendor/*"]
 struct Web;
 
-/// GraphiQL, with every asset served by this process (no CDN).
-async fn graphiql() -> Response {
+/// GraphiQL, with every asset served by this process (no CDN); not found
+/// when introspection is off (it could show nothing).
+async fn graphiql(State(state): State<AppState>) -> Response {
+    if !state.graphiql {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     page("graphiql.html")
 }
 
@@ -210,16 +287,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// Ready or not, and nothing more: what failed, and why, goes to the log.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let mut failing = serde_json::Map::new();
+    let mut ready = true;
     for (name, check) in state.readiness.iter() {
         if let Err(error) = check.check().await {
-            failing.insert((*name).to_string(), json!(error.to_string()));
+            tracing::warn!(dependency = name, %error, "not ready");
+            ready = false;
         }
     }
-    if failing.is_empty() {
+    if ready {
         Json(json!({ "status": "ready" })).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "failing": failing }))).into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable" }))).into_response()
     }
 }

@@ -7,7 +7,9 @@ pub mod admission;
 pub mod auth;
 pub mod graphql;
 mod http;
+pub mod limits;
 mod over_http;
+pub mod rate_limit;
 mod ws;
 
 use std::net::SocketAddr;
@@ -25,8 +27,12 @@ use tower_http::trace::TraceLayer;
 
 pub use admission::{Admission, AdmissionSettings};
 pub use auth::{Authenticator, Caller, Role};
+/// For [`HttpSettings::client_ip_header`].
+pub use axum::http::HeaderName;
 pub use graphql::{ConveyorSchema, Services, sdl};
 pub use http::GRAPHQL_PATH;
+pub use limits::QueryLimits;
+pub use rate_limit::RateLimitSettings;
 pub use ws::WsSettings;
 
 /// The HTTP surface's settings.
@@ -40,8 +46,18 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Longest a request may take (408 after).
     pub request_timeout: Duration,
-    /// Whether `__schema` / `__type` queries are answered (GraphiQL needs them).
+    /// Whether `__schema` / `__type` queries are answered and `/graphiql`
+    /// is served (GraphiQL needs them).
     pub introspection: bool,
+    /// The limits every operation is held to, introspection included.
+    pub limits: QueryLimits,
+    /// Operations per caller (token subject, else IP address).
+    pub rate_limit: RateLimitSettings,
+    /// Where a trusted proxy in front puts the client's address (its last
+    /// entry is taken, e.g. `x-forwarded-for`); `None`: the peer's address.
+    /// Only for a gateway every request reaches through that proxy: anyone
+    /// else could name any address.
+    pub client_ip_header: Option<axum::http::HeaderName>,
     /// Verifies tokens; open (no key) lets everyone do everything.
     pub auth: Authenticator,
     pub websocket: WsSettings,
@@ -55,6 +71,9 @@ impl HttpSettings {
             max_body_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             introspection: true,
+            limits: QueryLimits::default(),
+            rate_limit: RateLimitSettings::default(),
+            client_ip_header: None,
             auth: Authenticator::open(),
             websocket: WsSettings::default(),
         }
@@ -85,12 +104,15 @@ impl Gateway {
         let listener = TcpListener::bind(settings.listen).await?;
         let shutdown = services.shutdown.clone();
         let state = http::AppState {
-            schema: graphql::build(services, settings.introspection),
+            schema: graphql::build(services, settings.introspection, settings.limits),
             readiness: Arc::new(readiness),
             shutdown: shutdown.clone(),
             auth: settings.auth.clone(),
             websocket: settings.websocket,
-            introspection: settings.introspection.then(graphql::introspection_only),
+            graphiql: settings.introspection,
+            limiter: rate_limit::RateLimiter::start(settings.rate_limit, shutdown.clone()),
+            connections: ws::ConnectionCounts::default(),
+            client_ip_header: settings.client_ip_header.clone(),
         };
         if settings.auth.is_open() {
             tracing::warn!(
@@ -114,7 +136,9 @@ impl Gateway {
     /// Serves until the shutdown token is cancelled, then drains.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        // With each connection's peer address: rate limits and connection caps key on it.
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(self.listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let serve = tokio::spawn(async move { serve.await });
         shutdown.cancelled().await;
         match tokio::time::timeout(DRAIN_TIMEOUT, serve).await {

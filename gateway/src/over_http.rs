@@ -7,12 +7,13 @@
 //! * `application/json` (when accepted, or with no `Accept` at all, as legacy
 //!   clients send): always `200`, errors in the body.
 //! * An `Accept` that allows neither: `406`.
-//! * Either way, a request refused by admission and nothing else (no `data`,
-//!   every error `OVERLOADED`) is `503` with `Retry-After`, so proxies, load
-//!   balancers and plain HTTP clients back off as well; the specification
-//!   leaves such non-GraphQL statuses (rate limits, overload) to the server.
+//! * Either way, a request refused at the edge and for nothing else (no
+//!   `data`, every error the same refusal) gets that refusal's status, so
+//!   proxies, load balancers and plain HTTP clients act on it too: admission
+//!   (`OVERLOADED`) `503` and the rate limit (`RATE_LIMITED`) `429`, both with
+//!   `Retry-After`; a mutation over GET (`MUTATION_NEEDS_POST`) `405` with
+//!   `Allow: POST`. The specification leaves such statuses to the server.
 
-use async_graphql::parser::types::{DocumentOperations, OperationDefinition, OperationType, Selection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use schema::codes;
@@ -54,40 +55,6 @@ pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
     best.map(|(_, media)| media)
 }
 
-/// Whether the operation a request would run is a mutation (for GET, which
-/// may only query). A document that does not parse is not one: the parse
-/// error is reported as usual.
-pub fn is_mutation(request: &async_graphql::Request) -> bool {
-    with_operation(request, |operation| operation.ty == OperationType::Mutation)
-}
-
-/// Whether the operation only asks for the schema (`__schema`, `__type`,
-/// `__typename` at the top): such queries are exempt from the depth and
-/// complexity limits, so GraphiQL and code generators can load the schema.
-pub fn is_introspection(request: &async_graphql::Request) -> bool {
-    with_operation(request, |operation| {
-        operation.ty == OperationType::Query
-            && !operation.selection_set.node.items.is_empty()
-            && operation.selection_set.node.items.iter().all(|item| match &item.node {
-                Selection::Field(field) => field.node.name.node.starts_with("__"),
-                Selection::FragmentSpread(_) | Selection::InlineFragment(_) => false,
-            })
-    })
-}
-
-fn with_operation(request: &async_graphql::Request, test: impl Fn(&OperationDefinition) -> bool) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(&request.query) else { return false };
-    let operation = match (&document.operations, request.operation_name.as_deref()) {
-        (DocumentOperations::Single(operation), _) => Some(&operation.node),
-        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name).map(|op| &op.node),
-        (DocumentOperations::Multiple(operations), None) if operations.len() == 1 => {
-            operations.values().next().map(|op| &op.node)
-        }
-        (DocumentOperations::Multiple(_), None) => None,
-    };
-    operation.is_some_and(test)
-}
-
 /// The HTTP response for an executed (or refused) GraphQL request.
 pub fn respond(media: MediaType, response: &async_graphql::Response) -> Response {
     // Errors with nothing executed have no `data`: a request error.
@@ -106,35 +73,52 @@ pub fn respond(media: MediaType, response: &async_graphql::Response) -> Response
         MediaType::GraphQLResponseJson => (StatusCode::OK, GRAPHQL_RESPONSE_JSON),
         MediaType::Json => (StatusCode::OK, JSON),
     };
-    let retry_after = overloaded_only(response);
-    let status = if retry_after.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { status };
+    let refusal = refused_only(response);
+    let status = refusal.map_or(status, |(status, _)| status);
     let mut http = (status, body).into_response();
     http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some(seconds) = retry_after {
-        http.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    match refusal {
+        Some((StatusCode::METHOD_NOT_ALLOWED, _)) => {
+            http.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        Some((_, seconds)) => {
+            http.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        None => {}
     }
     http
 }
 
-/// The retry hint in seconds (the largest one) when the response has no
-/// data and only `OVERLOADED` errors; `None` otherwise.
-fn overloaded_only(response: &async_graphql::Response) -> Option<u64> {
+/// The status of an edge refusal and the retry hint in seconds (the largest
+/// one), when the response has no data and only errors of that one refusal;
+/// `None` otherwise.
+fn refused_only(response: &async_graphql::Response) -> Option<(StatusCode, u64)> {
     if response.errors.is_empty() || response.data != async_graphql::Value::Null {
         return None;
     }
+    let code_of = |error: &async_graphql::ServerError| match error.extensions.as_ref()?.get("code")? {
+        async_graphql::Value::String(code) => Some(code.clone()),
+        _ => None,
+    };
+    let code = code_of(&response.errors[0])?;
+    let status = match code.as_str() {
+        codes::OVERLOADED => StatusCode::SERVICE_UNAVAILABLE,
+        codes::RATE_LIMITED => StatusCode::TOO_MANY_REQUESTS,
+        codes::MUTATION_NEEDS_POST => StatusCode::METHOD_NOT_ALLOWED,
+        _ => return None,
+    };
     let mut longest = 0;
     for error in &response.errors {
-        let extensions = error.extensions.as_ref()?;
-        if extensions.get("code") != Some(&async_graphql::Value::from(codes::OVERLOADED)) {
+        if code_of(error).as_deref() != Some(code.as_str()) {
             return None;
         }
-        let seconds = match extensions.get(RETRY_AFTER_SECONDS) {
+        let seconds = match error.extensions.as_ref().and_then(|extensions| extensions.get(RETRY_AFTER_SECONDS)) {
             Some(async_graphql::Value::Number(seconds)) => seconds.as_u64(),
             _ => None,
         };
         longest = longest.max(seconds.unwrap_or(1));
     }
-    Some(longest.max(1))
+    Some((status, longest.max(1)))
 }
 
 #[cfg(test)]
@@ -196,23 +180,14 @@ mod tests {
     }
 
     #[test]
-    fn mutations_are_told_apart_from_queries() {
-        let request = |query: &str, name: Option<&str>| {
-            let request = async_graphql::Request::new(query);
-            match name {
-                Some(name) => request.operation_name(name),
-                None => request,
-            }
-        };
-        assert!(is_mutation(&request("mutation { a }", None)));
-        assert!(!is_mutation(&request("{ a }", None)));
-        assert!(is_mutation(&request("query Q { a } mutation M { b }", Some("M"))));
-        assert!(!is_mutation(&request("query Q { a } mutation M { b }", Some("Q"))));
-        assert!(!is_mutation(&request("{ a", None)));
-        assert!(is_introspection(&request("query I { __schema { types { name } } }", None)));
-        assert!(is_introspection(&request("{ __type(name: \"Order\") { name } __typename }", None)));
-        assert!(!is_introspection(&request("{ __typename orders { edges { cursor } } }", None)));
-        assert!(!is_introspection(&request("{ ...F } fragment F on Query { __typename }", None)));
-        assert!(!is_introspection(&request("mutation { __typename }", None)));
+    fn a_rate_limit_is_429_and_a_mutation_over_get_405() {
+        for media in [MediaType::GraphQLResponseJson, MediaType::Json] {
+            let limited = respond(media, &async_graphql::Response::from_errors(vec![error(codes::RATE_LIMITED)]));
+            assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS, "{media:?}");
+            assert!(limited.headers().get(header::RETRY_AFTER).is_some());
+            let get = respond(media, &async_graphql::Response::from_errors(vec![error(codes::MUTATION_NEEDS_POST)]));
+            assert_eq!(get.status(), StatusCode::METHOD_NOT_ALLOWED, "{media:?}");
+            assert_eq!(get.headers().get(header::ALLOW).and_then(|v| v.to_str().ok()), Some("POST"));
+        }
     }
 }

@@ -67,6 +67,9 @@ pub const INVALID_ID: &str = "INVALID_ID";
 pub const INVALID_INPUT: &str = "INVALID_INPUT";
 /// An idempotency key was sent again with a different request; the first one stands.
 pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+/// The HTTP request is no GraphQL request (its body is not JSON, its
+/// variables not an object, …); nothing was run.
+pub const INVALID_REQUEST: &str = "INVALID_REQUEST";
 /// The GraphQL document could not be parsed.
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 /// The GraphQL document does not match the schema (unknown field, wrong type, ...).
@@ -79,6 +82,20 @@ pub const UNAVAILABLE: &str = "UNAVAILABLE";
 /// or too many orders still undecided); nothing was done. Retry after
 /// `extensions.retryAfterSeconds` (HTTP: 503 with `Retry-After`).
 pub const OVERLOADED: &str = "OVERLOADED";
+/// This caller (token subject, else IP address) sent more operations than
+/// its rate allows; nothing was done. Retry after `extensions.retryAfterSeconds`
+/// (HTTP: 429 with `Retry-After`).
+pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// The document selects more fields or aliases (fragments counted where they
+/// are spread) than the gateway answers; nothing was run.
+pub const QUERY_TOO_LARGE: &str = "QUERY_TOO_LARGE";
+/// The answer would be larger than the gateway sends; ask for less.
+pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
+/// A mutation arrived over GET (as text or as a persisted query's hash):
+/// mutations need POST (HTTP 405, `Allow: POST`).
+pub const MUTATION_NEEDS_POST: &str = "MUTATION_NEEDS_POST";
+/// A WebSocket connection already runs as many subscriptions as it may.
+pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
 /// Something failed inside Conveyor; the details are in the logs, under the correlation id.
 pub const INTERNAL: &str = "INTERNAL";
 /// The write side gave up on the command after its deliveries (e.g. a long
@@ -124,6 +141,12 @@ pub const ALL: &[&str] = &[
     PERSISTED_QUERY_NOT_FOUND,
     UNAVAILABLE,
     OVERLOADED,
+    RATE_LIMITED,
+    INVALID_REQUEST,
+    QUERY_TOO_LARGE,
+    RESPONSE_TOO_LARGE,
+    MUTATION_NEEDS_POST,
+    TOO_MANY_SUBSCRIPTIONS,
     INTERNAL,
     COMMAND_FAILED,
 ];

@@ -11,6 +11,9 @@ use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use nats::{DlqArgs, DlqCommand, DlqServer, NatsAuthArgs};
 
+mod edge;
+pub use edge::EdgeLimits;
+
 #[derive(Debug, Parser)]
 #[command(name = "conveyor", version, about = "GraphQL gateway over event-sourced CQRS")]
 pub struct Cli {
@@ -108,6 +111,8 @@ pub struct Common {
     pub max_undecided_orders: u64,
     #[command(flatten)]
     pub domain: Domain,
+    #[command(flatten)]
+    pub edge: EdgeLimits,
 }
 
 impl Common {
@@ -118,8 +123,14 @@ impl Common {
             max_body_bytes: self.max_body_bytes,
             request_timeout: self.request_timeout,
             introspection: !self.disable_introspection,
+            limits: self.edge.query_limits(),
+            rate_limit: gateway::RateLimitSettings {
+                per_second: self.edge.rate_limit,
+                burst: self.edge.rate_limit_burst,
+            },
+            client_ip_header: self.edge.client_ip_header.clone(),
             auth: self.authenticator()?,
-            websocket: gateway::WsSettings { init_timeout: self.ws_init_timeout, ping_interval: self.ws_ping_interval },
+            websocket: self.edge.websocket(self.ws_init_timeout, self.ws_ping_interval),
         })
     }
 

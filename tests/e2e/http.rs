@@ -161,9 +161,15 @@ async fn cors_body_limits_persisted_queries_and_introspection_follow_the_setting
     let by_hash = post(json!({ "extensions": persisted })).await;
     assert_eq!(by_hash, registered);
 
-    // Introspection is off.
+    // Introspection is off, and GraphiQL with it; `/` leads to the order page.
     let introspection = post(json!({ "query": "{ __schema { queryType { name } } }" })).await;
     assert!(introspection["data"]["__schema"].is_null(), "no schema is given away: {introspection}");
+    let base = format!("http://{}", app.address);
+    let graphiql = app.http.get(format!("{base}/graphiql")).send().await.expect("answers");
+    assert_eq!(graphiql.status().as_u16(), 404);
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let root = no_redirects.get(format!("{base}/")).send().await.expect("root answers");
+    assert_eq!(root.headers()["location"], "/app");
 }
 
 async fn graphql_over_http_negotiates_media_types_status_codes_and_methods(backend: Backend) {
@@ -207,15 +213,15 @@ async fn graphql_over_http_negotiates_media_types_status_codes_and_methods(backe
 
 async fn the_standard_introspection_query_passes_the_limits_and_internal_errors_hide_their_cause(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    // graphql-js's getIntrospectionQuery(), which GraphiQL sends: deeper than
-    // the depth limit, yet answered.
+    // graphql-js's getIntrospectionQuery(), which GraphiQL sends: answered
+    // under the limits every operation has (it is 15 deep).
     let introspection = app.graphql(include_str!("introspection.graphql"), json!({})).await;
     assert!(introspection["errors"].is_null(), "{introspection}");
     let types = introspection["data"]["__schema"]["types"].as_array().map(Vec::len).unwrap_or(0);
     assert!(types > 20, "the whole schema: {types} types");
     // The limits still hold for everything else.
-    let deep = "{ orders { edges { node { customer { orders { edges { node { customer { orders { edges { node { id } } } } } } } } } } } }";
-    let refused = app.graphql(deep, json!({})).await;
+    let deep = format!("{{ {}id{} }}", "orders { edges { node { customer { ".repeat(5), " } } } }".repeat(5));
+    let refused = app.graphql(&deep, json!({})).await;
     assert_eq!(refused["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED", "{refused}");
     // A connection costs its page size times its children: 100 orders of 100 orders is too much.
     let costly =

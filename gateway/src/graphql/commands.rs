@@ -244,7 +244,7 @@ mod tests {
             shutdown.clone(),
         )
         .with_admission(Admission::start(settings, None, shutdown));
-        let schema = build(services, false);
+        let schema = build(services, false, crate::QueryLimits::default());
 
         let waiting = tokio::spawn({
             let schema = schema.clone();

@@ -58,8 +58,21 @@ pub fn parse_id(field: &str, id: &str) -> Result<Uuid, Error> {
     Uuid::parse_str(id).map_err(|_| coded(codes::INVALID_ID, format!("{field} `{id}` is not a valid id")))
 }
 
+/// The caller passed its rate: nothing was done; retry after the hint.
+pub fn rate_limited(retry_after: std::time::Duration) -> async_graphql::ServerError {
+    let seconds = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let mut error =
+        async_graphql::ServerError::new(format!("too many requests from this caller; retry in {seconds} s"), None);
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    extensions.set("code", codes::RATE_LIMITED);
+    extensions.set(RETRY_AFTER_SECONDS, seconds);
+    error
+}
+
 /// Gives errors raised by async-graphql itself (parse and validation, which
-/// carry no path) a code. Anything else without one is a bug: `INTERNAL`.
+/// carry no path) a code. Anything else without one is a bug: `INTERNAL`,
+/// logged with its message under a correlation id that replaces it, so no
+/// internal text (a driver's, a loader's) reaches the client.
 pub fn add_missing_codes(response: &mut Response) {
     for error in &mut response.errors {
         let has_code = error.extensions.as_ref().is_some_and(|extensions| extensions.get("code").is_some());
@@ -67,6 +80,10 @@ pub fn add_missing_codes(response: &mut Response) {
             continue;
         }
         let code = if !error.path.is_empty() {
+            let correlation_id = Uuid::now_v7();
+            tracing::error!(%correlation_id, error = %error.message, path = ?error.path, "internal error");
+            error.message = format!("internal error (correlation id {correlation_id})");
+            error.extensions.get_or_insert_with(Default::default).set("correlationId", correlation_id.to_string());
             codes::INTERNAL
         } else if error.message == "PersistedQueryNotFound" {
             // Apollo clients look for this code to resend the full query.

@@ -17,6 +17,8 @@ use read_side::orders::OrderView;
 use read_side::orders::{OrderRepository, TimelineEntry};
 use read_side::products::{ProductRepository, ProductView};
 
+use crate::graphql::errors::internal;
+
 pub struct CustomerLoader(pub CustomerRepository);
 
 impl Loader<String> for CustomerLoader {
@@ -75,17 +77,17 @@ impl Prefetched {
         if personal && node.field("customer").exists() {
             let ids = unique(orders.iter().map(|order| order.customer_id.clone()));
             let loader = ctx.data::<DataLoader<CustomerLoader>>()?;
-            prefetched.customers = Some(loader.load_many(ids).await.map_err(Error::new)?);
+            prefetched.customers = Some(loader.load_many(ids).await.map_err(internal)?);
         }
         if node.field("items").field("product").exists() {
             let skus = unique(orders.iter().flat_map(|order| order.items.iter().map(|line| line.sku.clone())));
             let loader = ctx.data::<DataLoader<ProductLoader>>()?;
-            prefetched.products = Some(loader.load_many(skus).await.map_err(Error::new)?);
+            prefetched.products = Some(loader.load_many(skus).await.map_err(internal)?);
         }
         if node.field("timeline").exists() {
             let ids = unique(orders.iter().map(|order| order.order_id.clone()));
             let loader = ctx.data::<DataLoader<TimelineLoader>>()?;
-            prefetched.timelines = Some(loader.load_many(ids).await.map_err(Error::new)?);
+            prefetched.timelines = Some(loader.load_many(ids).await.map_err(internal)?);
         }
         Ok(prefetched)
     }

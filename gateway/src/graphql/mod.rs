@@ -22,6 +22,7 @@ use schema::ports::{CommandBus, Notifier};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
+use crate::limits::{EdgeLimits, QueryLimits};
 
 use customers::{CustomerMutation, CustomerQuery};
 use loaders::{CustomerLoader, ProductLoader, TimelineLoader};
@@ -55,11 +56,6 @@ pub struct Services {
     pub admission: Admission,
 }
 
-/// Nesting deeper than this is refused before execution.
-pub const MAX_DEPTH: usize = 12;
-/// Sum of field costs (connections cost their page size) allowed per request.
-pub const MAX_COMPLEXITY: usize = 2_000;
-
 impl Services {
     /// The repositories over one view store, with the other dependencies.
     pub fn new(
@@ -90,25 +86,25 @@ impl Services {
 /// Queries kept by their hash for automatic persisted queries.
 const PERSISTED_QUERIES: usize = 1024;
 
-fn builder() -> SchemaBuilder<Query, Mutation, Subscription> {
+/// Directives allowed on one field (each is evaluated).
+const MAX_DIRECTIVES: usize = 8;
+
+/// The schema, with one set of limits for every operation, introspection
+/// included (see [`crate::limits`]).
+fn builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Subscription> {
     Schema::build(Query::default(), Mutation::default(), Subscription::default())
-        .limit_depth(MAX_DEPTH)
-        .limit_complexity(MAX_COMPLEXITY)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .limit_directives(MAX_DIRECTIVES)
         .extension(ApolloPersistedQueries::new(LruCacheStorage::new(PERSISTED_QUERIES)))
+        .extension(EdgeLimits(limits))
 }
 
-/// A schema that answers introspection only, without the depth and
-/// complexity limits (which the standard introspection query exceeds): for
-/// GraphiQL and code generators. Data fields are refused.
-pub fn introspection_only() -> ConveyorSchema {
-    Schema::build(Query::default(), Mutation::default(), Subscription::default()).introspection_only().finish()
-}
-
-pub fn build(services: Services, introspection: bool) -> ConveyorSchema {
+pub fn build(services: Services, introspection: bool, limits: QueryLimits) -> ConveyorSchema {
     let spawner = |future| {
         tokio::spawn(future);
     };
-    let builder = builder()
+    let builder = builder(limits)
         .data(DataLoader::new(CustomerLoader(services.customers.clone()), spawner))
         .data(DataLoader::new(ProductLoader(services.products.clone()), spawner))
         .data(DataLoader::new(TimelineLoader(services.orders.clone()), spawner))
@@ -118,7 +114,7 @@ pub fn build(services: Services, introspection: bool) -> ConveyorSchema {
 
 /// The schema in SDL, as exported to `schema/graphql/conveyor.graphql`.
 pub fn sdl() -> String {
-    builder().finish().sdl()
+    builder(QueryLimits::default()).finish().sdl()
 }
 
 #[cfg(test)]
