@@ -16,6 +16,7 @@ async fn connects(url: &str, auth: &NatsAuth) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nkey_seeds_and_user_passwords_authenticate_and_nothing_else_does() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let dir = std::env::temp_dir().join(format!("conveyor-auth-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let user = nkeys::KeyPair::new_user();
@@ -53,6 +54,7 @@ async fn nkey_seeds_and_user_passwords_authenticate_and_nothing_else_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_authenticates_as_a_flag_or_in_the_url() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let server = OwnServer::start(&["--auth".into(), "t0ken-of-trust".into()]).await;
     let url = format!("nats://127.0.0.1:{}", server.port);
     let token = NatsAuth { token: Some("t0ken-of-trust".into()), ..Default::default() };

@@ -12,6 +12,7 @@ use crate::helpers::{Backend, Isolation, TestApp, WAIT, assert_views_match_a_rep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sagas_commands_from_outside_it_and_commands_on_the_wrong_subject_are_refused_and_kept() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let app = TestApp::spawn(Backend::Server).await;
     let (js, ns) = (outsider().await, namespace(&app));
     let customer = app.shop().await;
@@ -85,6 +86,7 @@ async fn heal(pool: &sqlx::AnyPool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_given_up_answers_failed_and_is_redriven_once_its_cause_is_fixed() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let isolation = Isolation::new(Backend::Server).await;
     let app = TestApp::spawn_server_configured(isolation, |_| {}, |server| server.max_deliver = 3).await;
     let (js, ns) = (outsider().await, namespace(&app));

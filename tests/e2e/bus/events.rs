@@ -13,6 +13,7 @@ use crate::helpers::{Backend, Isolation, TestApp, WAIT, assert_views_match_a_rep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_event_changes_no_view_and_the_real_event_after_it_applies() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let app = TestApp::spawn(Backend::Server).await;
     let (js, ns) = (outsider().await, namespace(&app));
     let customer = app.shop().await;
@@ -48,6 +49,7 @@ async fn a_forged_event_changes_no_view_and_the_real_event_after_it_applies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn junk_and_events_ahead_of_the_store_are_kept_as_dead_letters_and_change_nothing() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let app = TestApp::spawn(Backend::Server).await;
     let (js, ns) = (outsider().await, namespace(&app));
     let customer = app.shop().await;
@@ -129,6 +131,7 @@ async fn wait_until_consumed(js: &jetstream::Context, ns: &Namespace, consumer: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_a_projector_cannot_apply_is_kept_and_the_store_catches_the_view_up_once_fixed() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let isolation = Isolation::new(Backend::Server).await;
     let app = TestApp::spawn_server_configured(isolation, |_| {}, |server| server.max_deliver = 2).await;
     let (js, ns) = (outsider().await, namespace(&app));

@@ -147,3 +147,13 @@ impl Drop for OwnServer {
         let _ = self.child.wait();
     }
 }
+
+/// Held by each test here for its whole run: they boot systems, processes
+/// and servers of their own, and together they would crowd the machine's
+/// two cores enough to make the suite's timing-sensitive tests (a token
+/// expiring under a flood) fail. One at a time, they still run beside the
+/// other modules' tests.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}

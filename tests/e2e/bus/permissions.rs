@@ -38,6 +38,7 @@ async fn let_through(ns: &Namespace, user: &str, denied: &[String], marker: Stri
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_sides_nats_user_may_publish_only_what_that_side_publishes() {
+    let _one_at_a_time = super::one_at_a_time().await;
     if std::env::var("CONVEYOR_NATS_GATEWAY_PASSWORD").is_err() {
         eprintln!("skipped: the NATS server has no users (scripts/test starts one with scripts/nats-server.conf)");
         return;

@@ -10,6 +10,7 @@ use crate::processes::{Conveyor, seed_shop, server_env, wait_final, wait_until_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_confirms_when_its_saga_reaches_stock_and_payment_in_another_process() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let isolation = Isolation::new(Backend::Server).await;
     let env = server_env(&isolation);
     let orders = Conveyor::start(&["write-side", "--only", "order"], &env);
@@ -35,6 +36,7 @@ async fn an_order_confirms_when_its_saga_reaches_stock_and_payment_in_another_pr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_outcome_for_a_remote_step_is_not_believed() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let isolation = Isolation::new(Backend::Server).await;
     let env = server_env(&isolation);
     let ns = schema::Namespace::new(&isolation.namespace).expect("valid namespace");

@@ -48,6 +48,7 @@ fn certificates(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_over_mutual_tls_connects_with_the_ca_and_a_client_certificate_only() {
+    let _one_at_a_time = super::one_at_a_time().await;
     let dir = std::env::temp_dir().join(format!("conveyor-tls-{}", uuid::Uuid::now_v7().simple()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     certificates(&dir);
