@@ -10,6 +10,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod dlq;
 pub mod embedded;
 pub mod metrics;
 pub mod migrate;

@@ -8,6 +8,7 @@
 //! * [`codes`]: machine-readable error codes shared by rejections and GraphQL errors.
 //! * [`subjects`]: the namespaced NATS subject, stream and consumer names.
 //! * [`ports`]: the small traits behind which embedded and server adapters sit.
+//! * [`dead_letters`] (feature `nats`): the kept dead letters (`<ns>_DLQ`).
 //! * [`nats`] / [`sql`] (features): stream definitions and the SQL transaction
 //!   rules (SERIALIZABLE, retry on 40001) that every side follows, and
 //!   [`migration`]s under a lease row; [`metrics`] (feature): the process's
@@ -15,6 +16,8 @@
 
 pub mod codes;
 pub mod customer;
+#[cfg(feature = "nats")]
+pub mod dead_letters;
 pub mod envelope;
 #[cfg(feature = "metrics")]
 pub mod metrics;
@@ -24,6 +27,8 @@ pub mod migration;
 pub mod nats;
 #[cfg(feature = "nats")]
 pub mod nats_bus;
+#[cfg(feature = "nats")]
+mod nats_connect;
 pub mod order;
 pub mod outcome;
 pub mod payment;

@@ -143,7 +143,8 @@ async fn wait_for_jetstream(nodes: &[Node]) {
 
 /// The node leading `stream` now.
 async fn leader_of(urls: &str, stream: &str) -> String {
-    let client = schema::nats::connect(urls, "cluster-test").await.expect("the cluster answers");
+    let auth = schema::nats::NatsAuth::default();
+    let client = schema::nats::connect(urls, "cluster-test", &auth).await.expect("the cluster answers");
     let js = async_nats::jetstream::new(client);
     let mut stream = js.get_stream(stream).await.expect("the stream exists");
     let info = stream.info().await.expect("stream info");

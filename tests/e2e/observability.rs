@@ -225,7 +225,7 @@ async fn a_dead_lettered_command_is_counted_by_its_source() {
     let dead_letters = r#"conveyor_dead_letters_total{source="write-side"}"#;
     assert_eq!(Scrape::of(metrics).await.value(dead_letters), None, "none yet");
 
-    let client = async_nats::connect(crate::helpers::nats_url()).await.expect("NATS");
+    let client = crate::helpers::nats_client().await;
     let js = async_nats::jetstream::new(client);
     let subject = format!("{}.cmd.order.PlaceOrder", isolation.namespace);
     js.publish(subject, "{not json".into()).await.expect("publish").await.expect("stored");

@@ -34,6 +34,13 @@ impl Conveyor {
         for (key, value) in env {
             command.env(key, value);
         }
+        // A side runs as its own NATS user (scripts/nats-server.conf) when
+        // the suite's server has them (and the test did not aim it elsewhere).
+        if let Some(side @ ("gateway" | "write-side" | "read-side")) = args.first().copied()
+            && env.iter().any(|(key, url)| *key == "NATS_URL" && *url == nats_url())
+        {
+            command.env("NATS_URL", crate::helpers::side_nats_url(side));
+        }
         let mut child = command.spawn().expect("conveyor starts");
         let stderr = child.stderr.take().expect("piped stderr");
         let (sender, lines) = mpsc::channel();
@@ -74,13 +81,13 @@ impl Conveyor {
         self.log.lock().expect("log lock").join("\n")
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
         assert!(status.is_ok_and(|status| status.success()), "kill -{name} works");
     }
 
     /// Waits (bounded) for the process to exit.
-    fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait on child") {
@@ -293,7 +300,7 @@ async fn every_accepted_order_survives_a_kill(signal: &str) {
 }
 
 /// Polls an order until its transaction has ended; returns it.
-async fn wait_final(http: &reqwest::Client, address: SocketAddr, id: &str) -> Value {
+pub(crate) async fn wait_final(http: &reqwest::Client, address: SocketAddr, id: &str) -> Value {
     let query = "query($id: ID!) { order(id: $id) { id status rejectionCode paymentStatus stockStatus } }";
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -349,7 +356,7 @@ async fn every_accepted_order_survives_sigint_of_the_embedded_process() {
 async fn a_poison_command_is_dead_lettered_with_its_reason_and_the_system_goes_on() {
     let app = TestApp::spawn(Backend::Server).await;
     let namespace = app.isolation.namespace.clone();
-    let client = async_nats::connect(nats_url()).await.expect("NATS");
+    let client = crate::helpers::nats_client().await;
     let mut dead_letters = client.subscribe(format!("{namespace}.dlq.write-side")).await.expect("subscribe");
     let js = async_nats::jetstream::new(client.clone());
     js.publish(format!("{namespace}.cmd.order.PlaceOrder"), "{not json".into())
