@@ -142,8 +142,10 @@ impl Lease {
 }
 
 /// Creates the lease table. Several processes creating it at once can
-/// collide in PostgreSQL's catalog (23505, 42P07) or fail to serialize on
-/// CockroachDB; the statement is idempotent, so it is simply run again.
+/// collide in PostgreSQL's catalog (23505 on `pg_type`, 42P07, or 42710
+/// "type … already exists": `IF NOT EXISTS` checks before it inserts) or
+/// fail to serialize on CockroachDB; the statement is idempotent, so it is
+/// simply run again.
 async fn create_lease_table(pool: &AnyPool) -> Result<(), MigrateError> {
     let sql = format!(
         "CREATE TABLE IF NOT EXISTS {LEASE_TABLE} (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at BIGINT NOT NULL)"
@@ -162,7 +164,7 @@ async fn create_lease_table(pool: &AnyPool) -> Result<(), MigrateError> {
 }
 
 fn is_catalog_collision(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("23505") | Some("42P07")))
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("23505") | Some("42P07") | Some("42710")))
 }
 
 /// Takes the lease if nobody holds it, its holder let it expire, or this

@@ -55,9 +55,9 @@ async fn count(pool: &AnyPool, sql: &str) -> i64 {
 #[tokio::test]
 async fn copies_starting_together_on_a_fresh_database_all_migrate_one_at_a_time() {
     let database = TestDatabase::create().await;
-    // Four `conveyor migrate` processes and three pools of this process, at once.
+    // Four `conveyor migrate` processes and twelve pools of this process, at once.
     let processes: Vec<_> = (0..4).map(|_| conveyor_migrate(&database.url)).collect();
-    let pools = (0..3).map(|_| async {
+    let pools = (0..12).map(|_| async {
         let pool = schema::sql::connect(&database.url, 2).await.expect("test database");
         let both = async {
             write_side::migrate(&pool).await?;
