@@ -26,7 +26,7 @@ use crate::limits::{EdgeLimits, QueryLimits};
 
 use customers::{CustomerMutation, CustomerQuery};
 use loaders::{CustomerLoader, ProductLoader, TimelineLoader};
-use orders::{OrderMutation, OrderQuery, OrderSubscription};
+use orders::{LiveOrders, OrderMutation, OrderQuery, OrderSubscription};
 use products::{ProductMutation, ProductQuery};
 
 #[derive(MergedObject, Default)]
@@ -48,6 +48,9 @@ pub struct Services {
     pub customers: CustomerRepository,
     pub products: ProductRepository,
     pub notifier: Arc<dyn Notifier>,
+    /// The orders `orderUpdated` follows, each watched and read once for
+    /// all of its subscribers.
+    pub live_orders: LiveOrders,
     /// How long a mutation waits for the write side's decision before PENDING.
     pub mutation_wait: Duration,
     /// Ends subscriptions when the server shuts down.
@@ -65,9 +68,11 @@ impl Services {
         mutation_wait: Duration,
         shutdown: CancellationToken,
     ) -> Self {
+        let orders = OrderRepository::new(views.clone());
         Self {
             bus,
-            orders: OrderRepository::new(views.clone()),
+            live_orders: LiveOrders::new(notifier.clone(), orders.clone()),
+            orders,
             customers: CustomerRepository::new(views.clone()),
             products: ProductRepository::new(views),
             notifier,

@@ -2,6 +2,7 @@
 //! `cancelOrder`/`shipOrder` mutations, the `orderUpdated` subscription,
 //! and the types they share.
 
+mod live;
 mod mutations;
 mod subscription;
 mod types;
@@ -18,6 +19,7 @@ use crate::graphql::errors::{coded, internal, parse_id, unavailable};
 use crate::graphql::loaders::Prefetched;
 use crate::graphql::pagination::{connection_complexity, decode_time_cursor, encode_time_cursor, page_size};
 
+pub use live::LiveOrders;
 pub use mutations::OrderMutation;
 pub use subscription::OrderSubscription;
 pub use types::{Order, OrderStatus};
