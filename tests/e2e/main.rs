@@ -19,5 +19,6 @@ mod processes;
 mod projection;
 mod rate_limits;
 mod saga;
+mod shared_subscriptions;
 mod websocket;
 mod websocket_limits;
