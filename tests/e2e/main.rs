@@ -18,6 +18,7 @@ mod overload;
 mod processes;
 mod projection;
 mod rate_limits;
+mod read_cache;
 mod saga;
 mod shared_subscriptions;
 mod websocket;

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 
 use crate::views::{Bind, ViewStore};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrderStatus {
     Pending,
     Confirmed,

@@ -13,9 +13,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::FutureExt;
 use futures::stream::{BoxStream, StreamExt};
-use read_side::orders::{self as view, OrderRepository, OrderView};
+use read_side::orders::{self as view, OrderView};
 use schema::ports::{Notifier, PortError, ViewChange};
 use tokio::sync::watch;
+
+use super::cache::OrderCache;
 
 /// A followed order's latest reading, as its subscribers see it.
 #[derive(Clone, Debug)]
@@ -42,13 +44,15 @@ pub struct LiveOrders {
 
 struct Inner {
     notifier: Arc<dyn Notifier>,
-    orders: OrderRepository,
+    /// Reads through the cache: a change invalidates the cached row before
+    /// its reading is pushed, so a query after a push sees the change.
+    orders: OrderCache,
     /// One entry per followed order and follower kind, while it has subscribers.
     followed: Mutex<HashMap<Follower, watch::Sender<Reading>>>,
 }
 
 impl LiveOrders {
-    pub fn new(notifier: Arc<dyn Notifier>, orders: OrderRepository) -> Self {
+    pub fn new(notifier: Arc<dyn Notifier>, orders: OrderCache) -> Self {
         Self { inner: Arc::new(Inner { notifier, orders, followed: Mutex::new(HashMap::new()) }) }
     }
 
@@ -100,11 +104,16 @@ impl LiveOrders {
         sender: watch::Sender<Reading>,
         mut changes: BoxStream<'static, ViewChange>,
     ) {
-        let mut read = true;
+        let (mut read, mut changed) = (true, false);
         loop {
             if read {
-                let reading = match self.inner.orders.get(&follower.0).await {
-                    Ok(row) => Reading::Row(row.map(Arc::new)),
+                let row = if changed {
+                    self.inner.orders.reread(&follower.0).await
+                } else {
+                    self.inner.orders.get(&follower.0).await
+                };
+                let reading = match row {
+                    Ok(row) => Reading::Row(row),
                     Err(error) => {
                         tracing::warn!(order = %follower.0, error = %error, "reading a followed order failed");
                         Reading::Failed(error.to_string().into())
@@ -122,7 +131,7 @@ impl LiveOrders {
                     }
                     // Every change queued so far is covered by the next read.
                     while let Some(Some(_)) = changes.next().now_or_never() {}
-                    read = true;
+                    (read, changed) = (true, true);
                 }
                 () = sender.closed() => {
                     if self.forget(&follower, &sender, false) {
@@ -165,7 +174,8 @@ mod tests {
         read_side::migrate(&pool).await.expect("views migrated");
         let views = ViewStore::new(pool);
         let notifier = Arc::new(BroadcastNotifier::new(16));
-        (LiveOrders::new(notifier.clone(), OrderRepository::new(views.clone())), views, notifier)
+        let cache = OrderCache::new(read_side::orders::OrderRepository::new(views.clone()));
+        (LiveOrders::new(notifier.clone(), cache), views, notifier)
     }
 
     /// Waits for a reading newer than the one last seen.

@@ -2,6 +2,7 @@
 //! `cancelOrder`/`shipOrder` mutations, the `orderUpdated` subscription,
 //! and the types they share.
 
+mod cache;
 mod live;
 mod mutations;
 mod subscription;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge, EmptyFields};
 use async_graphql::{Context, Error, ID, Object};
-use read_side::orders::{OrderCursor, OrderFilter};
+use read_side::orders::{OrderCursor, OrderFilter, OrderView};
 
 use crate::graphql::Services;
 use crate::graphql::commands::{CommandResult, caller, outcome_parts};
@@ -19,6 +20,7 @@ use crate::graphql::errors::{coded, internal, parse_id, unavailable};
 use crate::graphql::loaders::Prefetched;
 use crate::graphql::pagination::{connection_complexity, decode_time_cursor, encode_time_cursor, page_size};
 
+pub use cache::OrderCache;
 pub use live::LiveOrders;
 pub use mutations::OrderMutation;
 pub use subscription::OrderSubscription;
@@ -34,9 +36,9 @@ pub async fn order_connection(
     let services = ctx.data::<Services>()?;
     let first = page_size(first)?;
     let after = after.as_deref().map(decode_order_cursor).transpose()?;
-    let mut rows = services.orders.list(&filter, after.as_ref(), first + 1).await.map_err(internal)?;
-    let has_next = rows.len() > first as usize;
-    rows.truncate(first as usize);
+    let page = services.order_cache.list(&filter, after.as_ref(), first + 1).await.map_err(internal)?;
+    let has_next = page.len() > first as usize;
+    let rows: Vec<_> = page.iter().take(first as usize).cloned().collect();
     let prefetched = Arc::new(Prefetched::for_orders(ctx, &rows).await?);
     let mut connection = Connection::new(after.is_some(), has_next);
     connection.edges.extend(rows.into_iter().map(|row| {
@@ -63,8 +65,10 @@ impl OrderQuery {
         let caller = caller(ctx)?;
         caller.require_known("read orders")?;
         let services = ctx.data::<Services>()?;
-        let order = services.orders.get(&id.to_string()).await.map_err(internal)?;
-        Ok(order.filter(|order| caller.may_see_orders_of(&order.customer_id)).map(Order::single))
+        let order = services.order_cache.get(&id.to_string()).await.map_err(internal)?;
+        Ok(order
+            .filter(|order| caller.may_see_orders_of(&order.customer_id))
+            .map(|order| Order::single(OrderView::clone(&order))))
     }
 
     /// Orders, newest first, as a Relay connection.
