@@ -13,6 +13,7 @@ mod feed;
 mod fuzz;
 mod http;
 mod limits;
+mod order_lists;
 mod orders;
 mod overload;
 mod processes;

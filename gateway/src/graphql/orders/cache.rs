@@ -1,4 +1,4 @@
-//! The rows and newest pages of the orders view that `order(id)` and
+//! The rows, pages and counts of the orders view that `order(id)` and
 //! `orders` answered, kept until a change notification says they changed:
 //! CQRS tells the gateway when a row changes, so nothing is guessed with a
 //! time to live.
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use read_side::ReadError;
-use read_side::orders::{self as view, OrderCursor, OrderFilter, OrderRepository, OrderStatus, OrderView};
+use read_side::orders::{self as view, OrderCursor, OrderFilter, OrderRepository, OrderView};
 use schema::ports::Notifier;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +29,7 @@ const MAX_PAGES: usize = 256;
 const REWATCH: Duration = Duration::from_secs(1);
 
 /// A page of `orders`: its filter, cursor and size.
-type PageKey = (Option<OrderStatus>, Option<String>, Option<(i64, String)>, u32);
+type PageKey = (OrderFilter, Option<(i64, String)>, u32);
 
 /// The cache of one gateway. Cloning shares it.
 #[derive(Clone)]
@@ -51,6 +51,8 @@ struct State {
     generation: u64,
     rows: HashMap<String, Arc<OrderView>>,
     pages: HashMap<PageKey, Arc<Vec<OrderView>>>,
+    /// `totalCount`s, per filter; dropped with the pages.
+    counts: HashMap<OrderFilter, i64>,
 }
 
 impl OrderCache {
@@ -117,12 +119,7 @@ impl OrderCache {
         after: Option<&OrderCursor>,
         limit: u32,
     ) -> Result<Arc<Vec<OrderView>>, ReadError> {
-        let key = (
-            filter.status,
-            filter.customer_id.clone(),
-            after.map(|cursor| (cursor.placed_at_micros, cursor.order_id.clone())),
-            limit,
-        );
+        let key = (filter.clone(), after.map(|cursor| (cursor.placed_at_micros, cursor.order_id.clone())), limit);
         let generation = {
             let state = self.lock();
             if let Some(page) = state.pages.get(&key) {
@@ -141,12 +138,33 @@ impl OrderCache {
         Ok(page)
     }
 
+    /// How many orders `filter` holds, from the cache or else counted (and kept).
+    pub async fn count(&self, filter: &OrderFilter) -> Result<i64, ReadError> {
+        let generation = {
+            let state = self.lock();
+            if let Some(count) = state.counts.get(filter) {
+                return Ok(*count);
+            }
+            state.generation
+        };
+        let count = self.inner.orders.count(filter).await?;
+        let mut state = self.lock();
+        if state.listening && state.generation == generation {
+            if state.counts.len() >= MAX_PAGES {
+                state.counts.clear();
+            }
+            state.counts.insert(filter.clone(), count);
+        }
+        Ok(count)
+    }
+
     /// Forgets order `id` and every page (any change may move a page).
     pub fn invalidate(&self, id: &str) {
         let mut state = self.lock();
         state.generation += 1;
         state.rows.remove(id);
         state.pages.clear();
+        state.counts.clear();
     }
 
     /// Reads order `id` afresh after a change, keeping the row read.
@@ -160,6 +178,7 @@ impl OrderCache {
         state.generation += 1;
         state.rows.clear();
         state.pages.clear();
+        state.counts.clear();
     }
 
     fn set_listening(&self, listening: bool) {

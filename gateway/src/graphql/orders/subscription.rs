@@ -91,7 +91,7 @@ impl OrderSubscription {
                 async move {
                     if change.id.is_empty() {
                         // Missed some changes: the newest page covers what a live list shows.
-                        let filter = OrderFilter { status: None, customer_id: customer };
+                        let filter = OrderFilter { customer_id: customer, ..OrderFilter::default() };
                         return repository.list(&filter, None, LAG_REREAD).await;
                     }
                     let order = repository.get(&change.id).await?;
