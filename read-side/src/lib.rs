@@ -21,6 +21,9 @@ pub use projection::{Projection, ProjectionError, ViewTx};
 pub use projector::{Projector, ProjectorCounts};
 pub use views::ViewStore;
 
+/// What a failed view read returns (the gateway names it without depending on sqlx).
+pub type ReadError = sqlx::Error;
+
 /// Creates the view tables if needed (see [`schema::sql::migrate`]).
 pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
     schema::sql::migrate(pool, sqlx::migrate!("./migrations"), "_read_side_migrations").await
