@@ -21,6 +21,9 @@ pub use projection::{Projection, ProjectionError, ViewTx};
 pub use projector::{Projector, ProjectorCounts};
 pub use views::ViewStore;
 
+/// What a failed view read returns (the gateway names it without depending on sqlx).
+pub type ReadError = sqlx::Error;
+
 /// Creates the view tables if needed, under the side's migration lease (see
 /// [`schema::migration`]); `migrations/postgres` serves PostgreSQL and
 /// CockroachDB, `migrations/sqlite` the embedded mode.

@@ -162,6 +162,9 @@ impl Notifier for NatsNotifier {
 impl NatsNotifier {
     async fn changes(&self, subject: String) -> Result<BoxStream<'static, ViewChange>, PortError> {
         let subscriber = self.client.subscribe(subject).await.map_err(PortError::backend)?;
+        // One round trip: the server has the subscription before anything is
+        // read, so "from now on" holds (a cache trusts it).
+        self.client.flush().await.map_err(PortError::backend)?;
         Ok(subscriber
             .filter_map(|message| futures::future::ready(serde_json::from_slice(&message.payload).ok()))
             .boxed())

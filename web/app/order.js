@@ -31,7 +31,7 @@ export function orderDetail(id) {
     const facts = [
       ['Status', statusBadge(order.status)],
       ['Customer', order.customer ? `${order.customer.name} <${order.customer.email}>` : order.customerId],
-      ['Total', formatCents(order.totalCents)],
+      ['Total', order.totalCents === null ? h('span', { class: 'muted' }, 'not priced yet') : formatCents(order.totalCents)],
       ['Stock', order.stockStatus],
       ['Payment', order.paymentStatus],
       ['Placed', h('time', { datetime: order.placedAt }, formatTime(order.placedAt))],

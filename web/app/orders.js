@@ -73,7 +73,7 @@ export function recentOrders({ onChange = () => {} } = {}) {
           },
           h('td', {}, h('a', { href: `#/orders/${order.id}`, title: order.id }, h('code', {}, shortId(order.id)))),
           h('td', {}, order.customer?.name ?? h('span', { class: 'muted', title: order.customerId }, 'unknown customer')),
-          h('td', { class: 'num' }, order.totalCents ? formatCents(order.totalCents) : h('span', { class: 'muted' }, '—')),
+          h('td', { class: 'num' }, order.totalCents === null ? h('span', { class: 'muted' }, '—') : formatCents(order.totalCents)),
           h('td', {}, statusBadge(order.status)),
           h('td', {}, h('time', { datetime: order.placedAt }, formatTime(order.placedAt))),
         ),

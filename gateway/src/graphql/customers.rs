@@ -11,7 +11,7 @@ use schema::envelope::derived_id;
 use super::Services;
 use super::commands::{CommandError, CommandStatus, Consistency, await_view, caller, command_id, send};
 use super::errors::{coded, internal, parse_id};
-use super::orders::{Order, order_connection};
+use super::orders::{OrderConnection, order_connection};
 use super::pagination::{connection_complexity, decode_time_cursor, encode_time_cursor, page_size};
 
 /// A registered customer, as the `customers` view has it.
@@ -54,8 +54,8 @@ impl Customer {
         ctx: &Context<'_>,
         first: Option<i32>,
         after: Option<String>,
-    ) -> Result<Connection<String, Order, EmptyFields, EmptyFields>, Error> {
-        let filter = OrderFilter { status: None, customer_id: Some(self.0.customer_id.clone()) };
+    ) -> Result<OrderConnection, Error> {
+        let filter = OrderFilter { customer_id: Some(self.0.customer_id.clone()), ..OrderFilter::default() };
         order_connection(ctx, filter, first, after).await
     }
 }

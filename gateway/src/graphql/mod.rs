@@ -26,7 +26,7 @@ use crate::limits::{EdgeLimits, QueryLimits};
 
 use customers::{CustomerMutation, CustomerQuery};
 use loaders::{CustomerLoader, ProductLoader, TimelineLoader};
-use orders::{OrderMutation, OrderQuery, OrderSubscription};
+use orders::{LiveOrders, OrderCache, OrderMutation, OrderQuery, OrderSubscription};
 use products::{ProductMutation, ProductQuery};
 
 #[derive(MergedObject, Default)]
@@ -48,6 +48,11 @@ pub struct Services {
     pub customers: CustomerRepository,
     pub products: ProductRepository,
     pub notifier: Arc<dyn Notifier>,
+    /// The rows and pages `order` and `orders` answered, until they change.
+    pub order_cache: OrderCache,
+    /// The orders `orderUpdated` follows, each watched and read once for
+    /// all of its subscribers.
+    pub live_orders: LiveOrders,
     /// How long a mutation waits for the write side's decision before PENDING.
     pub mutation_wait: Duration,
     /// Ends subscriptions when the server shuts down.
@@ -65,9 +70,17 @@ impl Services {
         mutation_wait: Duration,
         shutdown: CancellationToken,
     ) -> Self {
+        let orders = OrderRepository::new(views.clone());
+        let order_cache = OrderCache::new(orders.clone());
+        // Without a runtime (never in a server) the cache keeps nothing.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(order_cache.clone().listen(notifier.clone(), shutdown.clone()));
+        }
         Self {
             bus,
-            orders: OrderRepository::new(views.clone()),
+            live_orders: LiveOrders::new(notifier.clone(), order_cache.clone()),
+            order_cache,
+            orders,
             customers: CustomerRepository::new(views.clone()),
             products: ProductRepository::new(views),
             notifier,

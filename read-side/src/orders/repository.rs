@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 
 use crate::views::{Bind, ViewStore};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OrderStatus {
     Pending,
     Confirmed,
@@ -97,10 +97,55 @@ pub struct OrderCursor {
     pub order_id: String,
 }
 
-#[derive(Debug, Clone, Default)]
+/// Which orders a list holds, and in which order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct OrderFilter {
-    pub status: Option<OrderStatus>,
+    /// Orders with any of these statuses; empty: every status.
+    pub statuses: Vec<OrderStatus>,
     pub customer_id: Option<String>,
+    /// Placed at or after this time (microseconds).
+    pub placed_from_micros: Option<i64>,
+    /// Placed before this time (microseconds).
+    pub placed_before_micros: Option<i64>,
+    /// Oldest first instead of newest first (cursors then move forward in time).
+    pub oldest_first: bool,
+}
+
+impl OrderFilter {
+    /// The WHERE clauses (joined by AND; empty: none) of the filter and an
+    /// optional cursor, binding their values in order. Every fragment is a
+    /// literal; only values are bound.
+    fn clauses(&self, after: Option<&OrderCursor>, binds: &mut Vec<Bind>) -> Vec<String> {
+        let mut bind = |value: Bind| {
+            binds.push(value);
+            format!("${}", binds.len())
+        };
+        let mut clauses = Vec::new();
+        if !self.statuses.is_empty() {
+            let list: Vec<String> =
+                self.statuses.iter().map(|status| bind(Bind::Text(status.as_str().to_string()))).collect();
+            clauses.push(format!("status IN ({})", list.join(", ")));
+        }
+        if let Some(customer_id) = &self.customer_id {
+            clauses.push(format!("customer_id = {}", bind(Bind::Text(customer_id.clone()))));
+        }
+        if let Some(from) = self.placed_from_micros {
+            clauses.push(format!("placed_at >= {}", bind(Bind::Int(from))));
+        }
+        if let Some(before) = self.placed_before_micros {
+            clauses.push(format!("placed_at < {}", bind(Bind::Int(before))));
+        }
+        if let Some(cursor) = after {
+            let (at, id) = (bind(Bind::Int(cursor.placed_at_micros)), bind(Bind::Text(cursor.order_id.clone())));
+            let past = if self.oldest_first { ">" } else { "<" };
+            clauses.push(format!("(placed_at, order_id) {past} ({at}, {id})"));
+        }
+        clauses
+    }
+}
+
+fn where_clause(clauses: &[String]) -> String {
+    if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) }
 }
 
 #[derive(Clone)]
@@ -122,50 +167,33 @@ impl OrderRepository {
         row.as_ref().map(order_from_row).transpose()
     }
 
-    /// Up to `limit` orders, newest first, strictly after `after`.
+    /// Up to `limit` orders of `filter`, in its order, strictly after `after`.
     pub async fn list(
         &self,
         filter: &OrderFilter,
         after: Option<&OrderCursor>,
         limit: u32,
     ) -> Result<Vec<OrderView>, sqlx::Error> {
-        // Every fragment below is a literal; only values are bound, in this order.
-        let mut clauses = Vec::new();
-        let mut placeholder = 0;
-        let mut next = || {
-            placeholder += 1;
-            placeholder
-        };
-        if filter.status.is_some() {
-            clauses.push(format!("status = ${}", next()));
-        }
-        if filter.customer_id.is_some() {
-            clauses.push(format!("customer_id = ${}", next()));
-        }
-        if after.is_some() {
-            clauses.push(format!("(placed_at, order_id) < (${}, ${})", next(), next()));
-        }
-        let mut sql = format!("SELECT {COLUMNS} FROM orders");
-        if !clauses.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&clauses.join(" AND "));
-        }
-        sql.push_str(&format!(" ORDER BY placed_at DESC, order_id DESC LIMIT ${}", next()));
-
         let mut binds = Vec::new();
-        if let Some(status) = filter.status {
-            binds.push(Bind::Text(status.as_str().to_string()));
-        }
-        if let Some(customer_id) = &filter.customer_id {
-            binds.push(Bind::Text(customer_id.clone()));
-        }
-        if let Some(cursor) = after {
-            binds.push(Bind::Int(cursor.placed_at_micros));
-            binds.push(Bind::Text(cursor.order_id.clone()));
-        }
+        let clauses = filter.clauses(after, &mut binds);
+        let direction = if filter.oldest_first { "ASC" } else { "DESC" };
         binds.push(Bind::Int(i64::from(limit)));
+        let sql = format!(
+            "SELECT {COLUMNS} FROM orders{} ORDER BY placed_at {direction}, order_id {direction} LIMIT ${}",
+            where_clause(&clauses),
+            binds.len()
+        );
         let rows = self.views.fetch_all(sql, binds).await?;
         rows.iter().map(order_from_row).collect()
+    }
+
+    /// How many orders `filter` holds (its order aside): one statement.
+    pub async fn count(&self, filter: &OrderFilter) -> Result<i64, sqlx::Error> {
+        let mut binds = Vec::new();
+        let clauses = filter.clauses(None, &mut binds);
+        let sql = format!("SELECT count(*) AS total FROM orders{}", where_clause(&clauses));
+        let row = self.views.fetch_optional(sql, binds).await?;
+        row.map_or(Ok(0), |row| row.try_get::<i64, _>("total"))
     }
 
     /// The timelines of several orders, oldest entry first, in one statement.

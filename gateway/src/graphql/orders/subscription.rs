@@ -2,15 +2,18 @@
 //! `ordersUpdated`: every order as it is placed or changes (the live list).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_graphql::{Context, Error, ID, Subscription};
 use futures::stream::{self, BoxStream, StreamExt};
 use read_side::orders::{self as view, OrderFilter, OrderView};
+use tokio_stream::wrappers::WatchStream;
 
 use crate::graphql::Services;
 use crate::graphql::commands::caller;
 use crate::graphql::errors::{coded, internal, parse_id, unavailable};
 
+use super::live::Reading;
 use super::types::Order;
 
 #[derive(Default)]
@@ -30,41 +33,32 @@ impl OrderSubscription {
         let caller = caller(ctx)?.clone();
         caller.require_known("follow orders")?;
         let services = ctx.data::<Services>()?.clone();
-        // Watch before the first read, so no change falls between the two.
-        // A customer watches the order only as its own: another customer's
-        // order is never read again.
-        let changes = match caller.customer_scope("follow orders")? {
-            Some(me) => services.notifier.watch_scope(view::VIEW, &me, Some(&id)).await,
-            None => services.notifier.watch(view::VIEW, &id).await,
-        }
-        .map_err(unavailable)?;
-        let shutdown = services.shutdown.clone();
-        let reads = stream::once(futures::future::ready(())).chain(changes.map(|_| ()));
-        let updates = reads
-            .then(move |()| {
-                let repository = services.orders.clone();
-                let id = id.clone();
-                async move { repository.get(&id).await }
-            })
-            .scan(None::<OrderView>, move |last, read| {
-                let item = match read {
+        // One watch and one read per change for every subscriber of the
+        // order (see `live.rs`). A customer follows the order only as its
+        // own: another customer's order is never read again.
+        let scope = caller.customer_scope("follow orders")?;
+        let readings = services.live_orders.follow(&id, scope.as_deref()).await.map_err(unavailable)?;
+        let updates = WatchStream::new(readings)
+            .scan(None::<Arc<OrderView>>, move |last, reading| {
+                let item = match reading {
                     // Only the caller's rows, and only those that changed:
-                    // notifications may repeat or arrive late.
-                    Ok(Some(order))
+                    // readings may repeat, or be skipped for newer ones.
+                    Reading::Row(Some(order))
                         if caller.may_see_orders_of(&order.customer_id)
-                            && last.as_ref() != Some(&order)
-                            && is_newer(last.as_ref(), &order) =>
+                            && last.as_deref() != Some(&*order)
+                            && is_newer(last.as_deref(), &order) =>
                     {
-                        *last = Some(order.clone());
-                        Some(Ok(Order::single(order)))
+                        let item = Order::single(OrderView::clone(&order));
+                        *last = Some(order);
+                        Some(Ok(item))
                     }
-                    Ok(_) => None,
-                    Err(error) => Some(Err(internal(error))),
+                    Reading::Failed(error) => Some(Err(internal(error))),
+                    Reading::Unread | Reading::Row(_) => None,
                 };
                 futures::future::ready(Some(item))
             })
             .filter_map(futures::future::ready)
-            .take_until(shutdown.cancelled_owned());
+            .take_until(services.shutdown.clone().cancelled_owned());
         Ok(updates.boxed())
     }
 
@@ -97,7 +91,7 @@ impl OrderSubscription {
                 async move {
                     if change.id.is_empty() {
                         // Missed some changes: the newest page covers what a live list shows.
-                        let filter = OrderFilter { status: None, customer_id: customer };
+                        let filter = OrderFilter { customer_id: customer, ..OrderFilter::default() };
                         return repository.list(&filter, None, LAG_REREAD).await;
                     }
                     let order = repository.get(&change.id).await?;

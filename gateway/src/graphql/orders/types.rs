@@ -97,9 +97,11 @@ impl Order {
     async fn items(&self) -> Vec<OrderLine> {
         self.0.items.iter().cloned().map(|line| OrderLine(line, self.1.clone())).collect()
     }
-    /// The catalog total of the reserved lines (final once CONFIRMED).
-    async fn total_cents(&self) -> i64 {
-        self.0.total_cents
+    /// The catalog total, once the catalog has priced every line (null
+    /// until then: a PENDING order's total is not known yet, not zero).
+    /// Final once CONFIRMED.
+    async fn total_cents(&self) -> Option<i64> {
+        self.0.items.iter().all(|line| line.unit_price_cents.is_some()).then_some(self.0.total_cents)
     }
     /// Why the order was cancelled, once it is.
     async fn cancel_reason(&self) -> Option<&str> {

@@ -1,0 +1,131 @@
+// Subscription scale (issue 15), not a test: SOCKETS graphql-transport-ws
+// connections with PER_SOCKET `orderUpdated` subscriptions each, PER_ORDER
+// subscribers per order (on different sockets), against a running gateway
+// whose orders are CONFIRMED. Prints: the time until every subscription had
+// its first value, the gateway's RSS before and after (PID), then SHIPS
+// `shipOrder`s per second for SHIP_SECONDS and the push latency (ship sent →
+// SHIPPED received) over every subscriber, p50/p99.
+//   node --experimental-websocket scripts/bench-subscriptions.mjs URL PID ORDER_ID...
+// (scripts/bench-subscriptions runs it.)
+
+const [url, pid, ...orders] = process.argv.slice(2);
+const SOCKETS = Number(process.env.SOCKETS ?? 2500);
+const PER_SOCKET = Number(process.env.PER_SOCKET ?? 20);
+const PER_ORDER = Number(process.env.PER_ORDER ?? 20);
+const SHIPS = Number(process.env.SHIPS ?? 100);
+const SHIP_SECONDS = Number(process.env.SHIP_SECONDS ?? 10);
+const WAIT_MS = Number(process.env.WAIT_MS ?? 120_000);
+import { readFileSync } from 'node:fs';
+
+const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
+const total = SOCKETS * PER_SOCKET;
+const needed = Math.ceil(total / PER_ORDER);
+if (orders.length < needed) throw new Error(`need ${needed} orders, got ${orders.length}`);
+const quantile = (values, q) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+};
+const query = 'subscription($id: ID!) { orderUpdated(id: $id) { id status version } }';
+
+const firstSeen = new Set();
+const shippedAt = new Map(); // order -> ms the ship was sent
+const latencies = [];
+const shipped = new Set(); // subscription ids that saw SHIPPED
+let firstDone;
+const allFirst = new Promise((resolve) => (firstDone = resolve));
+const errors = [];
+
+const before = rss();
+const started = performance.now();
+const sockets = [];
+function open(s) {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url.replace(/^http/, 'ws') + '/graphql', 'graphql-transport-ws');
+    socket.onopen = () => socket.send(JSON.stringify({ type: 'connection_init', payload: {} }));
+    socket.onerror = (event) => reject(new Error(`socket ${s}: ${event.message ?? 'error'}`));
+    socket.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.type === 'connection_ack') {
+        for (let j = 0; j < PER_SOCKET; j += 1) {
+          // Subscriber j of socket s follows an order shared with PER_ORDER - 1 other sockets.
+          const n = s * PER_SOCKET + j;
+          const order = orders[Math.floor((j * SOCKETS + s) / PER_ORDER) % needed];
+          socket.send(JSON.stringify({ id: `${n}`, type: 'subscribe', payload: { query, variables: { id: order } } }));
+        }
+        resolve(socket);
+      } else if (message.type === 'next') {
+        const order = message.payload?.data?.orderUpdated;
+        if (!order) {
+          errors.push(JSON.stringify(message.payload));
+          return;
+        }
+        if (!firstSeen.has(message.id)) {
+          firstSeen.add(message.id);
+          if (firstSeen.size === total) firstDone();
+        }
+        // The first SHIPPED per subscription (capture and stock steps follow as newer versions).
+        if (order.status === 'SHIPPED' && shippedAt.has(order.id) && !shipped.has(message.id)) {
+          shipped.add(message.id);
+          latencies.push(performance.now() - shippedAt.get(order.id));
+        }
+      } else if (message.type === 'ping') {
+        socket.send(JSON.stringify({ type: 'pong' }));
+      } else if (message.type === 'error') {
+        errors.push(JSON.stringify(message.payload));
+      }
+    };
+  });
+}
+for (let s = 0; s < SOCKETS; s += 1) {
+  sockets.push(await open(s));
+}
+const timeout = setTimeout(() => firstDone(), WAIT_MS);
+await allFirst;
+clearTimeout(timeout);
+const firstMs = performance.now() - started;
+// Let the gateway settle before reading its memory.
+await new Promise((resolve) => setTimeout(resolve, 2000));
+const after = rss();
+console.log(
+  `subscriptions=${total} sockets=${SOCKETS} orders=${needed} first_values=${firstSeen.size} first_s=${(firstMs / 1000).toFixed(1)} ` +
+    `rss_before_mib=${before.toFixed(0)} rss_after_mib=${after.toFixed(0)} kib_per_subscription=${(((after - before) * 1024) / total).toFixed(1)} errors=${errors.length}`,
+);
+if (errors.length) console.log(`first error: ${errors[0]}`);
+
+// Ships, open loop: SHIPS per second, each order once.
+const ship = 'mutation($id: ID!) { shipOrder(input: { orderId: $id }) { status } }';
+const toShip = orders.slice(0, Math.min(needed, SHIPS * SHIP_SECONDS));
+let failedShips = 0;
+const shipping = [];
+const shipStarted = performance.now();
+for (let k = 0; k < toShip.length; k += 1) {
+  const due = shipStarted + (k * 1000) / SHIPS;
+  const wait = due - performance.now();
+  if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+  shippedAt.set(toShip[k], performance.now());
+  shipping.push(
+    fetch(`${url}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: ship, variables: { id: toShip[k] } }),
+    })
+      .then((response) => response.json())
+      .then((body) => {
+        if (body?.data?.shipOrder?.status !== 'ACCEPTED') failedShips += 1;
+      })
+      .catch(() => (failedShips += 1)),
+  );
+}
+await Promise.all(shipping);
+const expected = toShip.length * PER_ORDER;
+const deadline = performance.now() + 30_000;
+while (latencies.length < expected && performance.now() < deadline) {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+}
+console.log(
+  `ships=${toShip.length} ships_per_s=${SHIPS} failed_ships=${failedShips} pushes=${latencies.length}/${expected} ` +
+    `push_p50_ms=${quantile(latencies, 0.5)?.toFixed(0)} push_p99_ms=${quantile(latencies, 0.99)?.toFixed(0)} ` +
+    `push_max_ms=${Math.max(...latencies).toFixed(0)} rss_end_mib=${rss().toFixed(0)}`,
+);
+for (const socket of sockets) socket.close();
+process.exit(0);
