@@ -25,6 +25,8 @@ use crate::server::supervise;
 /// A started embedded system.
 pub struct Embedded {
     pub address: SocketAddr,
+    /// Where `/metrics` is served, with `--metrics-listen`.
+    pub metrics_address: Option<SocketAddr>,
     pub store: SqlEventStore,
     pub views: ViewStore,
     /// The gateway's admission limits and backlog readings.
@@ -63,6 +65,11 @@ impl Embedded {
 
         let views = ViewStore::new(views_pool.clone());
         let mut projectors = 0;
+        let mut samplers = vec![
+            crate::metrics::pool("events", events_pool.clone()),
+            crate::metrics::pool("views", views_pool.clone()),
+            crate::metrics::in_process_feed(hub.clone()),
+        ];
         for projection in projections() {
             let projector = Projector::new(views_pool.clone(), projection, log.clone(), notifier.clone())
                 .with_batch(common.projector_batch)
@@ -72,6 +79,7 @@ impl Embedded {
             if !projector.is_built().await.context("reading the views failed")? {
                 projector.catch_up().await.context("building the views failed")?;
             }
+            samplers.push(crate::metrics::projector(projector.clone()));
             let (feed, stop) = (feed.clone(), shutdown.clone());
             tasks.spawn(async move {
                 projector.run(feed, false, stop).await;
@@ -101,6 +109,7 @@ impl Embedded {
             common.domain.saga(),
         )
         .context("cannot start the order saga")?;
+        samplers.push(crate::metrics::write_side(store.clone(), Some(saga.clone())));
         let bus = Arc::new(InProcessCommandBus::new(handler, 1024));
         let stop = shutdown.clone();
         tasks.spawn(async move {
@@ -114,6 +123,7 @@ impl Embedded {
             .await
             .with_context(|| format!("cannot open the event store in {}", data_dir.display()))?;
         let backlog: Arc<dyn Backlog> = Arc::new(SqlBacklog::new(backlog_pool));
+        let backlog_for_metrics = backlog.clone();
         let admission = Admission::start(common.admission(), Some(backlog), shutdown.clone());
         let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone())
             .with_admission(admission.clone());
@@ -123,7 +133,9 @@ impl Embedded {
             .with_context(|| format!("cannot listen on {}", common.listen))?;
         let address = gateway.local_addr()?;
         tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-        Ok(Self { address, store, views, admission, tasks, shutdown })
+        samplers.push(crate::metrics::sagas(backlog_for_metrics));
+        let metrics_address = crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
+        Ok(Self { address, metrics_address, store, views, admission, tasks, shutdown })
     }
 
     /// Runs until the shutdown token is cancelled or a component fails.

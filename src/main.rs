@@ -2,12 +2,12 @@
 
 use clap::Parser;
 use conveyor::config::{Cli, Command, Common, TokenArgs, TokenRole};
-use conveyor::{bench, embedded, server, shutdown, telemetry};
+use conveyor::{bench, embedded, migrate, projection, server, shutdown, telemetry};
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    telemetry::init();
+    telemetry::init_with(cli.common.log_format);
     let common = &cli.common;
     let result = match cli.command.unwrap_or(Command::Embedded) {
         Command::Embedded => embedded::run(common, shutdown::on_signal()).await,
@@ -21,6 +21,8 @@ async fn main() {
             Ok(())
         }
         Command::Token(args) => token(common, &args),
+        Command::Migrate(args) => migrate::run(&args).await,
+        Command::Projection(args) => projection::run(&args, &common.data_dir).await,
         Command::Dlq(args) => conveyor::dlq::run(common, &args).await,
     };
     if let Err(error) = result {

@@ -23,6 +23,8 @@ use write_side::{
     CommandHandler, OutboxRelay, RelaySettings, SagaRunner, SqlBacklog, SqlEventStore, StepRoute, lane_settings_for,
 };
 
+use schema::metrics::Sampler;
+
 use crate::config::{Common, Server, WriteSideArgs};
 
 /// Connections shared by the sides in one process.
@@ -156,8 +158,13 @@ pub async fn start_write_side(
     consumer: ConsumerSettings,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Sampler>> {
     let js = jetstream::new(infra.client.clone());
+    let mut samplers = vec![crate::metrics::pool("write", infra.pool.clone())];
+    for aggregate in aggregates {
+        let consumer = format!("write_side_{aggregate}");
+        samplers.push(crate::metrics::consumer(js.clone(), &infra.ns, "COMMANDS", consumer));
+    }
     ensure_commands_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the commands stream")?;
     ensure_events_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the events stream")?;
     let outcomes =
@@ -179,11 +186,16 @@ pub async fn start_write_side(
         };
         let saga =
             SagaRunner::new(store.clone(), route, common.domain.saga()).context("cannot start the order saga")?;
+        samplers.push(crate::metrics::sagas(Arc::new(SqlBacklog::new(infra.pool.clone()))));
+        samplers.push(crate::metrics::write_side(store.clone(), Some(saga.clone())));
         let stop = shutdown.clone();
         tasks.spawn(async move {
             saga.run(stop).await;
             Ok(())
         });
+    }
+    if !aggregates.contains(&schema::order::AGGREGATE) {
+        samplers.push(crate::metrics::write_side(store.clone(), None));
     }
     let relay = OutboxRelay::new(store, publisher, RelaySettings::default());
     let stop = shutdown.clone();
@@ -201,7 +213,7 @@ pub async fn start_write_side(
                 .map_err(|error| anyhow::anyhow!("{aggregate} command consumer failed: {error}"))
         });
     }
-    Ok(())
+    Ok(samplers)
 }
 
 /// Starts one projector per view, each with its workers.
@@ -210,7 +222,7 @@ pub async fn start_read_side(
     common: &Common,
     tasks: &mut JoinSet<anyhow::Result<()>>,
     shutdown: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<Sampler>> {
     read_side::migrate(&infra.read_pool).await.context("view migration failed")?;
     // Projectors read missing events from the store, which may not exist yet.
     infra.event_log().migrate().await.context("event store migration failed")?;
@@ -224,17 +236,21 @@ pub async fn start_read_side(
     );
     let log: Arc<dyn EventLog> = Arc::new(infra.event_log());
     let notifier: Arc<dyn Notifier> = Arc::new(NatsNotifier::new(infra.read_client.clone(), infra.ns.clone()));
+    let mut samplers = vec![crate::metrics::pool("read", infra.read_pool.clone())];
     for projection in projections() {
         let projector = Projector::new(infra.read_pool.clone(), projection, log.clone(), notifier.clone())
             .with_batch(common.projector_batch)
             .with_workers(common.projector_workers);
+        let consumer = format!("projector_{}", projector.name());
+        samplers.push(crate::metrics::consumer(js.clone(), &infra.ns, "EVENTS", consumer));
+        samplers.push(crate::metrics::projector(projector.clone()));
         let (feed, stop) = (feed.clone(), shutdown.clone());
         tasks.spawn(async move {
             projector.run(feed, false, stop).await;
             Ok(())
         });
     }
-    Ok(())
+    Ok(samplers)
 }
 
 /// A bound gateway, with the handles tests read.
@@ -298,6 +314,8 @@ pub async fn run_gateway(common: &Common, server: &Server, shutdown: Cancellatio
     let infra = Infra::connect(common, server, GATEWAY_ROLE, Sides::One).await?;
     let mut tasks = JoinSet::new();
     let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?.address;
+    let samplers = vec![crate::metrics::pool("gateway", infra.gateway_pool.clone())];
+    crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "gateway serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
     finish(infra, tasks, shutdown).await
 }
@@ -311,7 +329,8 @@ pub async fn run_write_side(common: &Common, args: &WriteSideArgs, shutdown: Can
     };
     let mut tasks = JoinSet::new();
     let consumer = ConsumerSettings { concurrency: args.concurrency, ack_wait: args.ack_wait, ..Default::default() };
-    start_write_side(&infra, common, &aggregates, consumer, &mut tasks, &shutdown).await?;
+    let samplers = start_write_side(&infra, common, &aggregates, consumer, &mut tasks, &shutdown).await?;
+    crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, ?aggregates, "write side running");
     finish(infra, tasks, shutdown).await
 }
@@ -319,7 +338,8 @@ pub async fn run_write_side(common: &Common, args: &WriteSideArgs, shutdown: Can
 pub async fn run_read_side(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "read-side", Sides::One).await?;
     let mut tasks = JoinSet::new();
-    start_read_side(&infra, common, &mut tasks, &shutdown).await?;
+    let samplers = start_read_side(&infra, common, &mut tasks, &shutdown).await?;
+    crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "read side running");
     finish(infra, tasks, shutdown).await
 }
@@ -327,10 +347,13 @@ pub async fn run_read_side(common: &Common, server: &Server, shutdown: Cancellat
 pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, "all", Sides::All).await?;
     let mut tasks = JoinSet::new();
-    start_write_side(&infra, common, write_side::AGGREGATES, ConsumerSettings::default(), &mut tasks, &shutdown)
-        .await?;
-    start_read_side(&infra, common, &mut tasks, &shutdown).await?;
+    let mut samplers =
+        start_write_side(&infra, common, write_side::AGGREGATES, ConsumerSettings::default(), &mut tasks, &shutdown)
+            .await?;
+    samplers.extend(start_read_side(&infra, common, &mut tasks, &shutdown).await?);
     let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?.address;
+    samplers.push(crate::metrics::pool("gateway", infra.gateway_pool.clone()));
+    crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
     finish(infra, tasks, shutdown).await
 }

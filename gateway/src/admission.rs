@@ -140,6 +140,7 @@ impl Admission {
             Some(slots) => {
                 slots.clone().try_acquire_owned().map(|permit| CommandPermit { _slot: Some(permit) }).map_err(|_| {
                     tracing::debug!("command refused: every in-flight slot is taken");
+                    schema::metrics::metrics().admission_refusals.get_or_create(&[("reason", "inflight".into())]).inc();
                     Refusal::InflightCommands
                 })
             }
@@ -152,6 +153,7 @@ impl Admission {
         let undecided = (*self.undecided_orders.borrow())?;
         (self.max_undecided_orders > 0 && undecided >= self.max_undecided_orders).then(|| {
             tracing::debug!(undecided, limit = self.max_undecided_orders, "order refused: backlog at its limit");
+            schema::metrics::metrics().admission_refusals.get_or_create(&[("reason", "backlog".into())]).inc();
             Refusal::UndecidedOrders
         })
     }

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod graphql;
 mod http;
 pub mod limits;
+mod metrics;
 mod over_http;
 pub mod rate_limit;
 mod ws;

@@ -120,6 +120,7 @@ enum Init {
 
 pub async fn serve(socket: WebSocket, connection: Connection) {
     let Connection { schema, auth, settings, shutdown, limiter, counts, ip, ip_slot } = connection;
+    let _open = ::schema::metrics::GaugeGuard::new(&::schema::metrics::metrics().websocket_connections);
     let (sink, mut incoming) = socket.split();
     let outgoing = Outgoing::start(sink, settings.send_queue, settings.send_timeout);
     let (input, input_stream) = mpsc::channel::<Vec<u8>>(64);

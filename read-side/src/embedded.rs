@@ -63,6 +63,18 @@ impl InProcessEventHub {
         subscribers.iter().filter(|subscriber| !subscriber.sender.is_closed()).count()
     }
 
+    /// Per consumer, the events sent to it and not yet taken (for metrics).
+    pub fn queued(&self) -> Vec<(String, usize)> {
+        let subscribers = self.subscribers.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        subscribers
+            .iter()
+            .map(|subscriber| {
+                let sender = &subscriber.sender;
+                (subscriber.consumer.clone(), sender.max_capacity().saturating_sub(sender.capacity()))
+            })
+            .collect()
+    }
+
     /// Every subscriber, gone or not: one that is gone (a projector that
     /// stopped) has not applied what it is sent, so a publish for it fails.
     fn subscribers(&self) -> Vec<(String, Vec<String>, mpsc::Sender<Delivery>)> {

@@ -24,9 +24,19 @@ pub use views::ViewStore;
 /// What a failed view read returns (the gateway names it without depending on sqlx).
 pub type ReadError = sqlx::Error;
 
-/// Creates the view tables if needed (see [`schema::sql::migrate`]).
+/// Creates the view tables if needed, under the side's migration lease (see
+/// [`schema::migration`]); `migrations/postgres` serves PostgreSQL and
+/// CockroachDB, `migrations/sqlite` the embedded mode.
 pub async fn migrate(pool: &AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
-    schema::sql::migrate(pool, sqlx::migrate!("./migrations"), "_read_side_migrations").await
+    schema::migration::migrate(
+        pool,
+        schema::migration::Migrations {
+            postgres: sqlx::migrate!("./migrations/postgres"),
+            sqlite: sqlx::migrate!("./migrations/sqlite"),
+            table: "_read_side_migrations",
+        },
+    )
+    .await
 }
 
 /// Every projection this build maintains.

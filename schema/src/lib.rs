@@ -10,13 +10,19 @@
 //! * [`ports`]: the small traits behind which embedded and server adapters sit.
 //! * [`dead_letters`] (feature `nats`): the kept dead letters (`<ns>_DLQ`).
 //! * [`nats`] / [`sql`] (features): stream definitions and the SQL transaction
-//!   rules (SERIALIZABLE, retry on 40001) that every side follows.
+//!   rules (SERIALIZABLE, retry on 40001) that every side follows, and
+//!   [`migration`]s under a lease row; [`metrics`] (feature): the process's
+//!   Prometheus metrics.
 
 pub mod codes;
 pub mod customer;
 #[cfg(feature = "nats")]
 pub mod dead_letters;
 pub mod envelope;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(feature = "sql")]
+pub mod migration;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "nats")]

@@ -90,8 +90,16 @@ pub async fn connect(url: &str, client_name: &str, auth: &NatsAuth) -> Result<as
             None => {}
         }
     }
-    let options = auth.options().await?;
-    Ok(options.name(client_name).connection_timeout(Duration::from_secs(5)).connect(url.as_str()).await?)
+    let options = auth.options().await?.name(client_name).connection_timeout(Duration::from_secs(5));
+    // One server, or a cluster's as a comma-separated list (any one that
+    // answers suffices; the client learns the others from the cluster).
+    let servers: Result<Vec<async_nats::ServerAddr>, _> =
+        url.split(',').map(str::trim).filter(|url| !url.is_empty()).map(str::parse).collect();
+    Ok(match servers {
+        Ok(servers) if !servers.is_empty() => options.connect(servers).await?,
+        // Not a list of addresses: the client says what is wrong with it.
+        _ => options.connect(url.as_str()).await?,
+    })
 }
 
 /// Credentials written into a server URL.

@@ -61,43 +61,35 @@ async fn open(url: &str, max_connections: u32, isolation: &'static str) -> Resul
         .await
 }
 
-/// Runs a side's migrations, tracked in its own table. Without sqlx's
-/// advisory lock (CockroachDB has none): every statement is idempotent, and
-/// processes that start together and collide on the catalog retry.
-pub async fn migrate(
-    pool: &AnyPool,
-    mut migrator: sqlx::migrate::Migrator,
-    table: &'static str,
-) -> Result<(), sqlx::migrate::MigrateError> {
-    migrator.set_locking(false);
-    migrator.dangerous_set_table_name(table);
-    let mut attempt = 0;
-    loop {
-        match migrator.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < 8 => {
-                attempt += 1;
-                tracing::debug!(%error, attempt, table, "migration collided with another process; retrying");
-                tokio::time::sleep(backoff(attempt + 3)).await;
-            }
-            Err(error) => return Err(error),
-        }
+/// Whether a failed transaction may succeed when run again from the start.
+///
+/// Besides conflicts this covers a lost connection and an ambiguous commit
+/// (CockroachDB's 40003: the commit may or may not have happened). Running
+/// such a transaction again is safe here because every write path checks
+/// what a committed first attempt would have left: an append finds its
+/// command's outcome or a taken stream version, a projector finds its
+/// checkpoint, a saga its version.
+pub fn is_retryable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.code().as_deref().is_some_and(is_retryable_code),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        _ => false,
     }
 }
 
-/// Whether a failed transaction may succeed when run again from the start.
-pub fn is_retryable(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => matches!(
-            db.code().as_deref(),
-            // PostgreSQL / CockroachDB: serialization failure, deadlock.
-            Some("40001") | Some("40P01")
-            // SQLite: BUSY, LOCKED, BUSY_SNAPSHOT.
-            | Some("5") | Some("6") | Some("517")
-        ),
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
-        _ => false,
-    }
+/// SQLSTATEs (and SQLite result codes) worth a retry.
+fn is_retryable_code(code: &str) -> bool {
+    matches!(
+        code,
+        // PostgreSQL / CockroachDB: serialization failure, deadlock,
+        // ambiguous commit (statement completion unknown).
+        "40001" | "40P01" | "40003"
+        // The server is shutting down, crashed or not yet accepting
+        // connections (a node of a cluster restarting).
+        | "57P01" | "57P02" | "57P03"
+        // SQLite: BUSY, LOCKED, BUSY_SNAPSHOT.
+        | "5" | "6" | "517"
+    ) || code.starts_with("08") // connection exceptions
 }
 
 /// Attempts before a retryable error is given up on and returned.
@@ -197,6 +189,18 @@ mod tests {
         assert_eq!(chunks, vec![&sizes[0..2], &sizes[2..3], &sizes[3..4], &sizes[4..6]]);
         assert!(chunks_by_size(&[] as &[usize], |size| *size).is_empty());
     }
+
+    #[test]
+    fn conflicts_ambiguous_commits_and_lost_connections_are_retried_and_mistakes_are_not() {
+        for code in ["40001", "40P01", "40003", "57P01", "57P02", "57P03", "08006", "08003", "08000", "5", "517"] {
+            assert!(is_retryable_code(code), "{code} is retried");
+        }
+        for code in ["23505", "42P01", "42701", "22P02", "57014"] {
+            assert!(!is_retryable_code(code), "{code} is not retried");
+        }
+        assert!(is_retryable(&sqlx::Error::PoolTimedOut));
+        assert!(!is_retryable(&sqlx::Error::RowNotFound));
+    }
 }
 
 #[cfg(test)]
@@ -219,5 +223,16 @@ mod isolation_tests {
         assert_eq!(isolation(&reader).await, "read committed");
         writer.close().await;
         reader.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_session_the_server_terminates_is_retried() {
+        let pool = connect(&database_url(), 1).await.expect("PostgreSQL is reachable at DATABASE_URL");
+        let error = sqlx::query("SELECT pg_terminate_backend(pg_backend_pid())")
+            .execute(&pool)
+            .await
+            .expect_err("the server ends its own session");
+        assert!(is_retryable(&error), "57P01 (admin shutdown) or a lost connection is retried: {error:?}");
+        pool.close().await;
     }
 }

@@ -41,8 +41,38 @@ pub enum Command {
     Schema,
     /// Prints a token signed with the configured --jwt-secret.
     Token(TokenArgs),
+    /// Applies the write side's and the read side's migrations, then exits.
+    Migrate(MigrateArgs),
+    /// Projection operations: `status` (positions and lag).
+    Projection(ProjectionArgs),
     /// The dead-letter stream: list, show, redrive or purge what it keeps.
     Dlq(DlqArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ProjectionArgs {
+    #[command(subcommand)]
+    pub command: ProjectionCommand,
+}
+
+#[derive(Debug, Subcommand, Clone)]
+pub enum ProjectionCommand {
+    /// Prints each projection's position and lag behind the event store.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct StatusArgs {
+    /// PostgreSQL or CockroachDB URL; without it, the embedded --data-dir.
+    #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct MigrateArgs {
+    /// PostgreSQL or CockroachDB URL (or sqlite://path for an embedded store).
+    #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true)]
+    pub database: String,
 }
 
 #[derive(Debug, Args, Clone)]
@@ -66,6 +96,13 @@ pub struct Common {
     #[arg(long, env = "CONVEYOR_PROJECTOR_WORKERS", default_value_t = read_side::projector::WORKERS,
           value_parser = TypedValueParser::map(clap::value_parser!(u16).range(1..=64), usize::from), global = true)]
     pub projector_workers: usize,
+    /// Serves Prometheus metrics at `GET /metrics` on this address (e.g.
+    /// 0.0.0.0:9090); off unless set.
+    #[arg(long, env = "CONVEYOR_METRICS_LISTEN", global = true)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log lines as text or as JSON objects (one per line).
+    #[arg(long, env = "CONVEYOR_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text, global = true)]
+    pub log_format: crate::telemetry::LogFormat,
     /// Embedded mode: where the SQLite event store and views live.
     #[arg(long, env = "CONVEYOR_DATA_DIR", default_value = "./conveyor-data", global = true)]
     pub data_dir: PathBuf,
@@ -187,7 +224,8 @@ pub enum TokenRole {
 
 #[derive(Debug, Args, Clone)]
 pub struct Server {
-    /// NATS server URL, e.g. nats://127.0.0.1:4222.
+    /// NATS server URL, e.g. nats://127.0.0.1:4222; a cluster's as a
+    /// comma-separated list (nats://a:4222,nats://b:4222,nats://c:4222).
     #[arg(long = "nats", env = "NATS_URL")]
     pub nats: String,
     /// PostgreSQL or CockroachDB URL, e.g. postgres://user@host:26257/conveyor.

@@ -161,6 +161,8 @@ impl Isolation {
     pub fn common(&self) -> Common {
         Common {
             listen: "127.0.0.1:0".parse().expect("valid address"),
+            metrics_listen: None,
+            log_format: conveyor::telemetry::LogFormat::Text,
             namespace: self.namespace.clone(),
             mutation_wait: Duration::from_secs(10),
             projector_batch: read_side::projector::BATCH,

@@ -77,7 +77,7 @@ impl Conveyor {
         rest[..end].parse().expect("a socket address")
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         self.log.lock().expect("log lock").join("\n")
     }
 

@@ -50,9 +50,7 @@ mod tests {
     #[tokio::test]
     async fn only_active_sagas_count_as_undecided_orders() {
         let pool = schema::sql::connect("sqlite::memory:", 1).await.expect("in-memory SQLite");
-        schema::sql::migrate(&pool, sqlx::migrate!("./migrations"), "_write_side_migrations")
-            .await
-            .expect("migrations");
+        crate::migrate(&pool).await.expect("migrations");
         let backlog = SqlBacklog::new(pool.clone());
         assert_eq!(backlog.undecided_orders().await.expect("count"), 0);
         for (id, active) in [("a", 1), ("b", 1), ("c", 0)] {

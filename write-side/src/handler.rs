@@ -99,6 +99,27 @@ impl CommandHandler {
         command: &CommandEnvelope,
         attachment: Option<Attachment>,
     ) -> Result<Decision, HandleError> {
+        let started = std::time::Instant::now();
+        let decided = self.decide_unmeasured(command, attachment).await;
+        let (outcome, type_name) = match &decided {
+            Ok(decision) if decision.outcome.status == OutcomeStatus::Accepted => {
+                ("accepted", command.type_name.as_str())
+            }
+            Ok(_) => ("rejected", command.type_name.as_str()),
+            // A poison message's type, chosen by whoever sent it, is not a
+            // label: one made-up name after another would each be a series.
+            Err(HandleError::Poison(_)) => ("poison", "unknown"),
+            Err(_) => ("error", command.type_name.as_str()),
+        };
+        schema::metrics::metrics().command(type_name, outcome, started.elapsed());
+        decided
+    }
+
+    async fn decide_unmeasured(
+        &self,
+        command: &CommandEnvelope,
+        attachment: Option<Attachment>,
+    ) -> Result<Decision, HandleError> {
         let store = &self.store;
         let decision = match command.aggregate_type.as_str() {
             Order::TYPE => store.execute_attached::<Order>(command, decode(command)?, attachment).await?,

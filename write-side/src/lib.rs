@@ -28,3 +28,19 @@ pub use handler::{AGGREGATES, CommandHandler};
 pub use outbox::{OutboxRelay, RelaySettings};
 pub use payment_provider::{PaymentProvider, SimulatedProvider};
 pub use saga::{SagaRunner, SagaSettings, StepRoute};
+
+/// Creates the write side's tables (events, outcomes, outbox, sagas) if
+/// needed, under the side's migration lease (see [`schema::migration`]);
+/// `migrations/postgres` serves PostgreSQL and CockroachDB,
+/// `migrations/sqlite` the embedded mode.
+pub async fn migrate(pool: &sqlx::AnyPool) -> Result<(), sqlx::migrate::MigrateError> {
+    schema::migration::migrate(
+        pool,
+        schema::migration::Migrations {
+            postgres: sqlx::migrate!("./migrations/postgres"),
+            sqlite: sqlx::migrate!("./migrations/sqlite"),
+            table: "_write_side_migrations",
+        },
+    )
+    .await
+}

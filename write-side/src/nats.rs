@@ -232,7 +232,10 @@ impl Context {
     async fn dead_letter(&self, message: jetstream::Message, reason: &str) -> bool {
         error!(reason, subject = %message.subject, "dead-lettering command");
         match schema::dead_letters::dead_letter(&self.js, &self.ns, "write-side", &message, reason).await {
-            Ok(()) => true,
+            Ok(()) => {
+                schema::metrics::metrics().dead_letter("write-side");
+                true
+            }
             Err(error) => {
                 warn!(%error, "dead letter not kept; redelivering");
                 settle(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;

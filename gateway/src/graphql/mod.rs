@@ -109,6 +109,8 @@ fn builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Subscription> 
         .limit_depth(limits.max_depth)
         .limit_complexity(limits.max_complexity)
         .limit_directives(MAX_DIRECTIVES)
+        // Outermost: it sees every answer, refusals by the limits included.
+        .extension(crate::metrics::GraphqlMetrics)
         .extension(ApolloPersistedQueries::new(LruCacheStorage::new(PERSISTED_QUERIES)))
         .extension(EdgeLimits(limits))
 }

@@ -106,6 +106,11 @@ impl Projector {
         self
     }
 
+    /// The projection's name.
+    pub fn name(&self) -> &'static str {
+        self.projection.name()
+    }
+
     /// What this projector (and its clones) cost the database so far.
     pub fn counts(&self) -> ProjectorCounts {
         self.counters.snapshot()
@@ -226,6 +231,13 @@ impl Projector {
         tx.commit().await?;
         Counters::add(&self.counters.commits, 1);
         Counters::add(&self.counters.events, count);
+        if count > 0 {
+            // How far behind the view is: the age of the oldest event this
+            // transaction brought in.
+            let oldest = events.iter().map(|event| event.timestamp).min().unwrap_or_else(chrono::Utc::now);
+            let age = (chrono::Utc::now() - oldest).to_std().unwrap_or_default();
+            schema::metrics::metrics().projected(name, count, age);
+        }
         Ok(results)
     }
 

@@ -272,8 +272,9 @@ impl Projector {
     pub(super) async fn dead_letter(&self, ack: Box<dyn Acknowledge>, reason: &str) {
         let source = format!("projector_{}", self.projection.name());
         warn!(projection = self.projection.name(), reason, "dead-lettering an event delivery");
-        if let Err(error) = ack.dead_letter(&source, reason).await {
-            warn!(%error, "dead-letter failed; the delivery comes back");
+        match ack.dead_letter(&source, reason).await {
+            Ok(()) => schema::metrics::metrics().dead_letter(&source),
+            Err(error) => warn!(%error, "dead-letter failed; the delivery comes back"),
         }
     }
 }

@@ -130,9 +130,9 @@ impl SqlEventStore {
         &self.pool
     }
 
-    /// Creates the tables if needed (see [`sql::migrate`]).
+    /// Creates the tables if needed (see [`schema::migration`]).
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        sql::migrate(&self.pool, sqlx::migrate!("./migrations"), "_write_side_migrations").await
+        crate::migrate(&self.pool).await
     }
 
     /// Decides a command against the current state of its aggregate, with

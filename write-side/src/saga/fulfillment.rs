@@ -35,6 +35,21 @@ pub enum Step {
 }
 
 impl Step {
+    /// The step's kind, for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::CheckCustomer => "check_customer",
+            Step::Reserve { .. } => "reserve",
+            Step::Authorize { .. } => "authorize",
+            Step::Confirm { .. } => "confirm",
+            Step::Release { .. } => "release",
+            Step::Refund => "refund",
+            Step::Reject { .. } => "reject",
+            Step::Capture => "capture",
+            Step::Commit { .. } => "commit",
+        }
+    }
+
     /// Unique per saga; with the order id, it derives the command id.
     pub fn key(&self) -> String {
         match self {

@@ -26,6 +26,24 @@ impl SagaRunner {
         step: &Step,
         ride: Option<Ride>,
     ) -> Result<(StepResult, Option<Ridden>), SagaError> {
+        let taken = self.take_step(saga, causes, step, ride).await;
+        let result = match &taken {
+            Ok((StepResult::Refused { .. }, _)) => "refused",
+            Ok((StepResult::NoAnswer, _)) => "no_answer",
+            Ok(_) => "done",
+            Err(_) => "error",
+        };
+        schema::metrics::metrics().saga_step(step.name(), result);
+        taken
+    }
+
+    async fn take_step(
+        &self,
+        saga: &Fulfillment,
+        causes: &Causes,
+        step: &Step,
+        ride: Option<Ride>,
+    ) -> Result<(StepResult, Option<Ridden>), SagaError> {
         let order_id = saga.order_id.clone();
         let (aggregate, aggregate_id, (type_name, payload)) = match step {
             Step::CheckCustomer => {

@@ -1,0 +1,2 @@
+-- no-transaction
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS rejection_reason TEXT;
