@@ -25,6 +25,8 @@ use crate::server::supervise;
 /// A started embedded system.
 pub struct Embedded {
     pub address: SocketAddr,
+    /// The gRPC API's address (docs/grpc.md).
+    pub grpc_address: Option<SocketAddr>,
     pub store: SqlEventStore,
     pub views: ViewStore,
     /// The gateway's admission limits and backlog readings.
@@ -116,14 +118,19 @@ impl Embedded {
         let backlog: Arc<dyn Backlog> = Arc::new(SqlBacklog::new(backlog_pool));
         let admission = Admission::start(common.admission(), Some(backlog), shutdown.clone());
         let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone())
-            .with_admission(admission.clone());
+            .with_admission(admission.clone())
+            // gRPC's EventStore reads the same SQLite store, on a reader connection of its own.
+            .with_event_log(Arc::new(SqlEventStore::new(schema::sql::connect(&events_url, 1).await.with_context(
+                || format!("cannot open the event store in {}", data_dir.display()),
+            )?)));
         let readiness: Vec<(&'static str, Arc<dyn Readiness>)> = vec![("database", Arc::new(views.clone()))];
         let gateway = Gateway::build(&common.http()?, services, readiness)
             .await
-            .with_context(|| format!("cannot listen on {}", common.listen))?;
+            .with_context(|| format!("cannot listen on {} (GraphQL) or {} (gRPC)", common.listen, common.grpc_listen))?;
         let address = gateway.local_addr()?;
+        let grpc_address = gateway.grpc_addr()?;
         tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-        Ok(Self { address, store, views, admission, tasks, shutdown })
+        Ok(Self { address, grpc_address, store, views, admission, tasks, shutdown })
     }
 
     /// Runs until the shutdown token is cancelled or a component fails.
@@ -141,6 +148,7 @@ pub async fn run(common: &Common, shutdown: CancellationToken) -> anyhow::Result
         embedded.address,
         data.display()
     );
+    crate::server::log_grpc(embedded.grpc_address);
     embedded.run_until_stopped().await
 }
 
