@@ -120,13 +120,15 @@ impl Embedded {
         let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone())
             .with_admission(admission.clone())
             // gRPC's EventStore reads the same SQLite store, on a reader connection of its own.
-            .with_event_log(Arc::new(SqlEventStore::new(schema::sql::connect(&events_url, 1).await.with_context(
-                || format!("cannot open the event store in {}", data_dir.display()),
-            )?)));
+            .with_event_log(Arc::new(SqlEventStore::new(
+                schema::sql::connect(&events_url, 1)
+                    .await
+                    .with_context(|| format!("cannot open the event store in {}", data_dir.display()))?,
+            )));
         let readiness: Vec<(&'static str, Arc<dyn Readiness>)> = vec![("database", Arc::new(views.clone()))];
-        let gateway = Gateway::build(&common.http()?, services, readiness)
-            .await
-            .with_context(|| format!("cannot listen on {} (GraphQL) or {} (gRPC)", common.listen, common.grpc_listen))?;
+        let gateway = Gateway::build(&common.http()?, services, readiness).await.with_context(|| {
+            format!("cannot listen on {} (GraphQL) or {} (gRPC)", common.listen, common.grpc_listen)
+        })?;
         let address = gateway.local_addr()?;
         let grpc_address = gateway.grpc_addr()?;
         tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });

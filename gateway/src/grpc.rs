@@ -72,9 +72,8 @@ impl GrpcServer {
                 .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         };
-        let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
-            .build_v1()
-            .map_err(std::io::Error::other)?;
+        let reflection_v1 =
+            reflection(tonic_reflection::server::Builder::configure()).build_v1().map_err(std::io::Error::other)?;
         let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
             .build_v1alpha()
             .map_err(std::io::Error::other)?;

@@ -11,6 +11,7 @@ mod customers;
 mod edge;
 mod feed;
 mod fuzz;
+mod grpc;
 mod http;
 mod limits;
 mod orders;

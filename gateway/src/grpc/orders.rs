@@ -120,7 +120,8 @@ impl Orders for OrdersApi {
     ) -> Result<Response<proto::ListOrdersResponse>, Status> {
         let caller = self.edge.caller(&request)?;
         let message = request.get_ref();
-        let first = if message.page_size == 0 { None } else { Some(i32::try_from(message.page_size).unwrap_or(i32::MAX)) };
+        let first =
+            if message.page_size == 0 { None } else { Some(i32::try_from(message.page_size).unwrap_or(i32::MAX)) };
         let status = proto::OrderStatus::try_from(message.status)
             .ok()
             .and_then(|status| status.as_str_name().strip_prefix("ORDER_STATUS_"))
