@@ -71,6 +71,8 @@ impl GrpcServer {
             builder
                 .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
         };
         let reflection_v1 =
             reflection(tonic_reflection::server::Builder::configure()).build_v1().map_err(std::io::Error::other)?;

@@ -25,6 +25,7 @@ crate::on_both_backends!(
     grpc_callers_need_a_token_and_keep_to_their_roles,
     watch_order_sends_the_current_view_then_each_change,
     health_follows_readiness_and_reflection_lists_the_services,
+    a_grpc_caller_past_its_rate_is_told_when_to_retry,
 );
 
 const SECRET: &str = "a-test-secret-of-32-bytes-length";
@@ -316,7 +317,14 @@ async fn health_follows_readiness_and_reflection_lists_the_services(backend: Bac
         panic!("not a service list");
     };
     let names: Vec<_> = list.service.into_iter().map(|service| service.name).collect();
-    for expected in ["conveyor.v1.Orders", "conveyor.v1.EventStore", "grpc.health.v1.Health"] {
+    let expected = [
+        "conveyor.v1.Orders",
+        "conveyor.v1.EventStore",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    for expected in expected {
         assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
     }
 
@@ -336,4 +344,23 @@ async fn health_follows_readiness_and_reflection_lists_the_services(backend: Bac
             if !files.file_descriptor_proto.is_empty()
     );
     assert!(found, "v1alpha finds the file that defines conveyor.v1.Orders");
+}
+
+async fn a_grpc_caller_past_its_rate_is_told_when_to_retry(backend: Backend) {
+    let app = TestApp::spawn_configured(Isolation::new(backend).await, |common| {
+        common.edge.rate_limit = 1;
+        common.edge.rate_limit_burst = 2;
+    })
+    .await;
+    let mut orders = OrdersClient::new(channel(&app).await);
+    let get = || GetOrderRequest { order_id: UNKNOWN.into() };
+    // The burst: two calls run (and find nothing).
+    for _ in 0..2 {
+        let answer = orders.get_order(get()).await.expect_err("no such order");
+        assert_eq!(answer.code(), Code::NotFound);
+    }
+    let limited = orders.get_order(get()).await.expect_err("past the rate");
+    assert_eq!((limited.code(), conveyor_code(&limited).as_str()), (Code::ResourceExhausted, "RATE_LIMITED"));
+    let retry = limited.get_error_details().retry_info().and_then(|retry| retry.retry_delay);
+    assert!(retry.is_some_and(|delay| delay >= Duration::from_secs(1)), "{limited:?}");
 }
