@@ -235,6 +235,10 @@ pub struct Domain {
     /// that is compensated (stock released, payment voided, order rejected).
     #[arg(long, env = "CONVEYOR_SAGA_TIMEOUT", default_value = "30s", value_parser = parse_duration, global = true)]
     pub saga_timeout: Duration,
+    /// Pause before retrying a step that got no answer: a quarter of it for
+    /// the first three misses, then doubling up to 30 s.
+    #[arg(long, env = "CONVEYOR_SAGA_RETRY_DELAY", default_value = "1s", value_parser = parse_duration, global = true)]
+    pub saga_retry_delay: Duration,
 }
 
 impl Domain {
@@ -249,6 +253,7 @@ impl Domain {
         write_side::SagaSettings {
             step_timeout: self.saga_step_timeout,
             saga_timeout: self.saga_timeout,
+            retry_delay: self.saga_retry_delay,
             ..Default::default()
         }
     }
@@ -261,6 +266,7 @@ impl Default for Domain {
             payment_latency: Duration::ZERO,
             saga_step_timeout: Duration::from_secs(5),
             saga_timeout: Duration::from_secs(30),
+            saga_retry_delay: Duration::from_secs(1),
         }
     }
 }

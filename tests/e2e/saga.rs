@@ -292,10 +292,13 @@ async fn fifty_orders_with_customers_products_and_timelines_take_a_constant_numb
 
 async fn a_flaky_payment_provider_is_retried_until_every_order_confirms_once(backend: Backend) {
     // Most authorizations fail outright; the saga retries (same command id)
-    // until the provider answers, and never authorizes twice.
+    // until the provider answers, and never authorizes twice. Retries start
+    // at 10 ms (a quarter of the delay), so even a run of a dozen failures
+    // in a row ends well within the wait.
     let domain = Domain {
         payment_failure_rate: 0.5,
         saga_step_timeout: std::time::Duration::from_millis(500),
+        saga_retry_delay: std::time::Duration::from_millis(40),
         ..Domain::default()
     };
     let app = TestApp::spawn_with(Isolation::new(backend).await, domain).await;

@@ -9,6 +9,7 @@
 
 mod group_commit;
 mod job;
+mod lane;
 mod publication;
 #[cfg(test)]
 mod retry_tests;
