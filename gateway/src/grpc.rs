@@ -43,6 +43,8 @@ pub(crate) struct GrpcParts {
     pub readiness: Arc<Vec<(&'static str, Arc<dyn Readiness>)>>,
     /// The event store, read-only; `None`: `EventStore` answers UNIMPLEMENTED.
     pub events: Option<Arc<dyn EventLog>>,
+    /// Largest request message accepted (RESOURCE_EXHAUSTED above): GraphQL's body limit.
+    pub max_message_bytes: usize,
     pub shutdown: CancellationToken,
 }
 
@@ -63,7 +65,7 @@ impl GrpcServer {
 
     /// Serves until shutdown; streams end then (their `take_until`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let GrpcParts { schema, auth, limiter, readiness, events, shutdown } = self.parts;
+        let GrpcParts { schema, auth, limiter, readiness, events, max_message_bytes, shutdown } = self.parts;
         let edge = edge::Edge { schema, auth, limiter };
         let (reporter, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(health::follow_readiness(reporter, readiness, shutdown.clone()));
@@ -79,8 +81,10 @@ impl GrpcServer {
         let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
             .build_v1alpha()
             .map_err(std::io::Error::other)?;
-        let orders = proto::orders_server::OrdersServer::new(orders::OrdersApi::new(edge.clone(), shutdown.clone()));
-        let event_store = proto::event_store_server::EventStoreServer::new(events::EventStoreApi { edge, events });
+        let orders = proto::orders_server::OrdersServer::new(orders::OrdersApi::new(edge.clone(), shutdown.clone()))
+            .max_decoding_message_size(max_message_bytes);
+        let event_store = proto::event_store_server::EventStoreServer::new(events::EventStoreApi { edge, events })
+            .max_decoding_message_size(max_message_bytes);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
         tonic::transport::Server::builder()
             .add_service(health_service)

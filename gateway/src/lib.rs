@@ -123,6 +123,7 @@ impl Gateway {
                         limiter: limiter.clone(),
                         readiness: readiness.clone(),
                         events,
+                        max_message_bytes: settings.max_body_bytes,
                         shutdown: shutdown.clone(),
                     },
                 )

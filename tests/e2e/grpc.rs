@@ -154,6 +154,9 @@ async fn orders_are_placed_read_listed_shipped_and_cancelled_over_grpc(backend: 
     assert_eq!((missing.code(), conveyor_code(&missing).as_str()), (Code::NotFound, "ORDER_NOT_FOUND"));
     let invalid = orders.get_order(GetOrderRequest { order_id: "not-an-id".into() }).await.expect_err("invalid");
     assert_eq!((invalid.code(), conveyor_code(&invalid).as_str()), (Code::InvalidArgument, "INVALID_ID"));
+    let huge = PlaceOrderRequest { idempotency_key: "k".repeat(2 * 1024 * 1024), ..place(&customer, "") };
+    let huge = orders.place_order(huge).await.expect_err("larger than a GraphQL body may be");
+    assert_eq!(huge.code(), Code::OutOfRange, "{huge:?}");
     let empty = PlaceOrderRequest { items: Vec::new(), ..place(&customer, "") };
     let empty = orders.place_order(empty).await.expect_err("no lines");
     assert_eq!((empty.code(), conveyor_code(&empty).as_str()), (Code::InvalidArgument, "INVALID_ITEM_COUNT"));
