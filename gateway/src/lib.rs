@@ -96,8 +96,8 @@ pub struct Gateway {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Gateway {
-    /// Binds the listener and builds the routes; an invalid CORS origin is
-    /// an `InvalidInput` error.
+    /// Binds the listener (and the gRPC one, when `grpc_listen` is set) and
+    /// builds the routes; an invalid CORS origin is an `InvalidInput` error.
     pub async fn build(
         settings: &HttpSettings,
         services: Services,
@@ -166,7 +166,7 @@ impl Gateway {
         self.grpc.as_ref().map(grpc::GrpcServer::local_addr).transpose()
     }
 
-    /// Serves until the shutdown token is cancelled, then drains.
+    /// Serves GraphQL (and gRPC) until the shutdown token is cancelled, then drains.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
         // With each connection's peer address: rate limits and connection caps key on it.
