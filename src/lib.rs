@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod dlq;
 pub mod embedded;
 pub mod server;
 pub mod shutdown;

@@ -21,6 +21,7 @@ async fn main() {
             Ok(())
         }
         Command::Token(args) => token(common, &args),
+        Command::Dlq(args) => conveyor::dlq::run(common, &args).await,
     };
     if let Err(error) = result {
         // One clear line; the cause chain on the same line.

@@ -11,6 +11,7 @@ use gateway::{Admission, Gateway, Services};
 use read_side::nats::{JetStreamEventFeed, NatsNotifier};
 use read_side::{Projector, ViewStore, projections};
 use schema::Namespace;
+use schema::dead_letters::ensure_dead_letter_stream;
 use schema::nats::{StreamSettings, ensure_commands_stream, ensure_events_stream, ensure_outcomes_bucket};
 use schema::nats_bus::{NatsCommandBus, NatsReadiness};
 use schema::ports::{Backlog, EventFeed, EventLog, Notifier, Readiness};
@@ -27,7 +28,13 @@ use crate::config::{Common, Server, WriteSideArgs};
 /// Connections shared by the sides in one process.
 #[derive(Clone)]
 pub struct Infra {
+    /// The write side's NATS connection (the only one in a one-side process).
     pub client: async_nats::Client,
+    /// The read side's: `client` again in a one-side process, its own in
+    /// `conveyor all` (and as its own NATS user in the e2e suite).
+    pub read_client: async_nats::Client,
+    /// The gateway's, likewise.
+    pub gateway_client: async_nats::Client,
     /// The write side's pool (event store, sagas).
     pub pool: AnyPool,
     /// The projectors' pool: the same as `pool` in a one-side process, its
@@ -37,15 +44,39 @@ pub struct Infra {
     pub gateway_pool: AnyPool,
     pub ns: Namespace,
     pub streams: StreamSettings,
+    /// Deliveries before a consumer dead-letters a message (`--max-deliver`).
+    pub max_deliver: i64,
 }
 
 impl Infra {
     /// Connects to both, failing fast with one line naming what is unreachable.
     pub async fn connect(common: &Common, server: &Server, role: &str, sides: Sides) -> anyhow::Result<Self> {
+        let mut infra = Self::connect_write_side(common, server, role, sides).await?;
+        if sides == Sides::All {
+            infra.read_client = nats(server, "read-side").await?;
+            infra.gateway_client = nats(server, "gateway").await?;
+        }
+        Ok(infra)
+    }
+
+    /// All sides in one process, each connected to NATS with its own
+    /// settings (the e2e suite: each side as its own NATS user, so the
+    /// permissions of scripts/nats-server.conf are what every side meets).
+    pub async fn connect_each(
+        common: &Common,
+        write_side: &Server,
+        read_side: &Server,
+        gateway: &Server,
+    ) -> anyhow::Result<Self> {
+        let mut infra = Self::connect_write_side(common, write_side, "write-side", Sides::All).await?;
+        infra.read_client = nats(read_side, "read-side").await?;
+        infra.gateway_client = nats(gateway, "gateway").await?;
+        Ok(infra)
+    }
+
+    async fn connect_write_side(common: &Common, server: &Server, role: &str, sides: Sides) -> anyhow::Result<Self> {
         let ns = Namespace::new(&common.namespace)?;
-        let client = schema::nats::connect(&server.nats, &format!("conveyor-{role}"))
-            .await
-            .with_context(|| format!("cannot reach NATS at {}", server.nats))?;
+        let client = nats(server, role).await?;
         let connect = |size: u32, reads_only: bool| async move {
             let pool = if reads_only {
                 schema::sql::connect_reader(&server.database, size).await
@@ -63,14 +94,31 @@ impl Infra {
         } else {
             (pool.clone(), pool.clone())
         };
-        let streams = StreamSettings { replicas: server.stream_replicas, ..Default::default() };
-        Ok(Self { client, pool, read_pool, gateway_pool, ns, streams })
+        let streams = server.streams();
+        Ok(Self {
+            read_client: client.clone(),
+            gateway_client: client.clone(),
+            client,
+            pool,
+            read_pool,
+            gateway_pool,
+            ns,
+            streams,
+            max_deliver: server.max_deliver,
+        })
     }
 
     /// The event store, for reading (projectors' gap repair).
     fn event_log(&self) -> SqlEventStore {
         SqlEventStore::new(self.read_pool.clone())
     }
+}
+
+/// Connects to NATS as `server` says, named after the process's role.
+async fn nats(server: &Server, role: &str) -> anyhow::Result<async_nats::Client> {
+    schema::nats::connect(&server.nats, &format!("conveyor-{role}"), &server.nats_auth.auth()?)
+        .await
+        .with_context(|| format!("cannot reach NATS at {}", redact(&server.nats)))
 }
 
 /// The role of a gateway-only process (its pool only reads).
@@ -83,13 +131,16 @@ pub enum Sides {
     All,
 }
 
-/// A URL without its password, for messages.
-fn redact(url: &str) -> String {
+/// A URL without its password (or token), for messages.
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let credentials = &url[scheme + 3..at];
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                // A token alone.
+                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+            }
         }
         _ => url.to_string(),
     }
@@ -111,6 +162,9 @@ pub async fn start_write_side(
     ensure_events_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the events stream")?;
     let outcomes =
         ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
+    ensure_dead_letter_stream(&js, &infra.ns, &infra.streams.dead_letters, infra.streams.replicas)
+        .await
+        .context("cannot create the dead-letter stream")?;
     let publisher = Arc::new(JetStreamEventPublisher::new(js, infra.ns.clone()));
     let store = SqlEventStore::publishing(infra.pool.clone(), publisher.clone(), lane_settings_for(&infra.pool));
     store.migrate().await.context("event store migration failed")?;
@@ -140,7 +194,7 @@ pub async fn start_write_side(
     for &aggregate in aggregates {
         let (client, ns, handler, outcomes, stop) =
             (infra.client.clone(), infra.ns.clone(), handler.clone(), outcomes.clone(), shutdown.clone());
-        let settings = consumer.clone();
+        let settings = ConsumerSettings { max_deliver: infra.max_deliver, ..consumer.clone() };
         tasks.spawn(async move {
             run_command_consumer(client, ns, aggregate, handler, outcomes, settings, stop)
                 .await
@@ -160,11 +214,16 @@ pub async fn start_read_side(
     read_side::migrate(&infra.read_pool).await.context("view migration failed")?;
     // Projectors read missing events from the store, which may not exist yet.
     infra.event_log().migrate().await.context("event store migration failed")?;
-    let js = jetstream::new(infra.client.clone());
+    let js = jetstream::new(infra.read_client.clone());
     ensure_events_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the events stream")?;
-    let feed: Arc<dyn EventFeed> = Arc::new(JetStreamEventFeed::new(infra.client.clone(), infra.ns.clone()));
+    ensure_dead_letter_stream(&js, &infra.ns, &infra.streams.dead_letters, infra.streams.replicas)
+        .await
+        .context("cannot create the dead-letter stream")?;
+    let feed: Arc<dyn EventFeed> = Arc::new(
+        JetStreamEventFeed::new(infra.read_client.clone(), infra.ns.clone()).with_max_deliver(infra.max_deliver),
+    );
     let log: Arc<dyn EventLog> = Arc::new(infra.event_log());
-    let notifier: Arc<dyn Notifier> = Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone()));
+    let notifier: Arc<dyn Notifier> = Arc::new(NatsNotifier::new(infra.read_client.clone(), infra.ns.clone()));
     for projection in projections() {
         let projector = Projector::new(infra.read_pool.clone(), projection, log.clone(), notifier.clone())
             .with_batch(common.projector_batch)
@@ -197,7 +256,7 @@ pub async fn start_gateway(
     shutdown: &CancellationToken,
 ) -> anyhow::Result<StartedGateway> {
     read_side::migrate(&infra.gateway_pool).await.context("view migration failed")?;
-    let js = jetstream::new(infra.client.clone());
+    let js = jetstream::new(infra.gateway_client.clone());
     ensure_commands_stream(&js, &infra.ns, &infra.streams).await.context("cannot create the commands stream")?;
     let outcomes =
         ensure_outcomes_bucket(&js, &infra.ns, &infra.streams).await.context("cannot create the outcomes bucket")?;
@@ -206,9 +265,9 @@ pub async fn start_gateway(
     let backlog: Arc<dyn Backlog> = Arc::new(SqlBacklog::new(infra.gateway_pool.clone()));
     let admission = Admission::start(common.admission(), Some(backlog), shutdown.clone());
     let services = Services::new(
-        Arc::new(NatsCommandBus::new(infra.client.clone(), outcomes, infra.ns.clone())),
+        Arc::new(NatsCommandBus::new(infra.gateway_client.clone(), outcomes, infra.ns.clone())),
         views.clone(),
-        Arc::new(NatsNotifier::new(infra.client.clone(), infra.ns.clone())),
+        Arc::new(NatsNotifier::new(infra.gateway_client.clone(), infra.ns.clone())),
         common.mutation_wait,
         shutdown.clone(),
     )
@@ -216,7 +275,7 @@ pub async fn start_gateway(
     // gRPC's EventStore reads the store on the gateway's read-only pool.
     .with_event_log(Arc::new(SqlEventStore::new(infra.gateway_pool.clone())));
     let readiness: Vec<(&'static str, Arc<dyn Readiness>)> =
-        vec![("nats", Arc::new(NatsReadiness(infra.client.clone()))), ("database", Arc::new(views.clone()))];
+        vec![("nats", Arc::new(NatsReadiness(infra.gateway_client.clone()))), ("database", Arc::new(views.clone()))];
     let gateway = Gateway::build(&common.http()?, services, readiness)
         .await
         .with_context(|| format!("cannot listen on {} (GraphQL) or {} (gRPC)", common.listen, common.grpc_listen))?;
@@ -295,8 +354,10 @@ pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationTok
 /// Runs until stopped, then flushes what NATS still buffers.
 async fn finish(infra: Infra, tasks: JoinSet<anyhow::Result<()>>, shutdown: CancellationToken) -> anyhow::Result<()> {
     let result = supervise(tasks, shutdown).await;
-    if let Err(error) = infra.client.flush().await {
-        tracing::warn!(%error, "could not flush NATS on shutdown");
+    for client in [&infra.client, &infra.read_client, &infra.gateway_client] {
+        if let Err(error) = client.flush().await {
+            tracing::warn!(%error, "could not flush NATS on shutdown");
+        }
     }
     infra.pool.close().await;
     infra.read_pool.close().await;
@@ -311,5 +372,6 @@ mod tests {
     fn passwords_never_reach_messages() {
         assert_eq!(super::redact("postgres://app:s3cret@db:5432/x"), "postgres://app:***@db:5432/x");
         assert_eq!(super::redact("postgres://db:5432/x"), "postgres://db:5432/x");
+        assert_eq!(super::redact("nats://s3cret-token@nats:4222"), "nats://***@nats:4222");
     }
 }

@@ -115,16 +115,13 @@ impl EventFeed for InProcessEventHub {
         subscribers.retain(|subscriber| subscriber.consumer != consumer);
         subscribers.push(Subscriber { consumer: consumer.to_string(), types, sender });
         drop(subscribers);
-        let stream = ReceiverStream::new(receiver).map(|(event, receipts)| {
-            Ok(EventDelivery { event: Ok(event), raw: Vec::new(), ack: Box::new(InProcessAck(receipts)) })
-        });
+        let stream = ReceiverStream::new(receiver)
+            .map(|(event, receipts)| Ok(EventDelivery { event: Ok(event), ack: Box::new(InProcessAck(receipts)) }));
         Ok(stream.boxed())
     }
 
-    async fn dead_letter(&self, source: &str, _raw: &[u8], reason: &str) -> Result<(), PortError> {
-        // No dead-letter subject in one process: the log is where operators look.
-        error!(source, reason, "dead letter");
-        Ok(())
+    fn delivers_store_copies(&self) -> bool {
+        true
     }
 }
 
@@ -141,12 +138,19 @@ impl Acknowledge for InProcessAck {
     async fn retry(self: Box<Self>, _delay: Duration) -> Result<(), PortError> {
         Ok(())
     }
-    async fn reject(self: Box<Self>) -> Result<(), PortError> {
+    async fn dead_letter(self: Box<Self>, source: &str, reason: &str) -> Result<(), PortError> {
+        // No dead-letter stream in one process: the log is where operators
+        // look. The hub delivers the event store's own events only.
+        error!(source, reason, "dead letter");
         self.0.add_permits(1);
         Ok(())
     }
     fn delivered(&self) -> u64 {
         1
+    }
+    fn is_last_delivery(&self) -> bool {
+        // A retry here is a failed publish that the outbox repeats: never last.
+        false
     }
 }
 

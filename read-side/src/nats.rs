@@ -1,9 +1,10 @@
-//! Server-mode adapters: a durable JetStream consumer per projector, and
-//! view-change notifications on core NATS subjects.
+//! Server-mode adapters: a durable JetStream consumer per projector (what
+//! it cannot take is kept in the `<ns>_DLQ` stream, see
+//! [`schema::dead_letters`]), and view-change notifications on core NATS
+//! subjects.
 
 use std::time::Duration;
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer::pull};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -17,15 +18,26 @@ pub struct JetStreamEventFeed {
     /// How long before an unacknowledged event goes to another consumer:
     /// the time a crashed process's events wait.
     ack_wait: Duration,
+    /// Deliveries of one message before the projector dead-letters it
+    /// (what it could not apply, the catch-up from the store applies).
+    max_deliver: i64,
 }
+
+/// Deliveries of an event message before it is dead-lettered, by default.
+pub const MAX_DELIVER: i64 = 20;
 
 impl JetStreamEventFeed {
     pub fn new(client: async_nats::Client, ns: Namespace) -> Self {
-        Self { client, ns, ack_wait: Duration::from_secs(10) }
+        Self { client, ns, ack_wait: Duration::from_secs(10), max_deliver: MAX_DELIVER }
     }
 
     pub fn with_ack_wait(self, ack_wait: Duration) -> Self {
         Self { ack_wait, ..self }
+    }
+
+    /// At least 1.
+    pub fn with_max_deliver(self, max_deliver: i64) -> Self {
+        Self { max_deliver: max_deliver.max(1), ..self }
     }
 }
 
@@ -39,59 +51,70 @@ impl EventFeed for JetStreamEventFeed {
         let js = jetstream::new(self.client.clone());
         let stream = js.get_stream(self.ns.resource("EVENTS")).await.map_err(PortError::backend)?;
         let name = self.ns.resource(consumer);
+        // Create or update, so an existing consumer takes these settings.
         let consumer = stream
-            .get_or_create_consumer(
-                &name,
-                pull::Config {
-                    durable_name: Some(name.clone()),
-                    filter_subjects: aggregate_types.iter().map(|kind| self.ns.event_filter(kind)).collect(),
-                    ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                    ack_wait: self.ack_wait,
-                    max_ack_pending: 1000,
-                    ..Default::default()
-                },
-            )
+            .create_consumer(pull::Config {
+                durable_name: Some(name.clone()),
+                filter_subjects: aggregate_types.iter().map(|kind| self.ns.event_filter(kind)).collect(),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: self.ack_wait,
+                // No limit here: JetStream's own would drop a message
+                // silently. The projector dead-letters at `max_deliver`
+                // (`is_last_delivery`) and retries until the dead-letter
+                // stream has taken it.
+                max_deliver: -1,
+                max_ack_pending: 1000,
+                ..Default::default()
+            })
             .await
             .map_err(PortError::backend)?;
         let messages = consumer.messages().await.map_err(PortError::backend)?;
+        let (ns, max_deliver) = (self.ns.clone(), self.max_deliver);
         Ok(messages
-            .map(|message| {
+            .map(move |message| {
                 let message = message.map_err(PortError::backend)?;
                 let event = serde_json::from_slice::<EventEnvelope>(&message.payload)
                     .map_err(|error| format!("not an event envelope: {error}"));
-                Ok(EventDelivery { event, raw: message.payload.to_vec(), ack: Box::new(JetStreamAck(message)) })
+                let ack = JetStreamAck { js: js.clone(), ns: ns.clone(), message, max_deliver };
+                Ok(EventDelivery { event, ack: Box::new(ack) })
             })
             .boxed())
     }
-
-    async fn dead_letter(&self, source: &str, raw: &[u8], reason: &str) -> Result<(), PortError> {
-        let mut headers = HeaderMap::new();
-        headers.insert("Conveyor-Dead-Letter-Reason", reason.replace(['\r', '\n'], " ").as_str());
-        self.client
-            .publish_with_headers(self.ns.dead_letter_subject(source), headers, raw.to_vec().into())
-            .await
-            .map_err(PortError::backend)
-    }
 }
 
-struct JetStreamAck(jetstream::Message);
+struct JetStreamAck {
+    js: jetstream::Context,
+    ns: Namespace,
+    message: jetstream::Message,
+    max_deliver: i64,
+}
 
 #[async_trait]
 impl Acknowledge for JetStreamAck {
     async fn ack(self: Box<Self>) -> Result<(), PortError> {
-        self.0.ack().await.map_err(|error| PortError::Unavailable(format!("ack: {error}")))
+        self.message.ack().await.map_err(|error| PortError::Unavailable(format!("ack: {error}")))
     }
     async fn retry(self: Box<Self>, delay: Duration) -> Result<(), PortError> {
-        self.0
+        self.message
             .ack_with(AckKind::Nak(Some(delay)))
             .await
             .map_err(|error| PortError::Unavailable(format!("nak: {error}")))
     }
-    async fn reject(self: Box<Self>) -> Result<(), PortError> {
-        self.0.ack_with(AckKind::Term).await.map_err(|error| PortError::Unavailable(format!("term: {error}")))
+    async fn dead_letter(self: Box<Self>, source: &str, reason: &str) -> Result<(), PortError> {
+        match schema::dead_letters::dead_letter(&self.js, &self.ns, source, &self.message, reason).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                // Not terminated: it comes back, and is dead-lettered then.
+                let _ = self.message.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                Err(error)
+            }
+        }
     }
     fn delivered(&self) -> u64 {
-        self.0.info().map(|info| info.delivered.max(1) as u64).unwrap_or(1)
+        self.message.info().map(|info| info.delivered.max(1) as u64).unwrap_or(1)
+    }
+    fn is_last_delivery(&self) -> bool {
+        self.delivered() >= self.max_deliver as u64
     }
 }
 

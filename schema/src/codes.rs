@@ -98,6 +98,10 @@ pub const MUTATION_NEEDS_POST: &str = "MUTATION_NEEDS_POST";
 pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
 /// Something failed inside Conveyor; the details are in the logs, under the correlation id.
 pub const INTERNAL: &str = "INTERNAL";
+/// The write side gave up on the command after its deliveries (e.g. a long
+/// database outage). Nothing was decided; the command is kept in the
+/// dead-letter stream, from where an operator can redrive it.
+pub const COMMAND_FAILED: &str = "COMMAND_FAILED";
 
 /// Every code above, for lookups.
 pub const ALL: &[&str] = &[
@@ -144,4 +148,5 @@ pub const ALL: &[&str] = &[
     MUTATION_NEEDS_POST,
     TOO_MANY_SUBSCRIPTIONS,
     INTERNAL,
+    COMMAND_FAILED,
 ];

@@ -8,16 +8,21 @@
 //! * [`codes`]: machine-readable error codes shared by rejections and GraphQL errors.
 //! * [`subjects`]: the namespaced NATS subject, stream and consumer names.
 //! * [`ports`]: the small traits behind which embedded and server adapters sit.
+//! * [`dead_letters`] (feature `nats`): the kept dead letters (`<ns>_DLQ`).
 //! * [`nats`] / [`sql`] (features): stream definitions and the SQL transaction
 //!   rules (SERIALIZABLE, retry on 40001) that every side follows.
 
 pub mod codes;
 pub mod customer;
+#[cfg(feature = "nats")]
+pub mod dead_letters;
 pub mod envelope;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "nats")]
 pub mod nats_bus;
+#[cfg(feature = "nats")]
+mod nats_connect;
 pub mod order;
 pub mod outcome;
 pub mod payment;

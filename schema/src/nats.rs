@@ -7,12 +7,8 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, stream};
 
 use crate::Namespace;
-
-/// Connects, failing fast (not retrying forever) when the server is unreachable
-/// at start; after that the client reconnects on its own.
-pub async fn connect(url: &str, client_name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::ConnectOptions::new().name(client_name).connection_timeout(Duration::from_secs(5)).connect(url).await
-}
+use crate::dead_letters::DeadLetterLimits;
+pub use crate::nats_connect::{NatsAuth, NatsConnectError, connect};
 
 /// How long JetStream remembers a `Nats-Msg-Id` to drop a duplicate publish.
 /// Beyond it, the stored command outcome still makes retries exactly-once.
@@ -26,11 +22,17 @@ pub struct StreamSettings {
     /// How long published events stay in the events stream. The SQL event
     /// store is the truth; the stream is transport and may be trimmed.
     pub event_retention: Duration,
+    /// What the dead-letter stream keeps.
+    pub dead_letters: DeadLetterLimits,
 }
 
 impl Default for StreamSettings {
     fn default() -> Self {
-        Self { replicas: 1, event_retention: Duration::from_secs(7 * 24 * 3600) }
+        Self {
+            replicas: 1,
+            event_retention: Duration::from_secs(7 * 24 * 3600),
+            dead_letters: DeadLetterLimits::default(),
+        }
     }
 }
 

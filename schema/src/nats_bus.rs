@@ -98,7 +98,9 @@ impl NatsCommandBus {
     ) -> Result<Dispatched, PortError> {
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, command.id.to_string().as_str());
-        let subject = self.ns.command_subject(&command.aggregate_type, &command.type_name);
+        // The saga's own commands go to the internal subjects, which the
+        // gateway's NATS user may not publish to.
+        let subject = self.ns.subject_for_command(&command.aggregate_type, &command.type_name);
         let payload = serde_json::to_vec(command).map_err(PortError::backend)?;
         let ack = self
             .js

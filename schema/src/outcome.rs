@@ -11,6 +11,11 @@ use uuid::Uuid;
 pub enum OutcomeStatus {
     Accepted,
     Rejected,
+    /// Given up without a decision (the write side could not handle it in
+    /// its deliveries): final for this delivery, but not a domain answer.
+    /// The command is kept in the dead-letter stream; a redrive that
+    /// succeeds replaces this outcome with the decided one.
+    Failed,
 }
 
 /// A domain rejection: a stable code and a human-readable message.
@@ -37,7 +42,7 @@ pub struct CommandOutcome {
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub status: OutcomeStatus,
-    /// Set when `status` is `Rejected`.
+    /// Set when `status` is `Rejected` or `Failed`.
     pub rejection: Option<Rejection>,
     /// The aggregate's stream version after this command (for read-your-writes).
     pub stream_version: u64,
@@ -57,6 +62,30 @@ pub struct CommandOutcome {
 }
 
 impl CommandOutcome {
+    /// The answer to a command the write side gave up on after `delivered`
+    /// deliveries: `Failed` with [`crate::codes::COMMAND_FAILED`]. The cause
+    /// stays in the logs and the dead letter; the client sees only the code.
+    pub fn given_up(command: &crate::CommandEnvelope, delivered: u64) -> Self {
+        Self {
+            command_id: command.id,
+            aggregate_type: command.aggregate_type.clone(),
+            aggregate_id: command.aggregate_id.clone(),
+            status: OutcomeStatus::Failed,
+            rejection: Some(Rejection::new(
+                crate::codes::COMMAND_FAILED,
+                format!(
+                    "the write side could not handle this command in {delivered} attempts; nothing was decided, \
+                     and it is kept for an operator to retry"
+                ),
+            )),
+            stream_version: 0,
+            event_ids: Vec::new(),
+            decided_at: Utc::now(),
+            fingerprint: Some(command.fingerprint()),
+            sender: Some(command.metadata.actor.clone()),
+        }
+    }
+
     /// Whether this outcome answers `command`: same id, and (when known) the same request.
     pub fn answers(&self, command: &crate::CommandEnvelope) -> bool {
         self.command_id == command.id && self.fingerprint.is_none_or(|known| known == command.fingerprint())

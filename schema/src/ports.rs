@@ -61,6 +61,12 @@ pub trait EventLog: Send + Sync {
     /// A page of all events ordered by (stream id, version), after a position.
     async fn read_all(&self, after: Option<&StreamPosition>, limit: u32) -> Result<Vec<EventEnvelope>, PortError>;
 
+    /// The stored copies of the events with these ids, in no particular
+    /// order; ids the store does not have are left out. One round trip per
+    /// few hundred ids: what a projector checks each delivered batch against
+    /// (the bus is not the truth).
+    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<EventEnvelope>, PortError>;
+
     /// Every stream with its last version: one pass over the (stream id,
     /// version) index and no payloads, so a catch-up reads only the streams
     /// that moved past its checkpoints.
@@ -96,17 +102,22 @@ pub trait Acknowledge: Send {
     async fn ack(self: Box<Self>) -> Result<(), PortError>;
     /// Not now: deliver again after `delay`.
     async fn retry(self: Box<Self>, delay: Duration) -> Result<(), PortError>;
-    /// Never deliver again; the caller has dead-lettered it.
-    async fn reject(self: Box<Self>) -> Result<(), PortError>;
+    /// Moves the message aside, kept with `reason` under `source` (server
+    /// mode: the `<ns>_DLQ` stream), and never delivers it again. On error
+    /// nothing was settled: it will be delivered again.
+    async fn dead_letter(self: Box<Self>, source: &str, reason: &str) -> Result<(), PortError>;
     /// How many times this message was delivered, 1 on the first.
     fn delivered(&self) -> u64;
+    /// Whether this is the last delivery the transport makes: a consumer
+    /// that cannot handle it now dead-letters it instead of retrying.
+    fn is_last_delivery(&self) -> bool;
 }
 
-/// One delivered event: the decoded envelope, or why it could not be decoded.
+/// One delivered event: the decoded envelope, or why it could not be
+/// decoded. A decoded envelope is only a claim: what a projector applies is
+/// the event store's copy of it.
 pub struct EventDelivery {
     pub event: Result<EventEnvelope, String>,
-    /// The raw message, for the dead-letter subject.
-    pub raw: Vec<u8>,
     pub ack: Box<dyn Acknowledge>,
 }
 
@@ -120,8 +131,13 @@ pub trait EventFeed: Send + Sync {
         aggregate_types: &[&str],
     ) -> Result<BoxStream<'static, Result<EventDelivery, PortError>>, PortError>;
 
-    /// Moves a poison message aside with the reason, so it never blocks the feed.
-    async fn dead_letter(&self, source: &str, raw: &[u8], reason: &str) -> Result<(), PortError>;
+    /// Whether what this feed delivers are the event store's own copies,
+    /// which no one else can publish (the in-process hub, fed from the
+    /// outbox): then a projector skips looking each batch up in the store.
+    /// A network transport must answer false.
+    fn delivers_store_copies(&self) -> bool {
+        false
+    }
 }
 
 /// A view row changed: published after the projector committed.

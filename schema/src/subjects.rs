@@ -36,6 +36,29 @@ impl Namespace {
         format!("{}.cmd.{aggregate}.>", self.0)
     }
 
+    /// `<ns>.cmd.internal.<aggregate>.<verb>`: the commands only the order
+    /// saga issues ([`is_internal_command`]). A separate subject space, so a
+    /// NATS user that may publish `<ns>.cmd.*.*` (the gateway) cannot
+    /// publish them; the handler refuses them on any other subject.
+    pub fn internal_command_subject(&self, aggregate: &str, verb: &str) -> String {
+        format!("{}.cmd.internal.{aggregate}.{verb}", self.0)
+    }
+
+    /// `<ns>.cmd.internal.<aggregate>.>`: one handler group's internal commands.
+    pub fn internal_command_filter(&self, aggregate: &str) -> String {
+        format!("{}.cmd.internal.{aggregate}.>", self.0)
+    }
+
+    /// Where a command of this type travels: the internal subject for the
+    /// saga's commands, the public one for the rest.
+    pub fn subject_for_command(&self, aggregate: &str, verb: &str) -> String {
+        if is_internal_command(aggregate, verb) {
+            self.internal_command_subject(aggregate, verb)
+        } else {
+            self.command_subject(aggregate, verb)
+        }
+    }
+
     /// `<ns>.cmd.>`
     pub fn all_commands(&self) -> String {
         format!("{}.cmd.>", self.0)
@@ -96,6 +119,11 @@ impl Namespace {
         format!("{}.dlq.{source}", self.0)
     }
 
+    /// `<ns>.dlq.>`: every dead letter (the `<ns>_DLQ` stream's subjects).
+    pub fn all_dead_letters(&self) -> String {
+        format!("{}.dlq.>", self.0)
+    }
+
     /// `<ns>_<NAME>`: streams, consumers and buckets cannot contain `.`.
     pub fn resource(&self, name: &str) -> String {
         format!("{}_{name}", self.0)
@@ -112,6 +140,32 @@ impl fmt::Display for Namespace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// The commands only the order saga issues: stock reservations and their
+/// release and commit, the payment's authorization, refund and capture, the
+/// order's confirmation and rejection. No client may send them (the gateway
+/// has no mutation for them); they travel on
+/// [`Namespace::internal_command_subject`].
+pub const INTERNAL_COMMANDS: &[(&str, &str)] = &[
+    (crate::product::AGGREGATE, "ReserveStock"),
+    (crate::product::AGGREGATE, "ReleaseStock"),
+    (crate::product::AGGREGATE, "CommitStock"),
+    (crate::payment::AGGREGATE, "AuthorizePayment"),
+    (crate::payment::AGGREGATE, "RefundPayment"),
+    (crate::payment::AGGREGATE, "CapturePayment"),
+    (crate::order::AGGREGATE, "ConfirmOrder"),
+    (crate::order::AGGREGATE, "RejectOrder"),
+];
+
+/// The actor of every command a saga issues starts so (the order saga's is
+/// `saga:order-fulfillment`); no client's actor does (the gateway records
+/// `anonymous` or `<role>:<subject>` from the caller's token).
+pub const SAGA_ACTOR_PREFIX: &str = "saga:";
+
+/// Whether `verb` on `aggregate` is one of the [`INTERNAL_COMMANDS`].
+pub fn is_internal_command(aggregate: &str, verb: &str) -> bool {
+    INTERNAL_COMMANDS.iter().any(|(kind, name)| *kind == aggregate && *name == verb)
 }
 
 /// The scope token of a row that belongs to no one.
@@ -133,6 +187,15 @@ mod tests {
         assert!(Namespace::new("").is_err());
         assert!(Namespace::new("a.b").is_err());
         assert!(Namespace::new("x".repeat(33)).is_err());
+    }
+
+    #[test]
+    fn the_sagas_commands_travel_apart_from_the_clients() {
+        let ns = Namespace::new("t").expect("valid");
+        assert_eq!(ns.subject_for_command("order", "ConfirmOrder"), "t.cmd.internal.order.ConfirmOrder");
+        assert_eq!(ns.subject_for_command("order", "PlaceOrder"), "t.cmd.order.PlaceOrder");
+        assert_eq!(ns.subject_for_command("product", "ReserveStock"), "t.cmd.internal.product.ReserveStock");
+        assert_eq!(ns.subject_for_command("product", "RestockProduct"), "t.cmd.product.RestockProduct");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use conveyor::config::{Common, Domain, EdgeLimits, Server};
 use conveyor::embedded::Embedded;
-use conveyor::server::{Infra, Sides, start_gateway, start_read_side, start_write_side, supervise};
+use conveyor::server::{Infra, start_gateway, start_read_side, start_write_side, supervise};
 use futures::{SinkExt, StreamExt};
 use read_side::ViewStore;
 use read_side::orders::OrderRepository;
@@ -46,8 +46,28 @@ macro_rules! on_both_backends {
     };
 }
 
+/// The test's own NATS URL: an outsider with every right (scripts/test's
+/// server: the `admin` user of scripts/nats-server.conf).
 pub fn nats_url() -> String {
     std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
+}
+
+/// The test's own NATS client ([`nats_url`], credentials in it honoured).
+pub async fn nats_client() -> async_nats::Client {
+    schema::nats::connect(&nats_url(), "conveyor-test", &Default::default())
+        .await
+        .expect("NATS is reachable at NATS_URL")
+}
+
+/// The URL one side connects with: as its own user of
+/// scripts/nats-server.conf when scripts/test started the server with it
+/// (its password in `CONVEYOR_NATS_<SIDE>_PASSWORD`), else [`nats_url`].
+pub fn side_nats_url(user: &str) -> String {
+    let url = nats_url();
+    let variable = format!("CONVEYOR_NATS_{}_PASSWORD", user.to_uppercase().replace('-', "_"));
+    let (Ok(password), Some((scheme, rest))) = (std::env::var(variable), url.split_once("://")) else { return url };
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{user}:{password}@{host}")
 }
 
 fn admin_database_url() -> String {
@@ -91,9 +111,9 @@ impl TestDatabase {
 /// Deletes a namespace's streams and buckets.
 fn delete_namespace_blocking(namespace: String) {
     run_blocking(async move {
-        if let Ok(client) = async_nats::connect(nats_url()).await {
+        if let Ok(client) = schema::nats::connect(&nats_url(), "conveyor-test-cleanup", &Default::default()).await {
             let js = async_nats::jetstream::new(client);
-            for stream in ["COMMANDS", "EVENTS"] {
+            for stream in ["COMMANDS", "EVENTS", "DLQ"] {
                 let _ = js.delete_stream(format!("{namespace}_{stream}")).await;
             }
             let _ = js.delete_key_value(format!("{namespace}_outcomes")).await;
@@ -171,6 +191,10 @@ impl Isolation {
             database: self.database.as_ref().map(|db| db.url.clone()).unwrap_or_default(),
             stream_replicas: 1,
             db_connections: 8,
+            max_deliver: 20,
+            dlq_max_age: Duration::from_secs(3600),
+            dlq_max_bytes: 64 * 1024 * 1024,
+            nats_auth: Default::default(),
         }
     }
 
@@ -248,12 +272,23 @@ impl TestApp {
 
     /// Boots the system with any settings changed.
     pub async fn spawn_configured(isolation: Isolation, configure: impl FnOnce(&mut Common)) -> Self {
+        Self::spawn_server_configured(isolation, configure, |_| {}).await
+    }
+
+    /// Boots the system with any settings changed, server-mode ones too.
+    pub async fn spawn_server_configured(
+        isolation: Isolation,
+        configure: impl FnOnce(&mut Common),
+        configure_server: impl FnOnce(&mut Server),
+    ) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             conveyor::telemetry::init();
         }
         let shutdown = CancellationToken::new();
         let mut common = isolation.common();
         configure(&mut common);
+        let mut server = isolation.server();
+        configure_server(&mut server);
         let (address, grpc, gateway_views, admission, running) = match isolation.backend {
             Backend::Embedded => {
                 let embedded = Embedded::start(&common, shutdown.clone()).await.expect("embedded mode starts");
@@ -262,8 +297,12 @@ impl TestApp {
                 (address, grpc, views, admission, tokio::spawn(embedded.run_until_stopped()))
             }
             Backend::Server => {
+                // Each side as its own NATS user, with its own permissions.
+                let as_user = |user: &str| Server { nats: side_nats_url(user), ..server.clone() };
                 let infra =
-                    Infra::connect(&common, &isolation.server(), "test", Sides::All).await.expect("infrastructure");
+                    Infra::connect_each(&common, &as_user("write-side"), &as_user("read-side"), &as_user("gateway"))
+                        .await
+                        .expect("infrastructure");
                 let mut tasks = tokio::task::JoinSet::new();
                 let consumer = write_side::nats::ConsumerSettings::default();
                 start_write_side(&infra, &common, write_side::AGGREGATES, consumer, &mut tasks, &shutdown)

@@ -7,6 +7,7 @@ mod helpers;
 
 mod auth;
 mod authorization;
+mod bus;
 mod customers;
 mod edge;
 mod feed;

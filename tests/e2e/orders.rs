@@ -339,7 +339,7 @@ async fn a_redelivered_command_gets_its_stored_outcome_and_appends_nothing(backe
     if backend == Backend::Server {
         // Through JetStream too, with a new message id, as after the window.
         let namespace = app.isolation.namespace.clone();
-        let client = async_nats::connect(crate::helpers::nats_url()).await.expect("NATS");
+        let client = crate::helpers::nats_client().await;
         let mut outcomes = client.subscribe(format!("{namespace}.outcome.{id}")).await.expect("subscribe");
         let js = async_nats::jetstream::new(client);
         let mut headers = async_nats::HeaderMap::new();

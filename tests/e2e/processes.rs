@@ -20,14 +20,14 @@ use crate::helpers::{
 };
 
 /// A `conveyor` process; killed if still running when dropped.
-struct Conveyor {
+pub(crate) struct Conveyor {
     child: Child,
     lines: mpsc::Receiver<String>,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Conveyor {
-    fn start(args: &[&str], env: &[(&str, String)]) -> Self {
+    pub(crate) fn start(args: &[&str], env: &[(&str, String)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_conveyor"));
         command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         command.env("RUST_LOG", "info").env_remove("NATS_URL").env_remove("DATABASE_URL");
@@ -35,6 +35,13 @@ impl Conveyor {
         command.env("CONVEYOR_GRPC_LISTEN", "127.0.0.1:0");
         for (key, value) in env {
             command.env(key, value);
+        }
+        // A side runs as its own NATS user (scripts/nats-server.conf) when
+        // the suite's server has them (and the test did not aim it elsewhere).
+        if let Some(side @ ("gateway" | "write-side" | "read-side")) = args.first().copied()
+            && env.iter().any(|(key, url)| *key == "NATS_URL" && *url == nats_url())
+        {
+            command.env("NATS_URL", crate::helpers::side_nats_url(side));
         }
         let mut child = command.spawn().expect("conveyor starts");
         let stderr = child.stderr.take().expect("piped stderr");
@@ -51,7 +58,7 @@ impl Conveyor {
     }
 
     /// Waits for a log line containing `marker`; returns it.
-    fn wait_for_line(&self, marker: &str) -> String {
+    pub(crate) fn wait_for_line(&self, marker: &str) -> String {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -64,7 +71,7 @@ impl Conveyor {
     }
 
     /// The address from the line announcing where GraphQL is served.
-    fn graphql_address(&self) -> SocketAddr {
+    pub(crate) fn graphql_address(&self) -> SocketAddr {
         let line = self.wait_for_line("http://");
         let start = line.find("http://").expect("a URL in the line") + "http://".len();
         let rest = &line[start..];
@@ -76,13 +83,13 @@ impl Conveyor {
         self.log.lock().expect("log lock").join("\n")
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill").arg(format!("-{name}")).arg(self.child.id().to_string()).status();
         assert!(status.is_ok_and(|status| status.success()), "kill -{name} works");
     }
 
     /// Waits (bounded) for the process to exit.
-    fn wait_exit(&mut self) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let deadline = std::time::Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().expect("wait on child") {
@@ -101,7 +108,7 @@ impl Drop for Conveyor {
     }
 }
 
-async fn wait_until_ready(address: SocketAddr) {
+pub(crate) async fn wait_until_ready(address: SocketAddr) {
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -114,7 +121,7 @@ async fn wait_until_ready(address: SocketAddr) {
     }
 }
 
-fn server_env(isolation: &Isolation) -> Vec<(&'static str, String)> {
+pub(crate) fn server_env(isolation: &Isolation) -> Vec<(&'static str, String)> {
     vec![
         ("NATS_URL", nats_url()),
         ("DATABASE_URL", isolation.server().database),
@@ -295,7 +302,7 @@ async fn every_accepted_order_survives_a_kill(signal: &str) {
 }
 
 /// Polls an order until its transaction has ended; returns it.
-async fn wait_final(http: &reqwest::Client, address: SocketAddr, id: &str) -> Value {
+pub(crate) async fn wait_final(http: &reqwest::Client, address: SocketAddr, id: &str) -> Value {
     let query = "query($id: ID!) { order(id: $id) { id status rejectionCode paymentStatus stockStatus } }";
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -310,7 +317,7 @@ async fn wait_final(http: &reqwest::Client, address: SocketAddr, id: &str) -> Va
 }
 
 /// Adds the catalog [`items`] orders from and a customer with a generous limit.
-async fn seed_shop(http: &reqwest::Client, address: SocketAddr) -> String {
+pub(crate) async fn seed_shop(http: &reqwest::Client, address: SocketAddr) -> String {
     for (sku, price) in [("book-1", 1250), ("pen-9", 300)] {
         let add = "mutation($sku: String!, $price: Int!) { addProduct(input: { sku: $sku, name: $sku, priceCents: $price, initialStock: 100000 }) { status } }";
         let answer = graphql_at(http, address, add, json!({ "sku": sku, "price": price })).await;
@@ -351,7 +358,7 @@ async fn every_accepted_order_survives_sigint_of_the_embedded_process() {
 async fn a_poison_command_is_dead_lettered_with_its_reason_and_the_system_goes_on() {
     let app = TestApp::spawn(Backend::Server).await;
     let namespace = app.isolation.namespace.clone();
-    let client = async_nats::connect(nats_url()).await.expect("NATS");
+    let client = crate::helpers::nats_client().await;
     let mut dead_letters = client.subscribe(format!("{namespace}.dlq.write-side")).await.expect("subscribe");
     let js = async_nats::jetstream::new(client.clone());
     js.publish(format!("{namespace}.cmd.order.PlaceOrder"), "{not json".into())

@@ -73,11 +73,14 @@ impl Acknowledge for CountingAck {
     async fn retry(self: Box<Self>, _delay: Duration) -> Result<(), PortError> {
         Ok(())
     }
-    async fn reject(self: Box<Self>) -> Result<(), PortError> {
-        Ok(())
+    async fn dead_letter(self: Box<Self>, _source: &str, reason: &str) -> Result<(), PortError> {
+        panic!("nothing here is forged or unreadable, yet dead-lettered: {reason}");
     }
     fn delivered(&self) -> u64 {
         1
+    }
+    fn is_last_delivery(&self) -> bool {
+        false
     }
 }
 
@@ -90,13 +93,12 @@ impl EventFeed for ReadyFeed {
     ) -> Result<BoxStream<'static, Result<EventDelivery, PortError>>, PortError> {
         let events = std::mem::take(&mut *self.events.lock().expect("lock"));
         let acked = self.acked.clone();
-        Ok(stream::iter(events.into_iter().map(move |event| {
-            Ok(EventDelivery { event: Ok(event), raw: Vec::new(), ack: Box::new(CountingAck(acked.clone())) })
-        }))
+        Ok(stream::iter(
+            events
+                .into_iter()
+                .map(move |event| Ok(EventDelivery { event: Ok(event), ack: Box::new(CountingAck(acked.clone())) })),
+        )
         .boxed())
-    }
-    async fn dead_letter(&self, _source: &str, _raw: &[u8], reason: &str) -> Result<(), PortError> {
-        panic!("nothing here is unreadable, yet dead-lettered: {reason}");
     }
 }
 
@@ -387,6 +389,9 @@ impl EventLog for CountingLog {
     }
     async fn read_all(&self, after: Option<&StreamPosition>, limit: u32) -> Result<Vec<EventEnvelope>, PortError> {
         self.store.read_all(after, limit).await
+    }
+    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<EventEnvelope>, PortError> {
+        self.store.read_events(ids).await
     }
     async fn stream_heads(&self) -> Result<Vec<StreamHead>, PortError> {
         self.store.stream_heads().await

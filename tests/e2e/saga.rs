@@ -158,7 +158,10 @@ async fn cancelling_a_confirmed_order_refunds_and_releases(backend: Backend) {
     assert_eq!(app.wait_for_product_sku("lamp", |lamp| lamp["reserved"] == 0).await["available"], 10);
     let refunds = app.count_events("payment", id, "PaymentRefunded").await;
     assert_eq!(refunds, 1);
-    let customer_view = app.wait_for_customer(&customer, |customer| customer["openOrders"] == 0).await;
+    // The customers view is projected apart: wait for the order to be in it
+    // (no open orders also holds before its OrderPlaced is applied there).
+    let customer_view =
+        app.wait_for_customer(&customer, |customer| customer["openOrders"] == 0 && customer["orderCount"] == 1).await;
     assert_eq!(
         (customer_view["lifetimeSpendCents"].clone(), customer_view["orderCount"].clone()),
         (json!(0), json!(1))

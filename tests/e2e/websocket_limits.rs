@@ -211,9 +211,11 @@ async fn token_expiry_closes_a_connection_whose_client_stopped_reading(backend: 
         common.edge.ws_max_connections_per_subject = 1;
     })
     .await;
-    // Accepted for about four seconds more (its exp is nearly a leeway ago):
-    // time for the flood to fill every buffer first.
-    let exp = std::time::SystemTime::now() + Duration::from_secs(4) - gateway::auth::LEEWAY;
+    // Accepted for about ten seconds more (its exp is nearly a leeway ago):
+    // time for the handshake and the flood to fill every buffer first, even
+    // on a busy machine (four seconds were not always enough for the
+    // handshake alone, and an expired token is refused at `connection_init`).
+    let exp = std::time::SystemTime::now() + Duration::from_secs(10) - gateway::auth::LEEWAY;
     let expiring = gateway::auth::issue_expiring(SECRET.as_bytes(), gateway::Role::Admin, "stuck", exp).expect("signs");
     let mut stuck = init(app.address, Some(&expiring)).await.expect("acknowledged");
     flood(&mut stuck).await;

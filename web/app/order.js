@@ -99,8 +99,8 @@ export function orderDetail(id) {
       const data = await request(mutation, { input: { ...input, idempotencyKey: newKey() } });
       const payload = data[answer];
       result.replaceChildren(
-        payload.status === 'REJECTED'
-          ? notice('error', `Refused (${payload.error.code}): ${payload.error.message}`)
+        payload.status === 'REJECTED' || payload.status === 'FAILED'
+          ? notice('error', `${payload.status === 'FAILED' ? 'Failed' : 'Refused'} (${payload.error.code}): ${payload.error.message}`)
           : notice('ok', `Sent (${payload.status}); the page follows the order.`),
       );
     } catch (error) {

@@ -146,8 +146,9 @@ export function placeOrderForm({ onIncomplete = () => {} } = {}) {
     try {
       const { placeOrder } = await request(PLACE, { input });
       const link = h('a', { href: `#/orders/${placeOrder.orderId}`, 'data-placed-order': placeOrder.orderId }, placeOrder.orderId);
-      if (placeOrder.status === 'REJECTED') {
-        result.replaceChildren(notice('error', `Refused (${placeOrder.error.code}): ${placeOrder.error.message}`));
+      if (placeOrder.status === 'REJECTED' || placeOrder.status === 'FAILED') {
+        const what = placeOrder.status === 'FAILED' ? 'Failed' : 'Refused';
+        result.replaceChildren(notice('error', `${what} (${placeOrder.error.code}): ${placeOrder.error.message}`));
       } else {
         const when = placeOrder.status === 'PENDING' ? 'queued; it shows in the list once decided' : 'placed; follow it in the list';
         result.replaceChildren(notice('ok', 'Order ', link, ` ${when}.`));

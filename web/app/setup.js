@@ -38,8 +38,9 @@ function commandForm({ id, title, fields, submitLabel, toInput, mutation, answer
         try {
           const data = await request(mutation, { input: { ...input, idempotencyKey: key, consistency: 'AWAIT_VIEW' } });
           const payload = data[answer];
-          if (payload.status === 'REJECTED') {
-            result.replaceChildren(notice('error', `Refused (${payload.error.code}): ${payload.error.message}`));
+          if (payload.status === 'REJECTED' || payload.status === 'FAILED') {
+            const what = payload.status === 'FAILED' ? 'Failed' : 'Refused';
+            result.replaceChildren(notice('error', `${what} (${payload.error.code}): ${payload.error.message}`));
           } else {
             result.replaceChildren(notice('ok', payload.status === 'PENDING' ? 'Queued; it shows once decided.' : done(input)));
             form.reset();

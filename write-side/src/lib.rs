@@ -13,6 +13,7 @@ pub mod event_store;
 pub mod handler;
 pub mod nats;
 pub mod order;
+pub mod origin;
 pub mod outbox;
 pub mod payment;
 pub mod payment_provider;

@@ -1,6 +1,9 @@
-//! Server-mode adapters: commands arrive from the JetStream work queue,
-//! events leave through the events stream, outcomes go to the outcome
-//! subject and the outcomes bucket.
+//! Server-mode adapters: commands arrive from the JetStream work queue
+//! (taken only from where they may come, [`crate::origin`]), events leave
+//! through the events stream, outcomes go to the outcome subject and the
+//! outcomes bucket. A command that cannot be handled is kept in the
+//! `<ns>_DLQ` stream ([`schema::dead_letters`]) and, once given up,
+//! answered FAILED.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::handler::{CommandHandler, HandleError};
+use crate::origin::check_origin;
 
 /// Publishes events to `<ns>.evt.<aggregate>.<id>` with `Nats-Msg-Id` = event id.
 pub struct JetStreamEventPublisher {
@@ -81,23 +85,34 @@ pub async fn run_command_consumer(
     let js = jetstream::new(client.clone());
     let stream = js.get_stream(ns.resource("COMMANDS")).await?;
     let name = ns.resource(&format!("write_side_{aggregate}"));
+    // Create or update: a consumer from an earlier release gets the new
+    // filters (the internal subjects) and delivery settings.
     let consumer = stream
-        .get_or_create_consumer(
-            &name,
-            pull::Config {
-                durable_name: Some(name.clone()),
-                filter_subject: ns.command_filter(aggregate),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: settings.ack_wait,
-                max_deliver: settings.max_deliver + 1,
-                max_ack_pending: (settings.concurrency * 4) as i64,
-                ..Default::default()
-            },
-        )
+        .create_consumer(pull::Config {
+            durable_name: Some(name.clone()),
+            // The clients' commands and the saga's (internal) ones.
+            filter_subjects: vec![ns.command_filter(aggregate), ns.internal_command_filter(aggregate)],
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: settings.ack_wait,
+            // No limit here: JetStream's own would drop the message
+            // silently (an advisory only). Deliveries are counted in
+            // `process`, which dead-letters at `max_deliver` and keeps
+            // the message until the dead-letter stream has taken it.
+            max_deliver: -1,
+            max_ack_pending: (settings.concurrency * 4) as i64,
+            ..Default::default()
+        })
         .await?;
     let messages = consumer.messages().await?.take_until(shutdown.cancelled_owned());
     info!(consumer = %name, "write side consuming commands");
-    let context = Arc::new(Context { client, ns, handler, outcomes, max_deliver: settings.max_deliver });
+    let context = Arc::new(Context {
+        js: jetstream::new(client.clone()),
+        client,
+        ns,
+        handler,
+        outcomes,
+        max_deliver: settings.max_deliver,
+    });
     messages
         .for_each_concurrent(settings.concurrency, |message| {
             let context = context.clone();
@@ -115,6 +130,7 @@ pub async fn run_command_consumer(
 
 struct Context {
     client: async_nats::Client,
+    js: jetstream::Context,
     ns: Namespace,
     handler: CommandHandler,
     outcomes: kv::Store,
@@ -127,9 +143,24 @@ impl Context {
         let command: CommandEnvelope = match serde_json::from_slice(&message.payload) {
             Ok(command) => command,
             Err(error) => {
-                return self.dead_letter(message, &format!("not a command envelope: {error}")).await;
+                self.dead_letter(message, &format!("not a command envelope: {error}")).await;
+                return;
             }
         };
+        if delivered > self.max_deliver {
+            // Its earlier deliveries ended unsettled (a crash, a hang past ack_wait).
+            let reason = format!("delivered {delivered} times without an answer");
+            if self.dead_letter(message, &reason).await {
+                self.announce_failed(&command, delivered).await;
+            }
+            return;
+        }
+        if let Err(reason) = check_origin(&self.ns, &message.subject, &command) {
+            // Refused without an outcome: an outcome under this id could
+            // answer (and so block) the genuine command that carries it.
+            self.dead_letter(message, &reason).await;
+            return;
+        }
         match self.handler.handle(&command).await {
             Ok(outcome) => match self.announce(&outcome).await {
                 Ok(()) => settle(&message, AckKind::Ack).await,
@@ -138,10 +169,17 @@ impl Context {
                     settle(&message, AckKind::Nak(Some(Duration::from_millis(200)))).await;
                 }
             },
-            Err(HandleError::Poison(reason)) => self.dead_letter(message, &reason).await,
+            Err(HandleError::Poison(reason)) => {
+                if self.dead_letter(message, &reason).await {
+                    self.announce_failed(&command, delivered).await;
+                }
+            }
             Err(error) if delivered >= self.max_deliver => {
                 error!(%error, command_id = %command.id, delivered, "giving up on command");
-                self.dead_letter(message, &format!("failed {delivered} times, last: {error}")).await;
+                // Kept first, then answered: a FAILED outcome always has its dead letter.
+                if self.dead_letter(message, &format!("failed {delivered} times, last: {error}")).await {
+                    self.announce_failed(&command, delivered).await;
+                }
             }
             Err(error) => {
                 warn!(%error, command_id = %command.id, delivered, "command failed; redelivering");
@@ -170,17 +208,35 @@ impl Context {
         Ok(())
     }
 
-    async fn dead_letter(&self, message: jetstream::Message, reason: &str) {
+    /// Answers a command given up: FAILED with `COMMAND_FAILED`, to the
+    /// caller waiting now and in the bucket `commandOutcome` reads. Not in
+    /// SQL: nothing was decided, and a redrive that succeeds replaces it.
+    ///
+    /// A decision the store did record (a commit whose answer was lost,
+    /// then an outage) is announced instead: FAILED never hides one.
+    async fn announce_failed(&self, command: &CommandEnvelope, delivered: i64) {
+        // Bounded: the store may be what is down.
+        let stored = tokio::time::timeout(Duration::from_secs(2), self.handler.store().outcome(command.id)).await;
+        let outcome = match stored {
+            Ok(Ok(Some(decided))) => decided,
+            _ => CommandOutcome::given_up(command, delivered.max(1) as u64),
+        };
+        if let Err(error) = self.announce(&outcome).await {
+            warn!(%error, command_id = %command.id, "could not announce that the command failed");
+        }
+    }
+
+    /// Moves the command into the dead-letter stream, then terminates it;
+    /// if the stream did not take it, it is delivered again instead.
+    /// Returns whether it was dead-lettered.
+    async fn dead_letter(&self, message: jetstream::Message, reason: &str) -> bool {
         error!(reason, subject = %message.subject, "dead-lettering command");
-        let mut headers = HeaderMap::new();
-        headers.insert("Conveyor-Dead-Letter-Reason", reason.replace(['\r', '\n'], " ").as_str());
-        headers.insert("Conveyor-Original-Subject", message.subject.as_str());
-        let subject = self.ns.dead_letter_subject("write-side");
-        match self.client.publish_with_headers(subject, headers, message.payload.clone()).await {
-            Ok(()) => settle(&message, AckKind::Term).await,
+        match schema::dead_letters::dead_letter(&self.js, &self.ns, "write-side", &message, reason).await {
+            Ok(()) => true,
             Err(error) => {
-                warn!(%error, "dead-letter publish failed; redelivering");
+                warn!(%error, "dead letter not kept; redelivering");
                 settle(&message, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+                false
             }
         }
     }

@@ -23,6 +23,10 @@ pub enum CommandStatus {
     Rejected,
     /// Durably queued, not decided within the wait; ask `commandOutcome`.
     Pending,
+    /// Given up by the write side without a decision (`error.code`
+    /// `COMMAND_FAILED`): nothing changed. The command is kept for an
+    /// operator, whose redrive may still decide it.
+    Failed,
 }
 
 #[derive(SimpleObject, Clone, Debug)]
@@ -99,14 +103,16 @@ where
 pub fn outcome_parts(outcome: &CommandOutcome) -> (CommandStatus, Option<CommandError>) {
     match outcome.status {
         OutcomeStatus::Accepted => (CommandStatus::Accepted, None),
-        OutcomeStatus::Rejected => (
-            CommandStatus::Rejected,
-            outcome
-                .rejection
-                .as_ref()
-                .map(|rejection| CommandError { code: rejection.code.clone(), message: rejection.message.clone() }),
-        ),
+        OutcomeStatus::Rejected => (CommandStatus::Rejected, error(outcome)),
+        OutcomeStatus::Failed => (CommandStatus::Failed, error(outcome)),
     }
+}
+
+fn error(outcome: &CommandOutcome) -> Option<CommandError> {
+    outcome
+        .rejection
+        .as_ref()
+        .map(|rejection| CommandError { code: rejection.code.clone(), message: rejection.message.clone() })
 }
 
 /// The caller of this request or connection.

@@ -17,6 +17,9 @@ pub struct ProjectorCounts {
     pub checkpoint_statements: u64,
     /// Statements the projection ran to write its rows.
     pub view_statements: u64,
+    /// Lookups of delivered events in the event store: one per delivered
+    /// batch (events read from the store need none).
+    pub verify_statements: u64,
 }
 
 #[derive(Debug, Default)]
@@ -26,6 +29,7 @@ pub(super) struct Counters {
     pub events: AtomicU64,
     pub checkpoint_statements: AtomicU64,
     pub view_statements: AtomicU64,
+    pub verify_statements: AtomicU64,
 }
 
 impl Counters {
@@ -41,6 +45,7 @@ impl Counters {
             events: load(&self.events),
             checkpoint_statements: load(&self.checkpoint_statements),
             view_statements: load(&self.view_statements),
+            verify_statements: load(&self.verify_statements),
         }
     }
 }

@@ -18,6 +18,7 @@
 
 mod checkpoints;
 mod counts;
+mod verify;
 mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,6 +66,9 @@ pub struct Projector {
     /// committed meanwhile, fails at its first write (SQLITE_BUSY_SNAPSHOT)
     /// and redoes everything; an immediate one waits its turn instead.
     immediate: bool,
+    /// Whether delivered events are looked up in the event store before
+    /// they are applied: always, but for a feed of the store's own copies.
+    verify_deliveries: bool,
     counters: Arc<Counters>,
 }
 
@@ -76,7 +80,17 @@ impl Projector {
         notifier: Arc<dyn Notifier>,
     ) -> Self {
         let immediate = pool.connect_options().database_url.scheme() == "sqlite";
-        Self { pool, projection, log, notifier, batch: BATCH, workers: WORKERS, immediate, counters: Arc::default() }
+        Self {
+            pool,
+            projection,
+            log,
+            notifier,
+            batch: BATCH,
+            workers: WORKERS,
+            immediate,
+            verify_deliveries: true,
+            counters: Arc::default(),
+        }
     }
 
     /// At most `batch` events per transaction (at least one).

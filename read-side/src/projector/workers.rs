@@ -17,6 +17,13 @@
 //! a replay. An event whose row is not there yet waits briefly for the
 //! other worker's commit, then goes back to the feed.
 //!
+//! Nothing a worker applies comes from the bus: each delivered batch is
+//! looked up in the event store by event id (one statement), and the
+//! store's copies are applied. A delivery the store does not have (a forged
+//! or corrupted message) is dead-lettered and changes nothing; so is one
+//! that could not be applied in its last delivery (the catch-up applies the
+//! store's event instead).
+//!
 //! The dispatcher also runs the catch-up from the event store: at start
 //! when asked, after a feed error, and whenever a worker could not apply an
 //! event (embedded deliveries cannot be redelivered; the store can).
@@ -36,11 +43,11 @@ use tracing::{debug, info, warn};
 
 use super::Projector;
 
-/// A readable delivery, on its way to a worker.
-struct Ready {
-    event: EventEnvelope,
-    raw: Vec<u8>,
-    ack: Box<dyn Acknowledge>,
+/// A readable delivery, on its way to a worker: what the message claims,
+/// until [`Projector::verify`] swaps it for the event store's copy.
+pub(super) struct Ready {
+    pub(super) event: EventEnvelope,
+    pub(super) ack: Box<dyn Acknowledge>,
 }
 
 /// Asks the dispatcher for a catch-up from the event store.
@@ -79,7 +86,8 @@ fn partition(key: &str, workers: usize) -> usize {
 impl Projector {
     /// Consumes the feed until `shutdown`; the workers finish what is
     /// queued for them before this returns.
-    pub async fn run(self, feed: Arc<dyn EventFeed>, catch_up_first: bool, shutdown: CancellationToken) {
+    pub async fn run(mut self, feed: Arc<dyn EventFeed>, catch_up_first: bool, shutdown: CancellationToken) {
+        self.verify_deliveries = !feed.delivers_store_copies();
         let name = self.projection.name();
         let consumer = format!("projector_{name}");
         let subscription = loop {
@@ -103,7 +111,7 @@ impl Projector {
         let queues: Vec<mpsc::Sender<Ready>> = (0..self.workers)
             .map(|_| {
                 let (queue, deliveries) = mpsc::channel(self.batch);
-                workers.spawn(self.clone().work(deliveries, feed.clone(), repair.clone()));
+                workers.spawn(self.clone().work(deliveries, repair.clone()));
                 queue
             })
             .collect();
@@ -123,7 +131,7 @@ impl Projector {
             }
             tokio::select! {
                 delivery = deliveries.next() => match delivery {
-                    Some(Ok(delivery)) => self.route(delivery, &queues, feed.as_ref()).await,
+                    Some(Ok(delivery)) => self.route(delivery, &queues).await,
                     Some(Err(error)) => {
                         warn!(%error, projection = name, "event feed error; catching up from the store");
                         repair.request();
@@ -148,29 +156,30 @@ impl Projector {
             attempts = counts.attempts,
             checkpoint_statements = counts.checkpoint_statements,
             view_statements = counts.view_statements,
+            verify_statements = counts.verify_statements,
             "projector stopped"
         );
     }
 
     /// Hands a delivery to its stream's worker; dead-letters an unreadable one.
-    async fn route(&self, delivery: EventDelivery, queues: &[mpsc::Sender<Ready>], feed: &dyn EventFeed) {
+    async fn route(&self, delivery: EventDelivery, queues: &[mpsc::Sender<Ready>]) {
         let event = match delivery.event {
             Ok(event) => event,
-            Err(reason) => return self.dead_letter(&delivery.raw, delivery.ack, &reason, feed).await,
+            Err(reason) => return self.dead_letter(delivery.ack, &reason).await,
         };
-        let ready = Ready { event, raw: delivery.raw, ack: delivery.ack };
+        let ready = Ready { event, ack: delivery.ack };
         let queue = &queues[partition(&ready.event.aggregate_id, queues.len())];
         if let Err(mpsc::error::SendError(ready)) = queue.send(ready).await {
             // Its worker is gone (it cannot be, short of a panic): apply it here.
             warn!(projection = self.projection.name(), "a projector worker is gone; applying its event in place");
-            self.process(ready, feed).await;
+            self.process_batch(vec![ready]).await;
         }
     }
 
     /// A worker: batches what is queued, applies, settles; until the
     /// dispatcher drops the queue. Asks for a catch-up when it could not
     /// apply an event now.
-    async fn work(self, mut deliveries: mpsc::Receiver<Ready>, feed: Arc<dyn EventFeed>, repair: Arc<Repair>) {
+    async fn work(self, mut deliveries: mpsc::Receiver<Ready>, repair: Arc<Repair>) {
         while let Some(first) = deliveries.recv().await {
             // Whatever else is queued joins it, without waiting.
             let mut batch = vec![first];
@@ -180,18 +189,20 @@ impl Projector {
                     Err(_) => break,
                 }
             }
-            if !self.process_batch(batch, feed.as_ref()).await {
+            if !self.process_batch(batch).await {
                 repair.request();
             }
         }
     }
 
-    /// Applies a batch in one transaction (see the module doc of
-    /// [`super`]); returns false when some event could not be applied now.
-    async fn process_batch(&self, batch: Vec<Ready>, feed: &dyn EventFeed) -> bool {
-        if batch.len() == 1 {
+    /// Verifies a batch against the store, then applies the store's copies
+    /// in one transaction (see the module doc of [`super`]); returns false
+    /// when some event could not be applied now.
+    async fn process_batch(&self, batch: Vec<Ready>) -> bool {
+        let Some(batch) = self.verify(batch).await else { return false };
+        if batch.len() <= 1 {
             return match batch.into_iter().next() {
-                Some(ready) => self.process(ready, feed).await,
+                Some(ready) => self.process(ready).await,
                 None => true,
             };
         }
@@ -201,7 +212,7 @@ impl Projector {
                 for (ready, applied) in batch.into_iter().zip(results) {
                     let mut skipped = Vec::new();
                     self.record(&ready.event, applied, &mut skipped).await;
-                    self.settle(&ready.raw, ready.ack, skipped, feed).await;
+                    self.settle(ready.ack, skipped).await;
                 }
                 true
             }
@@ -210,19 +221,28 @@ impl Projector {
                 debug!(%error, projection = self.projection.name(), "a batch failed; applying its events one by one");
                 let mut all_applied = true;
                 for ready in batch {
-                    all_applied &= self.process(ready, feed).await;
+                    all_applied &= self.process(ready).await;
                 }
                 all_applied
             }
         }
     }
 
-    /// One event, with gap repair. Returns false when it could not be applied now.
-    async fn process(&self, ready: Ready, feed: &dyn EventFeed) -> bool {
+    /// One verified event, with gap repair. Returns false when it could not
+    /// be applied now; in its last delivery it is then dead-lettered (the
+    /// catch-up the caller asks for applies the store's event).
+    async fn process(&self, ready: Ready) -> bool {
         match self.handle(&ready.event).await {
             Ok(skipped) => {
-                self.settle(&ready.raw, ready.ack, skipped, feed).await;
+                self.settle(ready.ack, skipped).await;
                 true
+            }
+            Err(error) if ready.ack.is_last_delivery() => {
+                let delivered = ready.ack.delivered();
+                warn!(%error, event = %ready.event.id, delivered, "projection failed in the last delivery; dead-lettering it");
+                let reason = format!("not applied in {delivered} deliveries, last: {error}");
+                self.dead_letter(ready.ack, &reason).await;
+                false
             }
             Err(error) => {
                 warn!(%error, event = %ready.event.id, "projection failed; retrying later");
@@ -233,29 +253,28 @@ impl Projector {
         }
     }
 
-    /// After the commit: dead-letters what had to be skipped, then acks.
-    async fn settle(&self, raw: &[u8], ack: Box<dyn Acknowledge>, skipped: Vec<String>, feed: &dyn EventFeed) {
-        let source = format!("projector_{}", self.projection.name());
-        for reason in skipped {
-            warn!(%reason, "skipped an unreadable event");
-            if let Err(error) = feed.dead_letter(&source, raw, &reason).await {
-                warn!(%error, %reason, "dead-letter publish failed");
+    /// After the commit: acks, or dead-letters what the projection had to
+    /// skip as unreadable (its checkpoint moved past it: it is the store's
+    /// event, kept aside for operators).
+    async fn settle(&self, ack: Box<dyn Acknowledge>, skipped: Vec<String>) {
+        if skipped.is_empty() {
+            if let Err(error) = ack.ack().await {
+                warn!(%error, "ack failed; the event will be redelivered and skipped");
             }
-        }
-        if let Err(error) = ack.ack().await {
-            warn!(%error, "ack failed; the event will be redelivered and skipped");
-        }
-    }
-
-    /// A delivery that is not an event envelope: moved aside, never applied.
-    async fn dead_letter(&self, raw: &[u8], ack: Box<dyn Acknowledge>, reason: &str, feed: &dyn EventFeed) {
-        let source = format!("projector_{}", self.projection.name());
-        if let Err(error) = feed.dead_letter(&source, raw, reason).await {
-            warn!(%error, "dead-letter publish failed; redelivering");
-            let _ = ack.retry(Duration::from_secs(1)).await;
             return;
         }
-        let _ = ack.reject().await;
+        let reason = skipped.join("; ");
+        warn!(%reason, "skipped an unreadable event");
+        self.dead_letter(ack, &reason).await;
+    }
+
+    /// Moves a delivery aside with its reason; it is never applied.
+    pub(super) async fn dead_letter(&self, ack: Box<dyn Acknowledge>, reason: &str) {
+        let source = format!("projector_{}", self.projection.name());
+        warn!(projection = self.projection.name(), reason, "dead-lettering an event delivery");
+        if let Err(error) = ack.dead_letter(&source, reason).await {
+            warn!(%error, "dead-letter failed; the delivery comes back");
+        }
     }
 }
 

@@ -34,7 +34,7 @@ use crate::aggregate::Aggregate;
 use group_commit::{HookSlot, Lanes};
 use job::{Pending, fold};
 use publication::Publication;
-use rows::{event_columns, event_from_row, load_stream};
+use rows::{event_columns, event_from_row, load_events, load_stream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -247,6 +247,14 @@ impl EventLog for SqlEventStore {
             .await
             .map_err(PortError::backend)?;
         rows.iter().map(event_from_row).collect::<Result<_, _>>().map_err(PortError::backend)
+    }
+
+    async fn read_events(&self, ids: &[Uuid]) -> Result<Vec<EventEnvelope>, PortError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.acquire().await.map_err(PortError::backend)?;
+        load_events(&mut conn, ids).await.map_err(PortError::backend)
     }
 
     async fn stream_heads(&self) -> Result<Vec<StreamHead>, PortError> {

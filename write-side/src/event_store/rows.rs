@@ -99,6 +99,24 @@ pub(super) async fn stored_outcomes(
     Ok(found)
 }
 
+/// The events with these ids (primary-key lookups, one statement per
+/// [`ROWS_PER_STATEMENT`] ids); missing ids are left out.
+pub(super) async fn load_events(conn: &mut AnyConnection, ids: &[Uuid]) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql =
+            format!(concat!("SELECT ", event_columns!(""), " FROM events WHERE event_id IN ({})"), list(chunk.len()));
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            found.push(event_from_row(&row)?);
+        }
+    }
+    Ok(found)
+}
+
 /// Whole streams, by stream id, each in version order.
 pub(super) async fn load_streams(
     conn: &mut AnyConnection,

@@ -39,6 +39,8 @@ use crate::event_store::{SqlEventStore, StoreError};
 use crate::stream_locks::StreamLocks;
 
 const KIND: &str = "order-fulfillment";
+/// Starts with [`schema::subjects::SAGA_ACTOR_PREFIX`]: the command handler
+/// takes the saga's commands only in its name.
 const ACTOR: &str = "saga:order-fulfillment";
 
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schema::ports::{CommandBus, Dispatched};
-use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Rejection, codes};
+use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, OutcomeStatus, Rejection, codes};
 use tracing::warn;
 
 use crate::event_store::{Attached, Attachment};
@@ -69,11 +69,36 @@ impl StepRoute {
             return Answer::Missing;
         };
         match bus.dispatch(command, remote_wait).await {
-            Ok(Dispatched::Decided(outcome)) => Answer::Decided(outcome, None, None),
+            // Given up by the write side (kept in its dead-letter stream):
+            // no decision, so the step is tried again, like a missing answer.
+            Ok(Dispatched::Decided(outcome)) if outcome.status == OutcomeStatus::Failed => Answer::Missing,
+            Ok(Dispatched::Decided(outcome)) => match self.stored(&outcome).await {
+                Some(stored) => Answer::Decided(stored, None, None),
+                None => Answer::Missing,
+            },
             Ok(Dispatched::Pending) => Answer::Missing,
             Err(error) => {
                 warn!(%error, "saga step not delivered; will retry");
                 Answer::Missing
+            }
+        }
+    }
+
+    /// The store's copy of an outcome that came over the bus: the bus is
+    /// not the truth (a forged REJECTED would make the saga compensate). One
+    /// read per remote step; in-process steps need none. `None` while the
+    /// store has no decision (the outcome is then treated as missing).
+    async fn stored(&self, announced: &CommandOutcome) -> Option<CommandOutcome> {
+        let Some((handler, _)) = &self.local else { return Some(announced.clone()) };
+        match handler.store().outcome(announced.command_id).await {
+            Ok(Some(stored)) => Some(stored),
+            Ok(None) => {
+                warn!(command_id = %announced.command_id, "an outcome on the bus that the store does not have; ignored");
+                None
+            }
+            Err(error) => {
+                warn!(%error, command_id = %announced.command_id, "cannot read a step's outcome from the store; will retry");
+                None
             }
         }
     }

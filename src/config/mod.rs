@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod nats;
+
 use clap::builder::TypedValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use nats::{DlqArgs, DlqCommand, DlqServer, NatsAuthArgs};
 
 mod edge;
 pub use edge::EdgeLimits;
@@ -38,6 +41,8 @@ pub enum Command {
     Schema,
     /// Prints a token signed with the configured --jwt-secret.
     Token(TokenArgs),
+    /// The dead-letter stream: list, show, redrive or purge what it keeps.
+    Dlq(DlqArgs),
 }
 
 #[derive(Debug, Args, Clone)]
@@ -198,6 +203,35 @@ pub struct Server {
     /// Connections in this process's SQL pool.
     #[arg(long, env = "CONVEYOR_DB_CONNECTIONS", default_value_t = 16)]
     pub db_connections: u32,
+    /// Deliveries of one command or event message before its consumer gives
+    /// up on it and moves it to the dead-letter stream (a command then
+    /// answers FAILED with COMMAND_FAILED).
+    #[arg(long, env = "CONVEYOR_MAX_DELIVER", default_value_t = 20,
+          value_parser = clap::value_parser!(i64).range(1..=10_000))]
+    pub max_deliver: i64,
+    /// How long the dead-letter stream `<ns>_DLQ` keeps a dead letter.
+    #[arg(long, env = "CONVEYOR_DLQ_MAX_AGE", default_value = "720h", value_parser = parse_duration)]
+    pub dlq_max_age: Duration,
+    /// The dead-letter stream's disk budget in bytes (the oldest go first); -1: none.
+    #[arg(long, env = "CONVEYOR_DLQ_MAX_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub dlq_max_bytes: i64,
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
+}
+
+impl Server {
+    /// The stream settings for the streams this process creates.
+    pub fn streams(&self) -> schema::nats::StreamSettings {
+        schema::nats::StreamSettings {
+            replicas: self.stream_replicas,
+            dead_letters: schema::dead_letters::DeadLetterLimits {
+                max_age: self.dlq_max_age,
+                max_bytes: self.dlq_max_bytes,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Args, Clone)]
