@@ -27,6 +27,8 @@ pub struct Embedded {
     pub address: SocketAddr,
     /// Where `/metrics` is served, with `--metrics-listen`.
     pub metrics_address: Option<SocketAddr>,
+    /// The gRPC API's address (docs/grpc.md).
+    pub grpc_address: Option<SocketAddr>,
     pub store: SqlEventStore,
     pub views: ViewStore,
     /// The gateway's admission limits and backlog readings.
@@ -126,16 +128,23 @@ impl Embedded {
         let backlog_for_metrics = backlog.clone();
         let admission = Admission::start(common.admission(), Some(backlog), shutdown.clone());
         let services = Services::new(bus, views.clone(), notifier, common.mutation_wait, shutdown.clone())
-            .with_admission(admission.clone());
+            .with_admission(admission.clone())
+            // gRPC's EventStore reads the same SQLite store, on a reader connection of its own.
+            .with_event_log(Arc::new(SqlEventStore::new(
+                schema::sql::connect(&events_url, 1)
+                    .await
+                    .with_context(|| format!("cannot open the event store in {}", data_dir.display()))?,
+            )));
         let readiness: Vec<(&'static str, Arc<dyn Readiness>)> = vec![("database", Arc::new(views.clone()))];
-        let gateway = Gateway::build(&common.http()?, services, readiness)
-            .await
-            .with_context(|| format!("cannot listen on {}", common.listen))?;
+        let gateway = Gateway::build(&common.http()?, services, readiness).await.with_context(|| {
+            format!("cannot listen on {} (GraphQL) or {} (gRPC)", common.listen, common.grpc_listen)
+        })?;
         let address = gateway.local_addr()?;
+        let grpc_address = gateway.grpc_addr()?;
         tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
         samplers.push(crate::metrics::sagas(backlog_for_metrics));
         let metrics_address = crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
-        Ok(Self { address, metrics_address, store, views, admission, tasks, shutdown })
+        Ok(Self { address, metrics_address, grpc_address, store, views, admission, tasks, shutdown })
     }
 
     /// Runs until the shutdown token is cancelled or a component fails.
@@ -153,6 +162,7 @@ pub async fn run(common: &Common, shutdown: CancellationToken) -> anyhow::Result
         embedded.address,
         data.display()
     );
+    crate::server::log_grpc(embedded.grpc_address);
     embedded.run_until_stopped().await
 }
 

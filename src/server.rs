@@ -256,6 +256,8 @@ pub async fn start_read_side(
 /// A bound gateway, with the handles tests read.
 pub struct StartedGateway {
     pub address: SocketAddr,
+    /// The gRPC API's address (docs/grpc.md).
+    pub grpc_address: Option<SocketAddr>,
     /// Its view store (whose statement count tests read).
     pub views: ViewStore,
     /// Its admission limits and backlog readings.
@@ -285,15 +287,25 @@ pub async fn start_gateway(
         common.mutation_wait,
         shutdown.clone(),
     )
-    .with_admission(admission.clone());
+    .with_admission(admission.clone())
+    // gRPC's EventStore reads the store on the gateway's read-only pool.
+    .with_event_log(Arc::new(SqlEventStore::new(infra.gateway_pool.clone())));
     let readiness: Vec<(&'static str, Arc<dyn Readiness>)> =
         vec![("nats", Arc::new(NatsReadiness(infra.gateway_client.clone()))), ("database", Arc::new(views.clone()))];
     let gateway = Gateway::build(&common.http()?, services, readiness)
         .await
-        .with_context(|| format!("cannot listen on {}", common.listen))?;
+        .with_context(|| format!("cannot listen on {} (GraphQL) or {} (gRPC)", common.listen, common.grpc_listen))?;
     let address = gateway.local_addr()?;
+    let grpc_address = gateway.grpc_addr()?;
     tasks.spawn(async move { gateway.run_until_stopped().await.context("gateway failed") });
-    Ok(StartedGateway { address, views, admission })
+    Ok(StartedGateway { address, grpc_address, views, admission })
+}
+
+/// Says where the gRPC API listens.
+pub fn log_grpc(address: Option<SocketAddr>) {
+    if let Some(address) = address {
+        tracing::info!("gRPC API (conveyor.v1.Orders, conveyor.v1.EventStore, health, reflection) at {address}");
+    }
 }
 
 /// Waits for every task; the first failure stops the others.
@@ -313,10 +325,12 @@ pub async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: Cancell
 pub async fn run_gateway(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
     let infra = Infra::connect(common, server, GATEWAY_ROLE, Sides::One).await?;
     let mut tasks = JoinSet::new();
-    let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?.address;
+    let started = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
+    let address = started.address;
     let samplers = vec![crate::metrics::pool("gateway", infra.gateway_pool.clone())];
     crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "gateway serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
+    log_grpc(started.grpc_address);
     finish(infra, tasks, shutdown).await
 }
 
@@ -351,10 +365,12 @@ pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationTok
         start_write_side(&infra, common, write_side::AGGREGATES, ConsumerSettings::default(), &mut tasks, &shutdown)
             .await?;
     samplers.extend(start_read_side(&infra, common, &mut tasks, &shutdown).await?);
-    let address = start_gateway(&infra, common, &mut tasks, &shutdown).await?.address;
+    let started = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
+    let address = started.address;
     samplers.push(crate::metrics::pool("gateway", infra.gateway_pool.clone()));
     crate::metrics::serve(common.metrics_listen, samplers, &mut tasks, &shutdown).await?;
     tracing::info!(namespace = %infra.ns, "conveyor (all sides) serving GraphQL at http://{address}/graphql, the order page at /app, GraphiQL at /graphiql");
+    log_grpc(started.grpc_address);
     finish(infra, tasks, shutdown).await
 }
 

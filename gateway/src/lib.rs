@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod auth;
 pub mod graphql;
+pub mod grpc;
 mod http;
 pub mod limits;
 mod metrics;
@@ -62,6 +63,8 @@ pub struct HttpSettings {
     /// Verifies tokens; open (no key) lets everyone do everything.
     pub auth: Authenticator,
     pub websocket: WsSettings,
+    /// Where the gRPC API listens (docs/grpc.md); `None`: no gRPC server.
+    pub grpc_listen: Option<SocketAddr>,
 }
 
 impl HttpSettings {
@@ -77,6 +80,7 @@ impl HttpSettings {
             client_ip_header: None,
             auth: Authenticator::open(),
             websocket: WsSettings::default(),
+            grpc_listen: None,
         }
     }
 }
@@ -85,6 +89,7 @@ impl HttpSettings {
 pub struct Gateway {
     listener: TcpListener,
     router: Router,
+    grpc: Option<grpc::GrpcServer>,
     shutdown: CancellationToken,
 }
 
@@ -92,8 +97,8 @@ pub struct Gateway {
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Gateway {
-    /// Binds the listener and builds the routes; an invalid CORS origin is
-    /// an `InvalidInput` error.
+    /// Binds the listener (and the gRPC one, when `grpc_listen` is set) and
+    /// builds the routes; an invalid CORS origin is an `InvalidInput` error.
     pub async fn build(
         settings: &HttpSettings,
         services: Services,
@@ -104,14 +109,37 @@ impl Gateway {
         })?;
         let listener = TcpListener::bind(settings.listen).await?;
         let shutdown = services.shutdown.clone();
+        let events = services.events.clone();
+        let schema = graphql::build(services, settings.introspection, settings.limits);
+        let readiness = Arc::new(readiness);
+        // One budget per caller, whichever API it calls.
+        let limiter = rate_limit::RateLimiter::start(settings.rate_limit, shutdown.clone());
+        let grpc = match settings.grpc_listen {
+            Some(listen) => Some(
+                grpc::GrpcServer::bind(
+                    listen,
+                    grpc::GrpcParts {
+                        schema: schema.clone(),
+                        auth: settings.auth.clone(),
+                        limiter: limiter.clone(),
+                        readiness: readiness.clone(),
+                        events,
+                        max_message_bytes: settings.max_body_bytes,
+                        shutdown: shutdown.clone(),
+                    },
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let state = http::AppState {
-            schema: graphql::build(services, settings.introspection, settings.limits),
-            readiness: Arc::new(readiness),
+            schema,
+            readiness,
             shutdown: shutdown.clone(),
             auth: settings.auth.clone(),
             websocket: settings.websocket,
             graphiql: settings.introspection,
-            limiter: rate_limit::RateLimiter::start(settings.rate_limit, shutdown.clone()),
+            limiter,
             connections: ws::ConnectionCounts::default(),
             client_ip_header: settings.client_ip_header.clone(),
         };
@@ -127,21 +155,35 @@ impl Gateway {
             .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, settings.request_timeout))
             .layer(cors)
             .layer(TraceLayer::new_for_http());
-        Ok(Self { listener, router, shutdown })
+        Ok(Self { listener, router, grpc, shutdown })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until the shutdown token is cancelled, then drains.
+    /// The gRPC server's bound address, when it has one.
+    pub fn grpc_addr(&self) -> std::io::Result<Option<SocketAddr>> {
+        self.grpc.as_ref().map(grpc::GrpcServer::local_addr).transpose()
+    }
+
+    /// Serves GraphQL (and gRPC) until the shutdown token is cancelled, then drains.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let shutdown = self.shutdown.clone();
         // With each connection's peer address: rate limits and connection caps key on it.
         let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, service).with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let serve = tokio::spawn(async move { serve.await });
+        let grpc = self.grpc.map(|grpc| tokio::spawn(grpc.run_until_stopped()));
         shutdown.cancelled().await;
+        if let Some(grpc) = grpc {
+            match tokio::time::timeout(DRAIN_TIMEOUT, grpc).await {
+                Ok(Ok(Err(error))) => tracing::warn!(%error, "gRPC server failed"),
+                Ok(Err(join_error)) => tracing::warn!(%join_error, "gRPC server failed"),
+                Ok(Ok(Ok(()))) => {}
+                Err(_) => tracing::warn!("gRPC calls still open after {DRAIN_TIMEOUT:?}; closing them"),
+            }
+        }
         match tokio::time::timeout(DRAIN_TIMEOUT, serve).await {
             Ok(Ok(result)) => result,
             Ok(Err(join_error)) => Err(std::io::Error::other(join_error)),

@@ -15,6 +15,7 @@
 //! Both print stable, grep-able lines ([`report`]) that `scripts/bench` parses.
 
 mod answer;
+mod api_compare;
 mod check;
 mod client;
 mod closed_loop;
@@ -66,6 +67,10 @@ pub struct BenchArgs {
     /// Lines per order, each a different product (at most --skus).
     #[arg(long, default_value_t = 1)]
     pub lines: usize,
+    /// Instead of a load: place and read back --orders orders over GraphQL,
+    /// then over the gRPC API at this address, and print each API's latencies.
+    #[arg(long)]
+    pub compare_grpc: Option<std::net::SocketAddr>,
 }
 
 /// How long the open loop runs when only `--open-loop` is given.
@@ -130,6 +135,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (load, shape) = args.validate()?;
     let gateway = client::Gateway::new(&args.url, args.token.clone(), shape.concurrency)?;
     let seed = seed::Seed::create(&gateway, shape.skus).await?;
+    if let Some(grpc) = args.compare_grpc {
+        let Load::Closed { orders } = load else { bail!("--compare-grpc takes --orders, not an open loop") };
+        return api_compare::run(&gateway, &seed, shape, orders, grpc, args.token.as_deref()).await;
+    }
     match load {
         Load::Closed { orders } => closed_loop::run(&gateway, &seed, shape, orders).await,
         Load::Open { duration, rate, drain_timeout } => {

@@ -27,7 +27,7 @@ pub struct EdgeLimits {
     #[arg(long, env = "CONVEYOR_MAX_RESPONSE_BYTES", default_value_t = QUERY.max_response_bytes, global = true)]
     pub max_response_bytes: usize,
     /// Operations per second per caller (token subject, else IP address),
-    /// over HTTP and WebSocket; 0 turns rate limiting off.
+    /// over HTTP, WebSocket and gRPC; 0 turns rate limiting off.
     #[arg(long, env = "CONVEYOR_RATE_LIMIT", default_value_t = RATE.per_second, global = true)]
     pub rate_limit: u32,
     /// Operations a caller may send at once before the rate applies (0: one second's worth).

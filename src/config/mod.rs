@@ -80,6 +80,9 @@ pub struct Common {
     /// Address the GraphQL server listens on.
     #[arg(long, env = "CONVEYOR_LISTEN", default_value = "127.0.0.1:8080", global = true)]
     pub listen: SocketAddr,
+    /// Address the gRPC API listens on (gateway, all, embedded; docs/grpc.md).
+    #[arg(long, env = "CONVEYOR_GRPC_LISTEN", default_value = "127.0.0.1:50051", global = true)]
+    pub grpc_listen: SocketAddr,
     /// Prefix of every NATS stream, consumer and subject: deployments (and
     /// test runs) sharing one NATS server stay apart.
     #[arg(long, env = "CONVEYOR_NAMESPACE", default_value = "conveyor", global = true)]
@@ -168,6 +171,7 @@ impl Common {
             client_ip_header: self.edge.client_ip_header.clone(),
             auth: self.authenticator()?,
             websocket: self.edge.websocket(self.ws_init_timeout, self.ws_ping_interval),
+            grpc_listen: Some(self.grpc_listen),
         })
     }
 

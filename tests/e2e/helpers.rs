@@ -163,6 +163,7 @@ impl Isolation {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             metrics_listen: None,
             log_format: conveyor::telemetry::LogFormat::Text,
+            grpc_listen: "127.0.0.1:0".parse().expect("valid address"),
             namespace: self.namespace.clone(),
             mutation_wait: Duration::from_secs(10),
             projector_batch: read_side::projector::BATCH,
@@ -242,6 +243,8 @@ impl Drop for Isolation {
 /// The composed system, running in this test process.
 pub struct TestApp {
     pub address: SocketAddr,
+    /// The gRPC API's address.
+    pub grpc: SocketAddr,
     pub http: reqwest::Client,
     pub store: SqlEventStore,
     /// The gateway's view store: counts the SQL statements queries run.
@@ -288,12 +291,12 @@ impl TestApp {
         configure(&mut common);
         let mut server = isolation.server();
         configure_server(&mut server);
-        let (address, gateway_views, admission, running) = match isolation.backend {
+        let (address, grpc, gateway_views, admission, running) = match isolation.backend {
             Backend::Embedded => {
                 let embedded = Embedded::start(&common, shutdown.clone()).await.expect("embedded mode starts");
-                let (address, views, admission) =
-                    (embedded.address, embedded.views.clone(), embedded.admission.clone());
-                (address, views, admission, tokio::spawn(embedded.run_until_stopped()))
+                let (address, grpc, views, admission) =
+                    (embedded.address, embedded.grpc_address, embedded.views.clone(), embedded.admission.clone());
+                (address, grpc, views, admission, tokio::spawn(embedded.run_until_stopped()))
             }
             Backend::Server => {
                 // Each side as its own NATS user, with its own permissions.
@@ -309,12 +312,14 @@ impl TestApp {
                     .expect("write side");
                 start_read_side(&infra, &common, &mut tasks, &shutdown).await.expect("read side");
                 let gateway = start_gateway(&infra, &common, &mut tasks, &shutdown).await.expect("gateway");
-                (gateway.address, gateway.views, gateway.admission, tokio::spawn(supervise(tasks, shutdown.clone())))
+                let running = tokio::spawn(supervise(tasks, shutdown.clone()));
+                (gateway.address, gateway.grpc_address, gateway.views, gateway.admission, running)
             }
         };
         let (store, _) = isolation.stores().await;
         Self {
             address,
+            grpc: grpc.expect("the gateway serves gRPC"),
             http: reqwest::Client::new(),
             store,
             gateway_views,

@@ -13,6 +13,7 @@ mod customers;
 mod edge;
 mod feed;
 mod fuzz;
+mod grpc;
 mod http;
 mod limits;
 mod migrations;

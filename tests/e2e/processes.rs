@@ -31,6 +31,8 @@ impl Conveyor {
         let mut command = Command::new(env!("CARGO_BIN_EXE_conveyor"));
         command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         command.env("RUST_LOG", "info").env_remove("NATS_URL").env_remove("DATABASE_URL");
+        // Processes run side by side: none may take the default gRPC port.
+        command.env("CONVEYOR_GRPC_LISTEN", "127.0.0.1:0");
         for (key, value) in env {
             command.env(key, value);
         }

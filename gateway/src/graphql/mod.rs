@@ -18,7 +18,7 @@ use read_side::ViewStore;
 use read_side::customers::CustomerRepository;
 use read_side::orders::OrderRepository;
 use read_side::products::ProductRepository;
-use schema::ports::{CommandBus, Notifier};
+use schema::ports::{CommandBus, EventLog, Notifier};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
@@ -59,6 +59,9 @@ pub struct Services {
     pub shutdown: CancellationToken,
     /// Whether a mutation may be dispatched now (invariant 9).
     pub admission: Admission,
+    /// The event store, read-only, for the gRPC `EventStore` service;
+    /// `None`: that service answers UNIMPLEMENTED.
+    pub events: Option<Arc<dyn EventLog>>,
 }
 
 impl Services {
@@ -87,7 +90,13 @@ impl Services {
             mutation_wait,
             shutdown,
             admission: Admission::unlimited(),
+            events: None,
         }
+    }
+
+    /// The same, reading the event store through `events`.
+    pub fn with_event_log(self, events: Arc<dyn EventLog>) -> Self {
+        Self { events: Some(events), ..self }
     }
 
     /// The same, with the edge's limits.
