@@ -224,7 +224,7 @@ struct GqlOrder {
     customer_id: String,
     status: String,
     items: Vec<GqlLine>,
-    total_cents: i64,
+    total_cents: Option<i64>,
     version: i64,
     payment_status: String,
     stock_status: String,
