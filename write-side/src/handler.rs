@@ -79,6 +79,12 @@ impl CommandHandler {
         &self.store
     }
 
+    /// The customers' credit limits this handler has read, to share with
+    /// the saga of the same process (one read per customer, not two).
+    pub fn credit_limits(&self) -> &CreditLimits {
+        &self.credit_limits
+    }
+
     /// Decides the command (or returns its stored outcome) and publishes the
     /// events it appended. Once this returns `Ok`, the outcome is committed.
     #[instrument(skip_all, fields(command_id = %command.id, command = %command.type_name))]

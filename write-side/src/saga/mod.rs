@@ -160,7 +160,9 @@ impl SagaRunner {
         store.set_commit_hook(Arc::new(intake::SagaIntake::new(settings.clone(), wake)))?;
         let store_pool = store.pool().clone();
         Ok(Self {
-            credit_limits: CreditLimits::new(store.clone()),
+            credit_limits: route
+                .handler()
+                .map_or_else(|| CreditLimits::new(store.clone()), |handler| handler.credit_limits().clone()),
             store,
             route,
             permits: Arc::new(Semaphore::new(settings.concurrency.max(1))),

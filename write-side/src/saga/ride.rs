@@ -11,10 +11,9 @@
 //! by an earlier delivery, whose price is in an older event) it leaves
 //! alone, and the runner saves as before.
 
-use schema::EventEnvelope;
 use sqlx::AnyConnection;
 
-use super::steps::result_at_hand;
+use super::steps::{events_at_hand, result_at_hand};
 use super::store::Stored;
 use super::writer::{Save, write_saves};
 use super::{SagaSettings, Step};
@@ -47,8 +46,12 @@ pub(super) async fn save_rides(
     let mut riding: Vec<(usize, Stored, Save)> = Vec::new();
     for (index, (attachment, decision)) in attached.iter().enumerate() {
         let Some(ride) = attachment.downcast_ref::<Ride>() else { continue };
-        let Some(result) = result_at_hand(&ride.step, &ride.stored.saga.order_id, &decision.outcome, events(decision))
-        else {
+        let Some(result) = result_at_hand(
+            &ride.step,
+            &ride.stored.saga.order_id,
+            &decision.outcome,
+            events_at_hand(&decision.outcome, &decision.new_events),
+        ) else {
             continue;
         };
         let mut stored = ride.stored.clone();
@@ -82,11 +85,6 @@ pub(super) async fn save_rides(
         answers[index] = Some(Attached(Box::new(ridden)));
     }
     Ok(answers)
-}
-
-/// The command's events, when they are all at hand (decided now).
-fn events(decision: &Decision) -> &[EventEnvelope] {
-    if decision.new_events.len() == decision.outcome.event_ids.len() { &decision.new_events } else { &[] }
 }
 
 /// The runner's side: what the hook made of a ride, if anything.

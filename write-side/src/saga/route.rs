@@ -41,6 +41,11 @@ impl StepRoute {
         Self { local: Some((handler, aggregates.to_vec())), remote: Some(bus) }
     }
 
+    /// The handler of this process's groups.
+    pub(super) fn handler(&self) -> Option<&CommandHandler> {
+        self.local.as_ref().map(|(handler, _)| handler)
+    }
+
     /// Sends a step's command. `attachment` rides along when the step runs
     /// here (see [`super::ride`]); over the bus it is dropped.
     pub(super) async fn send(

@@ -132,30 +132,22 @@ impl SagaRunner {
             }
             Answer::Missing => return Ok((StepResult::NoAnswer, None)),
         };
-        let at_hand = events.as_deref().filter(|events| events.len() == outcome.event_ids.len());
-        if let Some(result) = at_hand.and_then(|events| result_at_hand(step, &order_id, &outcome, events)) {
+        let at_hand = events.as_deref().map(|events| events_at_hand(&outcome, events)).unwrap_or_default();
+        if let Some(result) = result_at_hand(step, &order_id, &outcome, at_hand) {
             return Ok((result, ridden));
         }
-        if outcome.status == OutcomeStatus::Rejected {
-            let rejection = outcome.rejection.unwrap_or_else(|| schema::Rejection::new(codes::INTERNAL, "rejected"));
-            return Ok((StepResult::Refused { code: rejection.code, message: rejection.message }, ridden));
-        }
+        // Only a reservation or an authorization decided by an earlier
+        // delivery (or elsewhere) gets here: its events are read.
+        let events = self.decided_events(&outcome, events).await?;
         let result = match step {
-            Step::Reserve { sku, .. } => {
-                let events = self.decided_events(&outcome, events).await?;
-                StepResult::Done {
-                    unit_price_cents: Some(self.reserved_price(sku, &order_id, &events).await?),
-                    approved: None,
-                }
-            }
-            Step::Authorize { .. } => {
-                let events = self.decided_events(&outcome, events).await?;
-                StepResult::Done {
-                    unit_price_cents: None,
-                    approved: Some(self.payment_approved(&order_id, &events).await?),
-                }
-            }
-            _ => StepResult::Done { unit_price_cents: None, approved: None },
+            Step::Reserve { sku, .. } => StepResult::Done {
+                unit_price_cents: Some(self.reserved_price(sku, &order_id, &events).await?),
+                approved: None,
+            },
+            _ => StepResult::Done {
+                unit_price_cents: None,
+                approved: Some(self.payment_approved(&order_id, &events).await?),
+            },
         };
         Ok((result, ridden))
     }
@@ -231,6 +223,12 @@ pub(super) fn result_at_hand(
             .then(|| StepResult::Done { unit_price_cents: None, approved: Some(authorized(events)) }),
         _ => Some(StepResult::Done { unit_price_cents: None, approved: None }),
     }
+}
+
+/// A decision's events when they are all at hand (it appended them now),
+/// else none.
+pub(super) fn events_at_hand<'e>(outcome: &CommandOutcome, events: &'e [EventEnvelope]) -> &'e [EventEnvelope] {
+    if events.len() == outcome.event_ids.len() { events } else { &[] }
 }
 
 /// The price of `order_id`'s reservation among `events`, if there.
