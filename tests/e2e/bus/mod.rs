@@ -8,6 +8,7 @@
 //! view equals a replay of the event store afterwards.
 //!
 //! * [`auth`]: NATS authentication by nkey, user and password, token.
+//! * [`creds`]: a `.creds` file against a nats-server in operator (JWT) mode.
 //! * [`events`]: forged, junk, ahead of the store; one a projector cannot apply.
 //! * [`commands`]: the saga's commands from outside, wrong subjects, a command given up.
 //! * [`permissions`]: each side's NATS user (scripts/nats-server.conf).
@@ -16,6 +17,7 @@
 
 mod auth;
 mod commands;
+mod creds;
 mod events;
 mod permissions;
 mod split;
@@ -115,6 +117,8 @@ pub fn command(aggregate: &str, id: &str, type_name: &str, actor: &str, payload:
 pub struct OwnServer {
     child: std::process::Child,
     pub port: u16,
+    /// What the server printed (removed on drop).
+    log: std::path::PathBuf,
 }
 
 impl OwnServer {
@@ -124,17 +128,22 @@ impl OwnServer {
             std::process::Command::new(root.join("scripts/nats-server")).output().expect("scripts/nats-server runs");
         let binary = String::from_utf8_lossy(&binary.stdout).trim().to_string();
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port();
+        let log = std::env::temp_dir().join(format!("conveyor-nats-{}.log", Uuid::now_v7().simple()));
         let child = std::process::Command::new(binary)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .args(args)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("the server's log file"))
             .spawn()
             .expect("nats-server starts");
-        let server = Self { child, port };
+        let server = Self { child, port, log };
         let deadline = tokio::time::Instant::now() + WAIT;
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "the nats-server never listened on {port}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the nats-server never listened on {port}:\n{}",
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         server
@@ -145,6 +154,7 @@ impl Drop for OwnServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
