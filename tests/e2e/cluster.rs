@@ -2,7 +2,8 @@
 //! nats-server processes routed together, configured from
 //! `deploy/nats/cluster-node.conf`), with R3 streams: killing the node that
 //! leads the commands stream in the middle of a run of orders loses none and
-//! doubles none.
+//! doubles none. And `deploy/compose.yaml` uses what is tested here: its NATS
+//! nodes are that template rendered, its variables are ones Conveyor reads.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -54,10 +55,22 @@ fn nats_server() -> String {
     String::from_utf8(output.stdout).expect("a path").trim().to_owned()
 }
 
+const TEMPLATE: &str = include_str!("../../deploy/nats/cluster-node.conf");
+
+/// One node's configuration from the template.
+fn render(name: &str, host: &str, port: u16, cluster_port: u16, store: &str, routes: &[String]) -> String {
+    TEMPLATE
+        .replace("{{NAME}}", name)
+        .replace("{{HOST}}", host)
+        .replace("{{PORT}}", &port.to_string())
+        .replace("{{CLUSTER_PORT}}", &cluster_port.to_string())
+        .replace("{{STORE}}", store)
+        .replace("{{ROUTES}}", &routes.join("\n    "))
+}
+
 /// Three nodes on free ports, routed to each other.
 fn start_cluster() -> Vec<Node> {
     let binary = nats_server();
-    let template = include_str!("../../deploy/nats/cluster-node.conf");
     let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
     let routes: Vec<String> = ports.iter().map(|(_, cluster)| format!("nats-route://127.0.0.1:{cluster}")).collect();
     let run = uuid::Uuid::now_v7().simple().to_string();
@@ -68,13 +81,7 @@ fn start_cluster() -> Vec<Node> {
             let name = format!("n{}", index + 1);
             let store = std::env::temp_dir().join(format!("conveyor-cluster-{run}-{name}"));
             std::fs::create_dir_all(&store).expect("store directory");
-            let config = template
-                .replace("{{NAME}}", &name)
-                .replace("{{HOST}}", "127.0.0.1")
-                .replace("{{PORT}}", &port.to_string())
-                .replace("{{CLUSTER_PORT}}", &cluster_port.to_string())
-                .replace("{{STORE}}", &store.display().to_string())
-                .replace("{{ROUTES}}", &routes.join("\n    "));
+            let config = render(&name, "127.0.0.1", *port, *cluster_port, &store.display().to_string(), &routes);
             let path = store.join("node.conf");
             std::fs::write(&path, config).expect("node config");
             let log = std::fs::File::create(store.join("node.log")).expect("node log");
@@ -259,4 +266,46 @@ async fn killing_the_commands_leader_of_a_three_node_cluster_loses_no_order_and_
     .expect("events");
     assert_eq!(counts.len(), ORDERS, "as many orders in the store as keys: {counts:?}");
     assert!(counts.iter().all(|(_, count)| *count == 1), "each placed once: {counts:?}");
+}
+
+#[test]
+fn the_compose_files_nats_nodes_are_the_tested_template_rendered() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let routes: Vec<String> = (1..=3).map(|n| format!("nats-route://n{n}:6222")).collect();
+    for n in 1..=3 {
+        let path = root.join(format!("deploy/nats/n{n}.conf"));
+        let file = std::fs::read_to_string(&path).expect("deploy/nats/nN.conf");
+        let rendered = render(&format!("n{n}"), "0.0.0.0", 4222, 6222, "/data", &routes);
+        assert!(
+            file.ends_with(&rendered),
+            "{} must be deploy/nats/cluster-node.conf rendered for n{n}",
+            path.display()
+        );
+        let compose = std::fs::read_to_string(root.join("deploy/compose.yaml")).expect("deploy/compose.yaml");
+        assert!(compose.contains(&format!("./nats/n{n}.conf:/etc/nats/node.conf")), "compose.yaml mounts n{n}.conf");
+    }
+}
+
+#[test]
+fn every_variable_the_compose_file_sets_is_one_conveyor_reads() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let compose = std::fs::read_to_string(root.join("deploy/compose.yaml")).expect("deploy/compose.yaml");
+    let help: String = ["gateway", "write-side", "read-side", "migrate"]
+        .iter()
+        .map(|command| {
+            let output = Command::new(env!("CARGO_BIN_EXE_conveyor")).args([command, "--help"]).output().expect("help");
+            assert!(output.status.success(), "conveyor {command} --help");
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+        .collect();
+    let variables: Vec<&str> = compose
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.trim_start().split_once(':').map(|(key, _)| key))
+        .filter(|key| ["CONVEYOR_", "NATS_", "DATABASE_"].iter().any(|prefix| key.starts_with(prefix)))
+        .collect();
+    assert!(variables.len() >= 8, "the compose file's variables were found: {variables:?}");
+    for variable in variables {
+        assert!(help.contains(&format!("[env: {variable}")), "conveyor reads no {variable} (deploy/compose.yaml)");
+    }
 }
