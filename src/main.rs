@@ -7,7 +7,22 @@ use conveyor::{bench, embedded, migrate, projection, server, shutdown, telemetry
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    telemetry::init_with(cli.common.log_format);
+    let traced = |service, messaging_system| Some(telemetry::Traced { service, messaging_system });
+    let traced = match &cli.command {
+        None | Some(Command::Embedded) => traced("conveyor", "conveyor"),
+        Some(Command::Gateway(_)) => traced("conveyor-gateway", "nats"),
+        Some(Command::WriteSide(_)) => traced("conveyor-write-side", "nats"),
+        Some(Command::ReadSide(_)) => traced("conveyor-read-side", "nats"),
+        Some(Command::All(_)) => traced("conveyor-all", "nats"),
+        Some(_) => None,
+    };
+    let _traces = match telemetry::init_with(cli.common.log_format, traced) {
+        Ok(traces) => traces,
+        Err(error) => {
+            eprintln!("conveyor: {error:#}");
+            std::process::exit(1);
+        }
+    };
     let common = &cli.common;
     let result = match cli.command.unwrap_or(Command::Embedded) {
         Command::Embedded => embedded::run(common, shutdown::on_signal()).await,

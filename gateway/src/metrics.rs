@@ -1,7 +1,9 @@
 //! The gateway's share of the process's metrics (see [`schema::metrics`]):
 //! GraphQL requests by operation type and result with their latency, and
 //! the subscriptions open. WebSocket connections are counted where they
-//! are served.
+//! are served. When traces are exported, each query and mutation is also
+//! the span `<type> <name>` (OpenTelemetry's GraphQL conventions) that the
+//! commands it sends are children of ([`schema::trace`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -14,6 +16,7 @@ use async_graphql::{Response, ServerResult, Variables};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use schema::metrics::{GaugeGuard, metrics};
+use tracing::Instrument as _;
 
 /// Counts every query and mutation answered and every subscription open.
 pub struct GraphqlMetrics;
@@ -34,6 +37,8 @@ struct RequestMetrics {
 struct Operation {
     /// Each operation's name and type, from the parsed document.
     parsed: Vec<(Option<String>, OperationType)>,
+    /// The document, kept only while traces are exported.
+    document: Option<String>,
     /// The type of the operation executed.
     executed: Option<OperationType>,
 }
@@ -103,7 +108,12 @@ impl Extension for RequestMetrics {
                 operations.iter().map(|(name, operation)| (Some(name.to_string()), operation.node.ty)).collect()
             }
         };
-        self.operation().parsed = parsed;
+        let mut operation = self.operation();
+        operation.parsed = parsed;
+        if schema::trace::enabled() {
+            operation.document = Some(query.to_owned());
+        }
+        drop(operation);
         Ok(document)
     }
 
@@ -122,6 +132,37 @@ impl Extension for RequestMetrics {
             };
             operation.executed = executed;
         }
-        next.run(ctx, operation_name).await
+        if !schema::trace::enabled() {
+            return next.run(ctx, operation_name).await;
+        }
+        let span = {
+            let operation = self.operation();
+            let ty = match operation.executed {
+                Some(OperationType::Query) => "query",
+                Some(OperationType::Mutation) => "mutation",
+                Some(OperationType::Subscription) => "subscription",
+                None => "unknown",
+            };
+            let name = operation_name
+                .map(str::to_owned)
+                .or_else(|| match operation.parsed.as_slice() {
+                    [(only, _)] => only.clone(),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            let span_name = if name.is_empty() { ty.to_owned() } else { format!("{ty} {name}") };
+            tracing::info_span!(
+                target: "conveyor::trace",
+                "graphql",
+                otel.name = span_name,
+                otel.kind = "server",
+                graphql.operation.type = ty,
+                graphql.operation.name = name,
+                graphql.document = operation.document.as_deref().unwrap_or_default(),
+                trace_id = tracing::field::Empty,
+            )
+        };
+        schema::trace::stamp(&span);
+        next.run(ctx, operation_name).instrument(span).await
     }
 }

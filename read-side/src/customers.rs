@@ -110,7 +110,7 @@ impl Projection for CustomersProjection {
                 OrderEvent::OrderCancelled(_) => close(tx, order_id, true, at).await?,
             }
         };
-        Ok(Some(ViewChange { view: VIEW.into(), id: customer_id, version: at as u64, scope: None }))
+        Ok(Some(ViewChange { view: VIEW.into(), id: customer_id, version: at as u64, scope: None, traceparent: None }))
     }
 }
 

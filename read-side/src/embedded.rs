@@ -192,7 +192,9 @@ impl Notifier for BroadcastNotifier {
                 Ok(change) if change.view == view && change.id == id => Some(change),
                 Ok(_) => None,
                 // Lagged: tell the watcher to re-read; the version is a hint only.
-                Err(_) => Some(ViewChange { view: view.clone(), id: id.clone(), version: 0, scope: None }),
+                Err(_) => {
+                    Some(ViewChange { view: view.clone(), id: id.clone(), version: 0, scope: None, traceparent: None })
+                }
             })
         });
         Ok(stream.boxed())
@@ -205,7 +207,13 @@ impl Notifier for BroadcastNotifier {
                 Ok(change) if change.view == view => Some(change),
                 Ok(_) => None,
                 // Lagged: an empty id tells the watcher it missed some.
-                Err(_) => Some(ViewChange { view: view.clone(), id: String::new(), version: 0, scope: None }),
+                Err(_) => Some(ViewChange {
+                    view: view.clone(),
+                    id: String::new(),
+                    version: 0,
+                    scope: None,
+                    traceparent: None,
+                }),
             })
         });
         Ok(stream.boxed())
@@ -234,6 +242,7 @@ impl Notifier for BroadcastNotifier {
                     id: id.clone().unwrap_or_default(),
                     version: 0,
                     scope: Some(scope.clone()),
+                    traceparent: None,
                 }),
             })
         });
@@ -297,6 +306,7 @@ mod tests {
             id: id.into(),
             version: 1,
             scope: scope.map(str::to_string),
+            traceparent: None,
         };
         let mut mine = notifier.watch_scope("orders", "c1", None).await.expect("watch");
         let mut one = notifier.watch_scope("orders", "c1", Some("o2")).await.expect("watch");

@@ -135,10 +135,16 @@ impl NatsNotifier {
 impl Notifier for NatsNotifier {
     async fn notify(&self, change: &ViewChange) -> Result<(), PortError> {
         let payload = serde_json::to_vec(change).map_err(PortError::backend)?;
-        self.client
-            .publish(self.ns.changed_subject(&change.view, &change.id, change.scope.as_deref()), payload.into())
-            .await
-            .map_err(PortError::backend)
+        let subject = self.ns.changed_subject(&change.view, &change.id, change.scope.as_deref());
+        match &change.traceparent {
+            Some(traceparent) => {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(schema::trace::TRACEPARENT, traceparent.as_str());
+                self.client.publish_with_headers(subject, headers, payload.into()).await
+            }
+            None => self.client.publish(subject, payload.into()).await,
+        }
+        .map_err(PortError::backend)
     }
 
     async fn watch(&self, view: &str, id: &str) -> Result<BoxStream<'static, ViewChange>, PortError> {

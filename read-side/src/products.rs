@@ -85,7 +85,13 @@ impl Projection for ProductsProjection {
             .execute(tx.statement())
             .await?;
         }
-        Ok(Some(ViewChange { view: VIEW.into(), id: sku.clone(), version: event.stream_version, scope: None }))
+        Ok(Some(ViewChange {
+            view: VIEW.into(),
+            id: sku.clone(),
+            version: event.stream_version,
+            scope: None,
+            traceparent: None,
+        }))
     }
 }
 

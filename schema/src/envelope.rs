@@ -31,12 +31,23 @@ pub struct Metadata {
     pub causation_id: Uuid,
     /// Who asked: a user id, `anonymous`, or a service name.
     pub actor: String,
+    /// The W3C trace context of the span that sent this message (see
+    /// [`crate::trace`]); tracing data only, never part of a decision, and
+    /// not kept by the event store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 impl Metadata {
-    /// Metadata for a command that starts a new business transaction.
+    /// Metadata for a command that starts a new business transaction, in
+    /// the trace of the current span.
     pub fn origin(command_id: Uuid, actor: impl Into<String>) -> Self {
-        Self { correlation_id: command_id, causation_id: command_id, actor: actor.into() }
+        Self {
+            correlation_id: command_id,
+            causation_id: command_id,
+            actor: actor.into(),
+            traceparent: crate::trace::current(),
+        }
     }
 }
 
@@ -191,6 +202,7 @@ impl CommandEnvelope {
             correlation_id: self.metadata.correlation_id,
             causation_id: self.id,
             actor: self.metadata.actor.clone(),
+            traceparent: self.metadata.traceparent.clone(),
         }
     }
 }

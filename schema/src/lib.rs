@@ -13,6 +13,7 @@
 //!   rules (SERIALIZABLE, retry on 40001) that every side follows, and
 //!   [`migration`]s under a lease row; [`metrics`] (feature): the process's
 //!   Prometheus metrics.
+//! * [`trace`]: the W3C trace context every command and event carries.
 
 pub mod codes;
 pub mod customer;
@@ -37,6 +38,7 @@ pub mod product;
 #[cfg(feature = "sql")]
 pub mod sql;
 pub mod subjects;
+pub mod trace;
 
 pub use envelope::{CommandEnvelope, ContractError, EventEnvelope, Metadata};
 pub use outcome::{CommandOutcome, OutcomeStatus, Rejection};

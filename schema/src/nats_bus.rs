@@ -98,6 +98,9 @@ impl NatsCommandBus {
     ) -> Result<Dispatched, PortError> {
         let mut headers = HeaderMap::new();
         headers.insert(NATS_MESSAGE_ID, command.id.to_string().as_str());
+        if let Some(traceparent) = &command.metadata.traceparent {
+            headers.insert(crate::trace::TRACEPARENT, traceparent.as_str());
+        }
         // The saga's own commands go to the internal subjects, which the
         // gateway's NATS user may not publish to.
         let subject = self.ns.subject_for_command(&command.aggregate_type, &command.type_name);

@@ -150,6 +150,10 @@ pub struct ViewChange {
     /// may see only one customer's rows; `None` for rows of no one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// The trace context of the projector's span that made the change (see
+    /// [`crate::trace`]): the push to subscribers continues its trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// Read side → gateway change notifications (NATS core, or a broadcast channel).

@@ -28,5 +28,6 @@ mod rate_limits;
 mod read_cache;
 mod saga;
 mod shared_subscriptions;
+mod traces;
 mod websocket;
 mod websocket_limits;

@@ -10,7 +10,7 @@ use schema::customer::{ClaimEmail, CustomerCommand, EmailCommand, email_claim_id
 use schema::envelope::{Message, derived_id};
 use schema::payment::PaymentCommand;
 use schema::{CommandEnvelope, CommandOutcome, OutcomeStatus};
-use tracing::instrument;
+use tracing::{Instrument as _, instrument};
 
 use crate::aggregate::Aggregate;
 use crate::customer::{CreditLimits, Customer, CustomerEmail, CustomerInput};
@@ -106,7 +106,14 @@ impl CommandHandler {
         attachment: Option<Attachment>,
     ) -> Result<Decision, HandleError> {
         let started = std::time::Instant::now();
-        let decided = self.decide_unmeasured(command, attachment).await;
+        let decided = if schema::trace::enabled() {
+            let destination = format!("cmd.{}.{}", command.aggregate_type, command.type_name);
+            let span =
+                schema::trace::process(&destination, &command.id.to_string(), command.metadata.traceparent.as_deref());
+            self.decide_unmeasured(command, attachment).instrument(span).await
+        } else {
+            self.decide_unmeasured(command, attachment).await
+        };
         let (outcome, type_name) = match &decided {
             Ok(decision) if decision.outcome.status == OutcomeStatus::Accepted => {
                 ("accepted", command.type_name.as_str())

@@ -41,6 +41,9 @@ impl EventPublisher for JetStreamEventPublisher {
         for event in events {
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MESSAGE_ID, event.id.to_string().as_str());
+            if let Some(traceparent) = &event.metadata.traceparent {
+                headers.insert(schema::trace::TRACEPARENT, traceparent.as_str());
+            }
             let payload = serde_json::to_vec(event).map_err(PortError::backend)?;
             let subject = self.ns.event_subject(&event.aggregate_type, &event.aggregate_id);
             acks.push(

@@ -7,6 +7,7 @@ use futures::StreamExt;
 use schema::envelope::{Message, derived_id};
 use schema::ports::Dispatched;
 use schema::{CommandEnvelope, CommandOutcome, Metadata, OutcomeStatus, codes};
+use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::Services;
@@ -147,14 +148,24 @@ pub async fn send<C: Message>(
     // at once, before anything is sent. A cancelled request drops it too.
     let _permit = services.admission.try_command_permit().map_err(overloaded)?;
     let deadline = tokio::time::Instant::now() + services.mutation_wait;
-    let envelope = CommandEnvelope::new(
+    let mut envelope = CommandEnvelope::new(
         command_id,
         aggregate,
         aggregate_id,
         Metadata::origin(command_id, caller(ctx)?.actor()),
         command,
     );
-    let dispatched = services.bus.dispatch(envelope.clone(), services.mutation_wait).await.map_err(unavailable)?;
+    // Traced, the command carries its `send` span's context: the handler's
+    // span is that one's child.
+    let span = if schema::trace::enabled() {
+        let span = schema::trace::send(&format!("cmd.{aggregate}.{}", envelope.type_name), &command_id.to_string());
+        envelope.metadata.traceparent = span.in_scope(schema::trace::current);
+        span
+    } else {
+        tracing::Span::none()
+    };
+    let dispatched =
+        services.bus.dispatch(envelope.clone(), services.mutation_wait).instrument(span).await.map_err(unavailable)?;
     Ok(match dispatched {
         Dispatched::Pending => {
             Sent { command_id, status: CommandStatus::Pending, error: None, outcome: None, deadline }

@@ -95,7 +95,13 @@ impl Projection for OrdersProjection {
         // is the order's customer, so that customer's watchers get it and
         // nobody else's (`Notifier::watch_scope`).
         let (updated_at, customer_id) = row.map_or((0, None), |row| (row.updated_at, Some(row.customer_id)));
-        Ok(Some(ViewChange { view: VIEW.into(), id: order_id, version: updated_at as u64, scope: customer_id }))
+        Ok(Some(ViewChange {
+            view: VIEW.into(),
+            id: order_id,
+            version: updated_at as u64,
+            scope: customer_id,
+            traceparent: None,
+        }))
     }
 }
 

@@ -163,6 +163,15 @@ impl Projector {
     }
 
     async fn announce(&self, change: &ViewChange) {
+        // Traced, the push to subscribers continues this event's trace.
+        let traced;
+        let change = match schema::trace::current() {
+            Some(traceparent) => {
+                traced = ViewChange { traceparent: Some(traceparent), ..change.clone() };
+                &traced
+            }
+            None => change,
+        };
         if let Err(error) = self.notifier.notify(change).await {
             // Subscribers re-read the view on their next notification.
             warn!(%error, view = %change.view, id = %change.id, "change notification failed");

@@ -47,7 +47,10 @@ impl Projector {
                         && copy.stream_version == claimed.stream_version
                         && copy.type_name == claimed.type_name =>
                 {
-                    verified.push(Ready { event: copy.clone(), ack });
+                    let mut copy = copy.clone();
+                    // Tracing data only (the store keeps none): the delivery's.
+                    copy.metadata.traceparent = claimed.metadata.traceparent;
+                    verified.push(Ready { event: copy, ack });
                 }
                 Some(copy) => {
                     let reason = format!(

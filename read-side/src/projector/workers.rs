@@ -39,7 +39,8 @@ use schema::ports::{Acknowledge, EventDelivery, EventFeed};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+
+use tracing::{Instrument as _, debug, info, warn};
 
 use super::Projector;
 
@@ -207,11 +208,14 @@ impl Projector {
             };
         }
         let events: Vec<&EventEnvelope> = batch.iter().map(|ready| &ready.event).collect();
+        // Traced, each event's span covers the batch's transaction and its
+        // change notification.
+        let spans: Vec<tracing::Span> = events.iter().map(|event| span(event)).collect();
         match self.apply_batch(&events).await {
             Ok(results) => {
-                for (ready, applied) in batch.into_iter().zip(results) {
+                for ((ready, applied), span) in batch.into_iter().zip(results).zip(spans) {
                     let mut skipped = Vec::new();
-                    self.record(&ready.event, applied, &mut skipped).await;
+                    self.record(&ready.event, applied, &mut skipped).instrument(span).await;
                     self.settle(ready.ack, skipped).await;
                 }
                 true
@@ -232,7 +236,7 @@ impl Projector {
     /// be applied now; in its last delivery it is then dead-lettered (the
     /// catch-up the caller asks for applies the store's event).
     async fn process(&self, ready: Ready) -> bool {
-        match self.handle(&ready.event).await {
+        match self.handle(&ready.event).instrument(span(&ready.event)).await {
             Ok(skipped) => {
                 self.settle(ready.ack, skipped).await;
                 true
@@ -277,6 +281,15 @@ impl Projector {
             Err(error) => warn!(%error, "dead-letter failed; the delivery comes back"),
         }
     }
+}
+
+/// The projector's span for one delivered event (none unless traced).
+fn span(event: &EventEnvelope) -> tracing::Span {
+    if !schema::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let destination = format!("evt.{}", event.aggregate_type);
+    schema::trace::process(&destination, &event.id.to_string(), event.metadata.traceparent.as_deref())
 }
 
 #[cfg(test)]

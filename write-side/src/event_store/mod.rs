@@ -159,7 +159,12 @@ impl SqlEventStore {
     ) -> Result<Decision, StoreError> {
         let (reply, answer) = oneshot::channel();
         let stream = stream_id(A::TYPE, &command.aggregate_id);
-        self.lanes.submit(Box::new(Pending::<A>::new(command.clone(), typed, stream, attachment, reply))).await?;
+        let mut command = command.clone();
+        // The events it causes hang under the span deciding it (see schema::trace).
+        if let Some(traceparent) = schema::trace::current() {
+            command.metadata.traceparent = Some(traceparent);
+        }
+        self.lanes.submit(Box::new(Pending::<A>::new(command, typed, stream, attachment, reply))).await?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 

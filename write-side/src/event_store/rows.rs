@@ -260,6 +260,7 @@ pub(super) fn event_from_row(row: &AnyRow) -> Result<EventEnvelope, StoreError> 
             correlation_id: uuid("correlation_id")?,
             causation_id: uuid("causation_id")?,
             actor: row.try_get("actor")?,
+            traceparent: None,
         },
         timestamp: from_micros(row.try_get("occurred_at")?),
         payload: serde_json::from_str(&payload).map_err(|error| StoreError::Contract(error.to_string()))?,

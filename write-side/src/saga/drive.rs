@@ -6,7 +6,7 @@
 
 use chrono::Utc;
 use futures::future::join_all;
-use tracing::instrument;
+use tracing::Instrument as _;
 
 use super::ride::{Ridden, Ride};
 use super::store::Stored;
@@ -14,9 +14,20 @@ use super::{SagaError, SagaRunner, Step, StepResult};
 
 impl SagaRunner {
     /// Drives a saga from `fresh` (a state just stored, when at hand) or
-    /// from what is stored.
-    #[instrument(skip(self, fresh))]
+    /// from what is stored. Traced, the drive is the span `process evt.order`
+    /// in the trace of the order's event that started it (a saga loaded from
+    /// the store starts a trace of its own), and the steps are its children.
     pub(super) async fn drive_from(&self, order_id: &str, fresh: Option<Stored>) -> Result<(), SagaError> {
+        let span = if schema::trace::enabled() {
+            let traceparent = fresh.as_ref().and_then(|stored| stored.causes.traceparent.clone());
+            schema::trace::process("evt.order", order_id, traceparent.as_deref())
+        } else {
+            tracing::info_span!("drive_from", order_id)
+        };
+        self.drive(order_id, fresh).instrument(span).await
+    }
+
+    async fn drive(&self, order_id: &str, fresh: Option<Stored>) -> Result<(), SagaError> {
         let _turn = self.locks.lock(order_id.to_string()).await;
         let loaded = match fresh {
             Some(stored) => Some(stored),

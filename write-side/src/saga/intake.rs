@@ -83,7 +83,11 @@ impl CommitHook for SagaIntake {
                 let state = serde_json::to_string(&saga).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
                 let stored = Stored {
                     saga,
-                    causes: Causes { correlation_id: event.metadata.correlation_id, causation_id: event.id },
+                    causes: Causes {
+                        correlation_id: event.metadata.correlation_id,
+                        causation_id: event.id,
+                        traceparent: event.metadata.traceparent.clone(),
+                    },
                     version: 1,
                     active: true,
                     cancel_requested: false,

@@ -125,11 +125,14 @@ impl RetryableError for SagaError {
     }
 }
 
-/// The ids every command of one saga carries.
+/// The ids every command of one saga carries, and the trace context its
+/// steps continue (in memory only: a saga loaded from the store starts a
+/// trace of its own).
 #[derive(Debug, Clone)]
 struct Causes {
     correlation_id: Uuid,
     causation_id: Uuid,
+    traceparent: Option<String>,
 }
 
 #[derive(Clone)]

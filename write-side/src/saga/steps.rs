@@ -119,6 +119,7 @@ impl SagaRunner {
                 correlation_id: causes.correlation_id,
                 causation_id: causes.causation_id,
                 actor: ACTOR.into(),
+                traceparent: schema::trace::current_or(causes.traceparent.as_deref()),
             },
             timestamp: Utc::now(),
             payload,

@@ -123,7 +123,11 @@ impl SagaRunner {
         };
         Ok(Some(Stored {
             saga,
-            causes: Causes { correlation_id: id("correlation_id")?, causation_id: id("causation_id")? },
+            causes: Causes {
+                correlation_id: id("correlation_id")?,
+                causation_id: id("causation_id")?,
+                traceparent: None,
+            },
             version: row.try_get("version")?,
             active: row.try_get::<i64, _>("active")? != 0,
             cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,

@@ -16,6 +16,7 @@ use futures::stream::{BoxStream, StreamExt};
 use read_side::orders::{self as view, OrderView};
 use schema::ports::{Notifier, PortError, ViewChange};
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use super::cache::OrderCache;
 
@@ -105,32 +106,46 @@ impl LiveOrders {
         mut changes: BoxStream<'static, ViewChange>,
     ) {
         let (mut read, mut changed) = (true, false);
+        // The last change's trace context: traced, the read and the push to
+        // every follower are the span `process changed.orders` in its trace.
+        let mut traceparent: Option<String> = None;
         loop {
             if read {
-                let row = if changed {
-                    self.inner.orders.reread(&follower.0).await
-                } else {
-                    self.inner.orders.get(&follower.0).await
+                let span = match traceparent.take() {
+                    Some(traceparent) => schema::trace::process("changed.orders", &follower.0, Some(&traceparent)),
+                    None => tracing::Span::none(),
                 };
-                let reading = match row {
-                    Ok(row) => Reading::Row(row),
-                    Err(error) => {
-                        tracing::warn!(order = %follower.0, error = %error, "reading a followed order failed");
-                        Reading::Failed(error.to_string().into())
-                    }
-                };
-                sender.send_replace(reading);
+                async {
+                    let row = if changed {
+                        self.inner.orders.reread(&follower.0).await
+                    } else {
+                        self.inner.orders.get(&follower.0).await
+                    };
+                    let reading = match row {
+                        Ok(row) => Reading::Row(row),
+                        Err(error) => {
+                            tracing::warn!(order = %follower.0, error = %error, "reading a followed order failed");
+                            Reading::Failed(error.to_string().into())
+                        }
+                    };
+                    sender.send_replace(reading);
+                }
+                .instrument(span)
+                .await;
             }
             tokio::select! {
                 change = changes.next() => {
-                    if change.is_none() {
+                    let Some(change) = change else {
                         // The watch ended (the connection is gone): so do
                         // the subscriptions, as they did before they shared it.
                         self.forget(&follower, &sender, true);
                         return;
-                    }
+                    };
+                    traceparent = change.traceparent;
                     // Every change queued so far is covered by the next read.
-                    while let Some(Some(_)) = changes.next().now_or_never() {}
+                    while let Some(Some(queued)) = changes.next().now_or_never() {
+                        traceparent = queued.traceparent.or(traceparent);
+                    }
                     (read, changed) = (true, true);
                 }
                 () = sender.closed() => {
@@ -185,7 +200,13 @@ mod tests {
     }
 
     fn change(id: &str, scope: Option<&str>) -> ViewChange {
-        ViewChange { view: view::VIEW.into(), id: id.into(), version: 1, scope: scope.map(str::to_string) }
+        ViewChange {
+            view: view::VIEW.into(),
+            id: id.into(),
+            version: 1,
+            scope: scope.map(str::to_string),
+            traceparent: None,
+        }
     }
 
     #[tokio::test]
