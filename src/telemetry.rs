@@ -20,7 +20,10 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -73,15 +76,21 @@ pub fn init_with(format: LogFormat, traced: Option<Traced>) -> anyhow::Result<Tr
         Some(traced) if endpoint_configured() => Some(provider(traced)?),
         _ => None,
     };
-    let otel =
-        provider.as_ref().map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("conveyor")));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // Exported: the hop spans (target `conveyor::trace`, see schema::trace),
+    // whatever RUST_LOG says, and warnings and errors as their events. The
+    // other spans are log context (a command's id, a projection's name):
+    // exported, each would be a trace of its own.
+    let exported = Targets::new().with_target("conveyor::trace", Level::INFO).with_default(Level::WARN);
+    let otel = provider
+        .as_ref()
+        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("conveyor")).with_filter(exported));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    // Ignore a second init.
-    let installed = match format {
-        LogFormat::Text => registry.with(fmt.with_ansi(std::io::stderr().is_terminal())).try_init(),
-        LogFormat::Json => registry.with(fmt.json().with_current_span(true).with_span_list(true)).try_init(),
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).with_filter(filter).boxed(),
+        LogFormat::Json => fmt.json().with_current_span(true).with_span_list(true).with_filter(filter).boxed(),
     };
+    // Ignore a second init.
+    let installed = tracing_subscriber::registry().with(otel).with(fmt).try_init();
     if let (Some(traced), Ok(())) = (traced, installed)
         && provider.is_some()
     {

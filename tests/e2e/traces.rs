@@ -1,7 +1,8 @@
 //! Traces of the real binary (`OTEL_EXPORTER_OTLP_ENDPOINT`): an in-process
 //! OTLP/HTTP receiver takes the spans a `conveyor` process exports, and one
 //! order must be one connected trace — the GraphQL mutation, the command
-//! sent, its handler, the saga's drive and steps, the projector, and the push
+//! sent, its handler and its append to the event store, the saga's drive and
+//! steps, the projector, and the push
 //! to the order's subscriber — on both backends.
 
 use std::collections::HashSet;
@@ -73,6 +74,7 @@ fn attribute<'s>(span: &'s Span, key: &str) -> Option<&'s str> {
 const HOPS: &[&str] = &[
     "send cmd.order.PlaceOrder",
     "process cmd.order.PlaceOrder",
+    "append events",
     "process evt.order",
     "process cmd.product.ReserveStock",
     "process cmd.payment.AuthorizePayment",
@@ -126,6 +128,12 @@ async fn assert_one_connected_trace(received: &Received, messaging_system: &str)
     let sent = trace.iter().find(|span| span.name == "send cmd.order.PlaceOrder").expect("the send span");
     assert_eq!(sent.kind, SpanKind::Producer as i32);
     assert_eq!(handler.parent_span_id, sent.span_id, "the handler follows the command it was sent");
+    let appended = trace
+        .iter()
+        .find(|span| span.name == "append events" && span.parent_span_id == handler.span_id)
+        .expect("the handler's append to the event store");
+    assert_eq!(appended.kind, SpanKind::Client as i32);
+    assert_eq!(attribute(appended, "db.collection.name"), Some("events"));
 }
 
 /// Places an order whose payment takes a while (so the subscription is open

@@ -25,7 +25,7 @@ use schema::sql::{self, RetryableError, to_micros};
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope};
 use sqlx::AnyPool;
 use tokio::sync::oneshot;
-use tracing::instrument;
+use tracing::{Instrument as _, instrument};
 use uuid::Uuid;
 
 pub use group_commit::{Attached, Attachment, CommitHook, LaneSettings};
@@ -160,12 +160,39 @@ impl SqlEventStore {
         let (reply, answer) = oneshot::channel();
         let stream = stream_id(A::TYPE, &command.aggregate_id);
         let mut command = command.clone();
-        // The events it causes hang under the span deciding it (see schema::trace).
-        if let Some(traceparent) = schema::trace::current() {
-            command.metadata.traceparent = Some(traceparent);
+        if !schema::trace::enabled() {
+            self.lanes.submit(Box::new(Pending::<A>::new(command, typed, stream, attachment, reply))).await?;
+            return answer.await.map_err(|_| StoreError::Closed)?;
         }
-        self.lanes.submit(Box::new(Pending::<A>::new(command, typed, stream, attachment, reply))).await?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        // Traced: the events it causes hang under the span deciding it (see
+        // schema::trace), and the wait for the lane's group commit is the
+        // store's span (OpenTelemetry's database conventions).
+        command.metadata.traceparent = schema::trace::current();
+        let span = self.append_span();
+        async move {
+            self.lanes.submit(Box::new(Pending::<A>::new(command, typed, stream, attachment, reply))).await?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// `append events`: a client span on the store's database.
+    fn append_span(&self) -> tracing::Span {
+        let system = if self.pool.connect_options().database_url.scheme().starts_with("sqlite") {
+            "sqlite"
+        } else {
+            "postgresql"
+        };
+        tracing::info_span!(
+            target: "conveyor::trace",
+            "append",
+            otel.name = "append events",
+            otel.kind = "client",
+            db.system.name = system,
+            db.operation.name = "append",
+            db.collection.name = "events",
+        )
     }
 
     /// The current state and version of an aggregate, read from the store.
