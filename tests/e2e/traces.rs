@@ -3,7 +3,8 @@
 //! order must be one connected trace — the GraphQL mutation, the command
 //! sent, its handler and its append to the event store, the saga's drive and
 //! steps, the projector, and the push
-//! to the order's subscriber — on both backends.
+//! to the order's subscriber — on both backends; and JSON log lines written
+//! inside the order's hops name its trace.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -83,8 +84,9 @@ const HOPS: &[&str] = &[
 ];
 
 /// Waits until the order's trace (the one its `send` span is in) has every
-/// hop, then checks that it is one tree under the GraphQL mutation.
-async fn assert_one_connected_trace(received: &Received, messaging_system: &str) {
+/// hop, then checks that it is one tree under the GraphQL mutation; returns
+/// its trace id in hex.
+async fn assert_one_connected_trace(received: &Received, messaging_system: &str) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     let trace = loop {
         let spans = received.spans();
@@ -134,6 +136,7 @@ async fn assert_one_connected_trace(received: &Received, messaging_system: &str)
         .expect("the handler's append to the event store");
     assert_eq!(appended.kind, SpanKind::Client as i32);
     assert_eq!(attribute(appended, "db.collection.name"), Some("events"));
+    root.trace_id.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Places an order whose payment takes a while (so the subscription is open
@@ -169,12 +172,18 @@ async fn one_embedded_order_is_one_connected_trace_from_the_mutation_to_the_push
     let (address, received) = receiver().await;
     let isolation = Isolation::new(Backend::Embedded).await;
     let data_dir = isolation.data_dir.clone().expect("a data directory").display().to_string();
-    let embedded =
-        Conveyor::start(&["--listen", "127.0.0.1:0", "--data-dir", data_dir.as_str()], &tracing_env(address));
+    // JSON logs, with the statements (debug) the hops run.
+    let mut env = tracing_env(address);
+    env.push(("RUST_LOG", "info,sqlx::query=debug".into()));
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", data_dir.as_str(), "--log-format", "json"];
+    let embedded = Conveyor::start(&args, &env);
     let gateway = embedded.graphql_address();
     wait_until_ready(gateway).await;
     confirmed_order_followed(gateway).await;
-    assert_one_connected_trace(&received, "conveyor").await;
+    let trace_id = assert_one_connected_trace(&received, "conveyor").await;
+    let marker = format!("\"trace_id\":\"{trace_id}\"");
+    let logs = embedded.log_text();
+    assert!(logs.lines().any(|line| line.contains(&marker)), "no JSON log line names the order's trace {trace_id}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,5 +196,5 @@ async fn one_server_order_is_one_connected_trace_across_nats() {
     let gateway = all.graphql_address();
     wait_until_ready(gateway).await;
     confirmed_order_followed(gateway).await;
-    assert_one_connected_trace(&received, "nats").await;
+    let _ = assert_one_connected_trace(&received, "nats").await;
 }
