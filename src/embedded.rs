@@ -154,6 +154,8 @@ impl Embedded {
 }
 
 pub async fn run(common: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad setting fails before anything is opened.
+    common.stream_events.settings()?;
     let embedded = Embedded::start(common, shutdown).await?;
     let data = std::fs::canonicalize(&common.data_dir).unwrap_or_else(|_| common.data_dir.clone());
     tracing::info!(

@@ -322,6 +322,8 @@ pub async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: Cancell
 }
 
 pub async fn run_gateway(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad setting fails before anything is reached.
+    common.stream_events.settings()?;
     let infra = Infra::connect(common, server, GATEWAY_ROLE, Sides::One).await?;
     let mut tasks = JoinSet::new();
     let started = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
@@ -358,6 +360,8 @@ pub async fn run_read_side(common: &Common, server: &Server, shutdown: Cancellat
 }
 
 pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad setting fails before anything is reached.
+    common.stream_events.settings()?;
     let infra = Infra::connect(common, server, "all", Sides::All).await?;
     let mut tasks = JoinSet::new();
     let mut samplers =
