@@ -42,8 +42,8 @@ struct Decided {
     states: HashMap<String, State>,
     new_events: Vec<EventEnvelope>,
     outcomes: Vec<CommandOutcome>,
-    /// When the new events were stamped (at the latest: deciding started
-    /// here), for [`LaneSettings::append_deadline`].
+    /// When deciding began, so no later than the new events' stamps: how
+    /// old they are is measured from here ([`LaneSettings::append_deadline`]).
     stamped: Instant,
 }
 
