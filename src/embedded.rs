@@ -16,7 +16,6 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use write_side::{
     CommandHandler, InProcessCommandBus, OutboxRelay, RelaySettings, SagaRunner, SqlBacklog, SqlEventStore, StepRoute,
-    lane_settings_for,
 };
 
 use crate::config::Common;
@@ -56,7 +55,8 @@ impl Embedded {
             .with_context(|| format!("cannot open the views in {}", data_dir.display()))?;
         let hub = InProcessEventHub::new(4096);
         let publisher: Arc<dyn EventPublisher> = Arc::new(hub.clone());
-        let store = SqlEventStore::publishing(events_pool.clone(), publisher.clone(), lane_settings_for(&events_pool));
+        let store =
+            SqlEventStore::publishing(events_pool.clone(), publisher.clone(), common.stream_events.lanes(&events_pool));
         store.migrate().await.context("event store migration failed")?;
         read_side::migrate(&views_pool).await.context("view migration failed")?;
 
@@ -154,6 +154,8 @@ impl Embedded {
 }
 
 pub async fn run(common: &Common, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad setting fails before anything is opened.
+    common.stream_events.settings()?;
     let embedded = Embedded::start(common, shutdown).await?;
     let data = std::fs::canonicalize(&common.data_dir).unwrap_or_else(|_| common.data_dir.clone());
     tracing::info!(

@@ -19,9 +19,7 @@ use sqlx::AnyPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use write_side::nats::{ConsumerSettings, JetStreamEventPublisher, run_command_consumer};
-use write_side::{
-    CommandHandler, OutboxRelay, RelaySettings, SagaRunner, SqlBacklog, SqlEventStore, StepRoute, lane_settings_for,
-};
+use write_side::{CommandHandler, OutboxRelay, RelaySettings, SagaRunner, SqlBacklog, SqlEventStore, StepRoute};
 
 use schema::metrics::Sampler;
 
@@ -173,7 +171,8 @@ pub async fn start_write_side(
         .await
         .context("cannot create the dead-letter stream")?;
     let publisher = Arc::new(JetStreamEventPublisher::new(js, infra.ns.clone()));
-    let store = SqlEventStore::publishing(infra.pool.clone(), publisher.clone(), lane_settings_for(&infra.pool));
+    let store =
+        SqlEventStore::publishing(infra.pool.clone(), publisher.clone(), common.stream_events.lanes(&infra.pool));
     store.migrate().await.context("event store migration failed")?;
     let handler = CommandHandler::new(store.clone(), Arc::new(common.domain.provider()))
         .with_provider_timeout(common.domain.saga_step_timeout);
@@ -323,6 +322,8 @@ pub async fn supervise(mut tasks: JoinSet<anyhow::Result<()>>, shutdown: Cancell
 }
 
 pub async fn run_gateway(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad setting fails before anything is reached.
+    common.stream_events.settings()?;
     let infra = Infra::connect(common, server, GATEWAY_ROLE, Sides::One).await?;
     let mut tasks = JoinSet::new();
     let started = start_gateway(&infra, common, &mut tasks, &shutdown).await?;
@@ -359,6 +360,8 @@ pub async fn run_read_side(common: &Common, server: &Server, shutdown: Cancellat
 }
 
 pub async fn run_all(common: &Common, server: &Server, shutdown: CancellationToken) -> anyhow::Result<()> {
+    // A bad setting fails before anything is reached.
+    common.stream_events.settings()?;
     let infra = Infra::connect(common, server, "all", Sides::All).await?;
     let mut tasks = JoinSet::new();
     let mut samplers =

@@ -9,6 +9,7 @@
 //! caller's rate budget, the same one its GraphQL requests spend.
 
 mod edge;
+mod event_stream;
 mod events;
 mod health;
 mod orders;
@@ -25,6 +26,7 @@ use crate::auth::Authenticator;
 use crate::graphql::ConveyorSchema;
 use crate::rate_limit::RateLimiter;
 
+pub use event_stream::{EventStreamSettings, POSITION_METADATA};
 pub use status::{ERROR_CODE_METADATA, ERROR_DOMAIN};
 
 /// The messages and the client and server stubs generated from the protos.
@@ -43,6 +45,8 @@ pub(crate) struct GrpcParts {
     pub readiness: Arc<Vec<(&'static str, Arc<dyn Readiness>)>>,
     /// The event store, read-only; `None`: `EventStore` answers UNIMPLEMENTED.
     pub events: Option<Arc<dyn EventLog>>,
+    /// How `StreamEvents` runs.
+    pub event_streams: EventStreamSettings,
     /// Largest request message accepted (RESOURCE_EXHAUSTED above): GraphQL's body limit.
     pub max_message_bytes: usize,
     pub shutdown: CancellationToken,
@@ -65,7 +69,8 @@ impl GrpcServer {
 
     /// Serves until shutdown; streams end then (their `take_until`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let GrpcParts { schema, auth, limiter, readiness, events, max_message_bytes, shutdown } = self.parts;
+        let GrpcParts { schema, auth, limiter, readiness, events, event_streams, max_message_bytes, shutdown } =
+            self.parts;
         let edge = edge::Edge { schema, auth, limiter };
         let (reporter, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(health::follow_readiness(reporter, readiness, shutdown.clone()));
@@ -83,8 +88,9 @@ impl GrpcServer {
             .map_err(std::io::Error::other)?;
         let orders = proto::orders_server::OrdersServer::new(orders::OrdersApi::new(edge.clone(), shutdown.clone()))
             .max_decoding_message_size(max_message_bytes);
-        let event_store = proto::event_store_server::EventStoreServer::new(events::EventStoreApi { edge, events })
-            .max_decoding_message_size(max_message_bytes);
+        let event_store = events::EventStoreApi::new(edge, events, event_streams, shutdown.clone());
+        let event_store =
+            proto::event_store_server::EventStoreServer::new(event_store).max_decoding_message_size(max_message_bytes);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
         tonic::transport::Server::builder()
             .add_service(health_service)

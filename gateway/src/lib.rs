@@ -65,6 +65,8 @@ pub struct HttpSettings {
     pub websocket: WsSettings,
     /// Where the gRPC API listens (docs/grpc.md); `None`: no gRPC server.
     pub grpc_listen: Option<SocketAddr>,
+    /// How the gRPC `EventStore.StreamEvents` runs.
+    pub event_streams: grpc::EventStreamSettings,
 }
 
 impl HttpSettings {
@@ -81,6 +83,7 @@ impl HttpSettings {
             auth: Authenticator::open(),
             websocket: WsSettings::default(),
             grpc_listen: None,
+            event_streams: grpc::EventStreamSettings::DEFAULT,
         }
     }
 }
@@ -124,6 +127,7 @@ impl Gateway {
                         limiter: limiter.clone(),
                         readiness: readiness.clone(),
                         events,
+                        event_streams: settings.event_streams,
                         max_message_bytes: settings.max_body_bytes,
                         shutdown: shutdown.clone(),
                     },

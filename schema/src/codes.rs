@@ -94,8 +94,14 @@ pub const RESPONSE_TOO_LARGE: &str = "RESPONSE_TOO_LARGE";
 /// A mutation arrived over GET (as text or as a persisted query's hash):
 /// mutations need POST (HTTP 405, `Allow: POST`).
 pub const MUTATION_NEEDS_POST: &str = "MUTATION_NEEDS_POST";
-/// A WebSocket connection already runs as many subscriptions as it may.
+/// A WebSocket connection already runs as many subscriptions as it may, or
+/// a gateway as many gRPC `StreamEvents` calls.
 pub const TOO_MANY_SUBSCRIPTIONS: &str = "TOO_MANY_SUBSCRIPTIONS";
+/// A gRPC `StreamEvents` position is not one the gateway sent.
+pub const INVALID_POSITION: &str = "INVALID_POSITION";
+/// A gRPC `StreamEvents` reader left its queue of events full too long; the
+/// status carries the position of the last event sent, to resume from.
+pub const READER_TOO_SLOW: &str = "READER_TOO_SLOW";
 /// Something failed inside Conveyor; the details are in the logs, under the correlation id.
 pub const INTERNAL: &str = "INTERNAL";
 /// The write side gave up on the command after its deliveries (e.g. a long
@@ -147,6 +153,8 @@ pub const ALL: &[&str] = &[
     RESPONSE_TOO_LARGE,
     MUTATION_NEEDS_POST,
     TOO_MANY_SUBSCRIPTIONS,
+    INVALID_POSITION,
+    READER_TOO_SLOW,
     INTERNAL,
     COMMAND_FAILED,
 ];

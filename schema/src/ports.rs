@@ -71,6 +71,43 @@ pub trait EventLog: Send + Sync {
     /// version) index and no payloads, so a catch-up reads only the streams
     /// that moved past its checkpoints.
     async fn stream_heads(&self) -> Result<Vec<StreamHead>, PortError>;
+
+    /// A page of the events of `aggregate_types` in time order — by
+    /// (occurred_at, event id) — after `after`, stamped at `until` (µs) or
+    /// earlier: what `EventStore.StreamEvents` sends (docs/grpc.md). The
+    /// store has no global sequence (invariant 10), so this order is only
+    /// complete up to a time no append still in flight can be stamped
+    /// before; the caller chooses `until` that far back.
+    async fn read_by_time(
+        &self,
+        aggregate_types: &[&str],
+        after: &TimeCursor,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<EventEnvelope>, PortError>;
+}
+
+/// A place in the event store's time order: an event's `occurred_at` (µs,
+/// stamped by its writer) and id (a UUIDv7, which breaks ties).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TimeCursor {
+    pub occurred_at: i64,
+    pub event_id: Uuid,
+}
+
+impl TimeCursor {
+    /// Before every event.
+    pub const START: Self = Self { occurred_at: i64::MIN, event_id: Uuid::nil() };
+
+    /// The place of `event`: a read after it starts with the next one.
+    pub fn of(event: &EventEnvelope) -> Self {
+        Self { occurred_at: event.timestamp.timestamp_micros(), event_id: event.id }
+    }
+
+    /// After every event stamped at `micros` or earlier.
+    pub fn after_time(micros: i64) -> Self {
+        Self { occurred_at: micros, event_id: Uuid::max() }
+    }
 }
 
 /// A stream and its last version.

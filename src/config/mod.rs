@@ -14,6 +14,9 @@ pub use nats::{DlqArgs, DlqCommand, DlqServer, NatsAuthArgs};
 mod edge;
 pub use edge::EdgeLimits;
 
+mod streams;
+pub use streams::StreamEventsArgs;
+
 #[derive(Debug, Parser)]
 #[command(name = "conveyor", version, about = "GraphQL gateway over event-sourced CQRS")]
 pub struct Cli {
@@ -153,6 +156,8 @@ pub struct Common {
     pub domain: Domain,
     #[command(flatten)]
     pub edge: EdgeLimits,
+    #[command(flatten)]
+    pub stream_events: StreamEventsArgs,
 }
 
 impl Common {
@@ -172,6 +177,7 @@ impl Common {
             auth: self.authenticator()?,
             websocket: self.edge.websocket(self.ws_init_timeout, self.ws_ping_interval),
             grpc_listen: Some(self.grpc_listen),
+            event_streams: self.stream_events.settings()?,
         })
     }
 

@@ -11,7 +11,7 @@ use gateway::grpc::proto::event_store_client::EventStoreClient;
 use gateway::grpc::proto::orders_client::OrdersClient;
 use gateway::grpc::proto::{
     CancelOrderRequest, CommandStatus, Consistency, GetEventsRequest, GetOrderRequest, ListOrdersRequest, Order,
-    OrderLine, OrderStatus, PlaceOrderRequest, ShipOrderRequest,
+    OrderLine, OrderStatus, PlaceOrderRequest, ShipOrderRequest, StreamEventsRequest,
 };
 use gateway::grpc::{ERROR_CODE_METADATA, ERROR_DOMAIN};
 use tonic::transport::Channel;
@@ -28,19 +28,19 @@ crate::on_both_backends!(
     a_grpc_caller_past_its_rate_is_told_when_to_retry,
 );
 
-const SECRET: &str = "a-test-secret-of-32-bytes-length";
+pub(crate) const SECRET: &str = "a-test-secret-of-32-bytes-length";
 const UNKNOWN: &str = "0193a7d0-0000-7000-8000-00000000c0de";
 
-fn token(role: Role, subject: &str) -> String {
+pub(crate) fn token(role: Role, subject: &str) -> String {
     issue(SECRET.as_bytes(), role, subject, Duration::from_secs(600)).expect("signs")
 }
 
-async fn channel(app: &TestApp) -> Channel {
+pub(crate) async fn channel(app: &TestApp) -> Channel {
     Channel::from_shared(format!("http://{}", app.grpc)).expect("a valid URI").connect().await.expect("gRPC connects")
 }
 
 /// A request carrying `authorization: Bearer <token>`, when given one.
-fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+pub(crate) fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     if let Some(token) = token {
         let value = format!("Bearer {token}").parse().expect("an ASCII header");
@@ -50,7 +50,7 @@ fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
 }
 
 /// The Conveyor error code a status carries, checked in both places it travels.
-fn conveyor_code(status: &Status) -> String {
+pub(crate) fn conveyor_code(status: &Status) -> String {
     let info = status.get_error_details().error_info().cloned().unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
     assert_eq!(info.domain, ERROR_DOMAIN);
     let trailer = status.metadata().get(ERROR_CODE_METADATA).and_then(|value| value.to_str().ok());
@@ -58,7 +58,7 @@ fn conveyor_code(status: &Status) -> String {
     info.reason
 }
 
-fn place(customer_id: &str, key: &str) -> PlaceOrderRequest {
+pub(crate) fn place(customer_id: &str, key: &str) -> PlaceOrderRequest {
     PlaceOrderRequest {
         customer_id: customer_id.into(),
         items: vec![
@@ -71,7 +71,12 @@ fn place(customer_id: &str, key: &str) -> PlaceOrderRequest {
 }
 
 /// Reads the order over gRPC until `done` holds, failing after [`WAIT`].
-async fn wait_for(orders: &mut OrdersClient<Channel>, id: &str, what: &str, done: impl Fn(&Order) -> bool) -> Order {
+pub(crate) async fn wait_for(
+    orders: &mut OrdersClient<Channel>,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Order) -> bool,
+) -> Order {
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut interval = tokio::time::interval(Duration::from_millis(25));
     loop {
@@ -240,6 +245,15 @@ async fn grpc_callers_need_a_token_and_keep_to_their_roles(backend: Backend) {
     let by_service = events.get_events(with_token(read(), Some(&token(Role::Service, "billing")))).await;
     let by_service = by_service.expect("service reads events").into_inner().events;
     assert_eq!(by_service.first().map(|event| event.actor.as_str()), Some(format!("customer:{alice}").as_str()));
+
+    // StreamEvents: the same rule.
+    let stream = || StreamEventsRequest { aggregate_types: vec!["order".into()], start: None };
+    let anonymous = events.stream_events(with_token(stream(), None)).await.expect_err("no token");
+    assert_eq!((anonymous.code(), conveyor_code(&anonymous).as_str()), (Code::Unauthenticated, "UNAUTHENTICATED"));
+    let by_customer = events.stream_events(with_token(stream(), Some(&alice_token))).await.expect_err("staff only");
+    assert_eq!((by_customer.code(), conveyor_code(&by_customer).as_str()), (Code::PermissionDenied, "FORBIDDEN"));
+    let service = token(Role::Service, "billing");
+    events.stream_events(with_token(stream(), Some(&service))).await.expect("a service streams events");
 }
 
 async fn watch_order_sends_the_current_view_then_each_change(backend: Backend) {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use conveyor::config::{Common, Domain, EdgeLimits, Server};
+use conveyor::config::{Common, Domain, EdgeLimits, Server, StreamEventsArgs};
 use conveyor::embedded::Embedded;
 use conveyor::server::{Infra, start_gateway, start_read_side, start_write_side, supervise};
 use futures::{SinkExt, StreamExt};
@@ -184,6 +184,7 @@ impl Isolation {
             domain: Domain::default(),
             // Many requests from one address: rate limits are off unless a test sets them.
             edge: EdgeLimits { rate_limit: 0, ..EdgeLimits::default() },
+            stream_events: StreamEventsArgs::default(),
         }
     }
 

@@ -14,6 +14,7 @@ mod edge;
 mod feed;
 mod fuzz;
 mod grpc;
+mod grpc_streams;
 mod http;
 mod limits;
 mod migrations;

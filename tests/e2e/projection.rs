@@ -18,7 +18,7 @@ use read_side::projector::BATCH;
 use read_side::{Projection, Projector, ProjectorCounts, ViewStore};
 use schema::order::{CancelOrder, OrderCommand, OrderLine, PlaceOrder};
 use schema::ports::{
-    Acknowledge, EventDelivery, EventFeed, EventLog, EventPublisher, PortError, StreamHead, StreamPosition,
+    Acknowledge, EventDelivery, EventFeed, EventLog, EventPublisher, PortError, StreamHead, StreamPosition, TimeCursor,
 };
 use schema::{CommandEnvelope, EventEnvelope, Metadata};
 use uuid::Uuid;
@@ -395,6 +395,15 @@ impl EventLog for CountingLog {
     }
     async fn stream_heads(&self) -> Result<Vec<StreamHead>, PortError> {
         self.store.stream_heads().await
+    }
+    async fn read_by_time(
+        &self,
+        types: &[&str],
+        after: &TimeCursor,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<EventEnvelope>, PortError> {
+        self.store.read_by_time(types, after, until, limit).await
     }
 }
 

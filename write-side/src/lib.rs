@@ -23,7 +23,9 @@ mod stream_locks;
 
 pub use backlog::SqlBacklog;
 pub use embedded::InProcessCommandBus;
-pub use event_store::{Attached, Attachment, CommitHook, LaneSettings, SqlEventStore, StoreError, lane_settings_for};
+pub use event_store::{
+    APPEND_DEADLINE, Attached, Attachment, CommitHook, LaneSettings, SqlEventStore, StoreError, lane_settings_for,
+};
 pub use handler::{AGGREGATES, CommandHandler};
 pub use outbox::{OutboxRelay, RelaySettings};
 pub use payment_provider::{PaymentProvider, SimulatedProvider};

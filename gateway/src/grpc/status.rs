@@ -27,7 +27,7 @@ fn grpc_code(code: &str) -> Code {
     match code {
         UNAUTHENTICATED => Code::Unauthenticated,
         FORBIDDEN => Code::PermissionDenied,
-        codes::RATE_LIMITED | codes::TOO_MANY_SUBSCRIPTIONS => Code::ResourceExhausted,
+        codes::RATE_LIMITED | codes::TOO_MANY_SUBSCRIPTIONS | codes::READER_TOO_SLOW => Code::ResourceExhausted,
         codes::OVERLOADED | codes::UNAVAILABLE => Code::Unavailable,
         codes::INTERNAL => Code::Internal,
         codes::IDEMPOTENCY_KEY_REUSED => Code::AlreadyExists,
@@ -39,8 +39,18 @@ fn grpc_code(code: &str) -> Code {
 
 /// A status for a Conveyor error code, its message and an optional retry hint.
 pub fn coded(code: &str, message: impl Into<String>, retry_after: Option<Duration>) -> Status {
+    with_metadata(code, message, retry_after, HashMap::new())
+}
+
+/// As [`coded`], with `ErrorInfo.metadata` (e.g. a stream's `position`).
+pub fn with_metadata(
+    code: &str,
+    message: impl Into<String>,
+    retry_after: Option<Duration>,
+    metadata: HashMap<String, String>,
+) -> Status {
     let mut details = ErrorDetails::new();
-    details.set_error_info(code, ERROR_DOMAIN, HashMap::new());
+    details.set_error_info(code, ERROR_DOMAIN, metadata);
     if retry_after.is_some() {
         details.set_retry_info(retry_after);
     }

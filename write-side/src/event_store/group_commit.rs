@@ -23,6 +23,7 @@
 use std::any::Any;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope};
 use sqlx::AnyPool;
@@ -36,6 +37,10 @@ use super::{Decision, StoreError};
 pub(super) struct State {
     pub aggregate: Box<dyn Any + Send + Sync>,
     pub version: u64,
+    /// The stamp (`occurred_at`, µs) of the stream's last event; the next
+    /// event is stamped later, so a stream's events are in version order in
+    /// the store's time order too, whatever the writers' clocks say.
+    pub last_stamp: i64,
 }
 
 /// A queued command. Its aggregate type is erased so that one lane can
@@ -105,11 +110,20 @@ pub struct LaneSettings {
     pub queue: usize,
     /// Aggregate states kept per lane; the least recently used go first.
     pub cached_streams: usize,
+    /// Longest a batch's transaction may run from stamping its events to
+    /// sending COMMIT. Past it the transaction is rolled back and the same
+    /// decisions are written again with new stamps, so an event is never
+    /// committed long after the time it carries: what `StreamEvents`' settle
+    /// window rests on (docs/grpc.md, "The guarantee").
+    pub append_deadline: Duration,
 }
+
+/// [`LaneSettings::append_deadline`] unless configured.
+pub const APPEND_DEADLINE: Duration = Duration::from_secs(1);
 
 impl Default for LaneSettings {
     fn default() -> Self {
-        Self { lanes: 4, max_batch: 256, queue: 4096, cached_streams: 20_000 }
+        Self { lanes: 4, max_batch: 256, queue: 4096, cached_streams: 20_000, append_deadline: APPEND_DEADLINE }
     }
 }
 

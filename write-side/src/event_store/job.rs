@@ -3,6 +3,7 @@
 
 use chrono::Utc;
 use schema::envelope::Message;
+use schema::sql::{from_micros, to_micros};
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope, Metadata, OutcomeStatus};
 use uuid::Uuid;
 
@@ -49,11 +50,12 @@ impl<A: Aggregate> Job for Pending<A> {
 
     fn fold(&self, history: &[EventEnvelope]) -> Result<State, StoreError> {
         let (aggregate, version) = fold::<A>(history)?;
-        Ok(State { aggregate: Box::new(aggregate), version })
+        let last_stamp = history.last().map_or(i64::MIN, |event| to_micros(event.timestamp));
+        Ok(State { aggregate: Box::new(aggregate), version, last_stamp })
     }
 
     fn decide(&self, state: &mut State) -> Result<(CommandOutcome, Vec<EventEnvelope>), StoreError> {
-        let version = state.version;
+        let (version, last_stamp) = (state.version, state.last_stamp);
         let aggregate = state
             .aggregate
             .downcast_mut::<A>()
@@ -75,8 +77,11 @@ impl<A: Aggregate> Job for Pending<A> {
                 for event in &events {
                     aggregate.apply(event);
                 }
-                let envelopes = envelopes::<A>(&self.command, version, &events);
+                let envelopes = envelopes::<A>(&self.command, version, last_stamp, &events);
                 state.version += envelopes.len() as u64;
+                if let Some(last) = envelopes.last() {
+                    state.last_stamp = to_micros(last.timestamp);
+                }
                 outcome.stream_version = state.version;
                 outcome.event_ids = envelopes.iter().map(|event| event.id).collect();
                 Ok((outcome, envelopes))
@@ -105,14 +110,23 @@ pub(super) fn fold<A: Aggregate>(history: &[EventEnvelope]) -> Result<(A, u64), 
     Ok((state, history.len() as u64))
 }
 
-fn envelopes<A: Aggregate>(command: &CommandEnvelope, after_version: u64, events: &[A::Event]) -> Vec<EventEnvelope> {
+/// The new events as stored: each stamped now, to the microsecond (what
+/// the store keeps), and a microsecond after the one before it in the
+/// stream, even when a clock stepped back or another writer's ran ahead.
+fn envelopes<A: Aggregate>(
+    command: &CommandEnvelope,
+    after_version: u64,
+    last_stamp: i64,
+    events: &[A::Event],
+) -> Vec<EventEnvelope> {
     let metadata: Metadata = command.caused_metadata();
-    let timestamp = Utc::now();
+    let first = to_micros(Utc::now()).max(last_stamp.saturating_add(1));
     events
         .iter()
         .enumerate()
         .map(|(index, event)| {
             let (type_name, payload) = event.to_parts();
+            let timestamp = from_micros(first + index as i64);
             EventEnvelope {
                 id: Uuid::now_v7(),
                 schema_version: A::Event::schema_version(&type_name).unwrap_or(1),

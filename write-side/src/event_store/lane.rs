@@ -5,8 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
-use schema::sql::{self, RetryableError};
+use schema::sql::{self, RetryableError, to_micros};
 use schema::{CommandOutcome, EventEnvelope};
 use sqlx::AnyPool;
 use tokio::sync::mpsc;
@@ -41,6 +42,33 @@ struct Decided {
     states: HashMap<String, State>,
     new_events: Vec<EventEnvelope>,
     outcomes: Vec<CommandOutcome>,
+    /// When deciding began, so no later than the new events' stamps: how
+    /// old they are is measured from here ([`LaneSettings::append_deadline`]).
+    stamped: Instant,
+}
+
+impl Decided {
+    /// Stamps the new events again, as much later as time has passed since
+    /// they were stamped: a batch written again carries the time of that
+    /// attempt, not of the first. Everything moves by the same amount, so
+    /// each stream's events stay in order and after the stream's earlier ones.
+    fn restamp(&mut self) {
+        let elapsed = self.stamped.elapsed();
+        self.stamped = Instant::now();
+        let Ok(shift) = chrono::Duration::from_std(elapsed) else { return };
+        let shift = chrono::Duration::microseconds(shift.num_microseconds().unwrap_or(i64::MAX).max(1));
+        for event in &mut self.new_events {
+            event.timestamp += shift;
+            if let Some(state) = self.states.get_mut(&event.stream_id()) {
+                state.last_stamp = state.last_stamp.max(to_micros(event.timestamp));
+            }
+        }
+        for decision in self.results.iter_mut().flatten() {
+            for event in &mut decision.new_events {
+                event.timestamp += shift;
+            }
+        }
+    }
 }
 
 /// A failed attempt, with its decisions when it got that far.
@@ -161,27 +189,45 @@ impl Lane {
     async fn attempt(&mut self, jobs: &[Box<dyn Job>], careful: bool) -> Result<Decided, Failed> {
         let mut tx = self.pool.begin().await.map_err(Failed::before)?;
         let mut decided = self.decide(&mut tx, jobs, careful).await.map_err(Failed::before)?;
-        match self.write(&mut tx, jobs, &mut decided).await {
-            Ok(()) => match tx.commit().await {
-                Ok(()) => Ok(decided),
-                Err(error) => Err(Failed { error: StoreError::from_write(error), decided: Some(decided) }),
-            },
-            Err(error) => Err(Failed { error, decided: Some(decided) }),
-        }
+        let written = self.write(&mut tx, jobs, &mut decided).await;
+        self.finish(tx, written, decided).await
     }
 
-    /// The same decisions written again in a new transaction: nothing is read.
+    /// The same decisions written again in a new transaction, stamped anew:
+    /// nothing is read.
     async fn rewrite(&mut self, jobs: &[Box<dyn Job>], mut decided: Decided) -> Result<Decided, Failed> {
+        decided.restamp();
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
             Err(error) => return Err(Failed { error: error.into(), decided: Some(decided) }),
         };
-        match self.write(&mut tx, jobs, &mut decided).await {
-            Ok(()) => match tx.commit().await {
-                Ok(()) => Ok(decided),
-                Err(error) => Err(Failed { error: StoreError::from_write(error), decided: Some(decided) }),
-            },
-            Err(error) => Err(Failed { error, decided: Some(decided) }),
+        let written = self.write(&mut tx, jobs, &mut decided).await;
+        self.finish(tx, written, decided).await
+    }
+
+    /// Commits what was written — unless the events were stamped longer
+    /// than the append deadline ago: then the transaction is rolled back
+    /// and the batch is written again with new stamps, so no event becomes
+    /// visible long after the time it carries (`StreamEvents` relies on it).
+    async fn finish(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Any>,
+        written: Result<(), StoreError>,
+        decided: Decided,
+    ) -> Result<Decided, Failed> {
+        if let Err(error) = written {
+            return Err(Failed { error, decided: Some(decided) });
+        }
+        let age = decided.stamped.elapsed();
+        if age > self.settings.append_deadline {
+            warn!(?age, deadline = ?self.settings.append_deadline, "append past its deadline; writing it again with new stamps");
+            // Dropping it would roll back too, later; say so at once.
+            let _ = tx.rollback().await;
+            return Err(Failed { error: StoreError::Late(age), decided: Some(decided) });
+        }
+        match tx.commit().await {
+            Ok(()) => Ok(decided),
+            Err(error) => Err(Failed { error: StoreError::from_write(error), decided: Some(decided) }),
         }
     }
 
@@ -193,6 +239,7 @@ impl Lane {
         jobs: &[Box<dyn Job>],
         careful: bool,
     ) -> Result<Decided, StoreError> {
+        let stamped = Instant::now();
         let mut states: HashMap<String, State> = HashMap::new();
         for job in jobs {
             if let Some(cached) = self.states.remove(job.stream()) {
@@ -247,7 +294,7 @@ impl Lane {
                 Err(error) => results.push(Err(error)),
             }
         }
-        Ok(Decided { results, states, new_events, outcomes: decided.into_values().collect() })
+        Ok(Decided { results, states, new_events, outcomes: decided.into_values().collect(), stamped })
     }
 
     /// Writes the decisions: events, the commit hook's work, outcomes.

@@ -14,13 +14,15 @@ mod publication;
 #[cfg(test)]
 mod retry_tests;
 mod rows;
+#[cfg(test)]
+mod stamp_tests;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use schema::envelope::stream_id;
-use schema::ports::{EventLog, EventPublisher, PortError, StreamHead, StreamPosition};
+use schema::ports::{EventLog, EventPublisher, PortError, StreamHead, StreamPosition, TimeCursor};
 use schema::sql::{self, RetryableError, to_micros};
 use schema::{CommandEnvelope, CommandOutcome, EventEnvelope};
 use sqlx::AnyPool;
@@ -28,7 +30,7 @@ use tokio::sync::oneshot;
 use tracing::{Instrument as _, instrument};
 use uuid::Uuid;
 
-pub use group_commit::{Attached, Attachment, CommitHook, LaneSettings};
+pub use group_commit::{APPEND_DEADLINE, Attached, Attachment, CommitHook, LaneSettings};
 
 use crate::aggregate::Aggregate;
 use group_commit::{HookSlot, Lanes};
@@ -49,6 +51,11 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the event store is shut down")]
     Closed,
+    /// An append would have committed later than its deadline after its
+    /// events were stamped ([`LaneSettings::append_deadline`]); it was
+    /// rolled back, and is written again with new stamps.
+    #[error("append not committed within {0:?} of stamping its events")]
+    Late(std::time::Duration),
 }
 
 impl StoreError {
@@ -65,7 +72,7 @@ impl RetryableError for StoreError {
     fn is_retryable(&self) -> bool {
         match self {
             Self::Database(error) => sql::is_retryable(error),
-            Self::Conflict(_) => true,
+            Self::Conflict(_) | Self::Late(_) => true,
             Self::Contract(_) | Self::Closed => false,
         }
     }
@@ -100,8 +107,13 @@ impl SqlEventStore {
     /// A store whose appends are published by the outbox relay only (for
     /// tools and tests that read, or a process without a transport).
     pub fn new(pool: AnyPool) -> Self {
-        let hook = HookSlot::default();
         let settings = lane_settings_for(&pool);
+        Self::with_lanes(pool, settings)
+    }
+
+    /// As [`Self::new`], with these lanes.
+    pub fn with_lanes(pool: AnyPool, settings: LaneSettings) -> Self {
+        let hook = HookSlot::default();
         Self { lanes: Lanes::start(pool.clone(), &settings, None, hook.clone()), pool, hook }
     }
 
@@ -287,6 +299,17 @@ impl EventLog for SqlEventStore {
         }
         let mut conn = self.pool.acquire().await.map_err(PortError::backend)?;
         load_events(&mut conn, ids).await.map_err(PortError::backend)
+    }
+
+    async fn read_by_time(
+        &self,
+        aggregate_types: &[&str],
+        after: &TimeCursor,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<EventEnvelope>, PortError> {
+        let mut conn = self.pool.acquire().await.map_err(PortError::backend)?;
+        rows::load_by_time(&mut conn, aggregate_types, after, until, limit).await.map_err(PortError::backend)
     }
 
     async fn stream_heads(&self) -> Result<Vec<StreamHead>, PortError> {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
+use schema::ports::TimeCursor;
 use schema::sql::{self, from_micros, to_micros};
 use schema::{CommandOutcome, EventEnvelope, Metadata};
 use sqlx::any::AnyRow;
@@ -157,6 +158,38 @@ pub(super) async fn load_stream(
         " FROM events WHERE stream_id = $1 AND version >= $2 AND version <= $3 ORDER BY version"
     );
     let rows = sqlx::query(query).bind(stream).bind(from).bind(to).fetch_all(&mut *conn).await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// A page of the events of `aggregate_types` after `after` in time order,
+/// stamped at `until` or earlier (the `(occurred_at, event_id)` index).
+pub(super) async fn load_by_time(
+    conn: &mut AnyConnection,
+    aggregate_types: &[&str],
+    after: &TimeCursor,
+    until: i64,
+    limit: u32,
+) -> Result<Vec<EventEnvelope>, StoreError> {
+    if aggregate_types.is_empty() {
+        return Ok(Vec::new());
+    }
+    let types = (4..4 + aggregate_types.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            event_columns!(""),
+            " FROM events WHERE (occurred_at, event_id) > ($1, $2) AND occurred_at <= $3 \
+             AND aggregate_type IN ({}) ORDER BY occurred_at, event_id LIMIT ${}"
+        ),
+        types,
+        4 + aggregate_types.len()
+    );
+    let mut query =
+        sqlx::query(AssertSqlSafe(sql)).bind(after.occurred_at).bind(after.event_id.to_string()).bind(until);
+    for aggregate_type in aggregate_types {
+        query = query.bind(*aggregate_type);
+    }
+    let rows = query.bind(i64::from(limit)).fetch_all(&mut *conn).await?;
     rows.iter().map(event_from_row).collect()
 }
 
