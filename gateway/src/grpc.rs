@@ -14,6 +14,7 @@ mod events;
 mod health;
 mod orders;
 mod status;
+mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +50,10 @@ pub(crate) struct GrpcParts {
     pub event_streams: EventStreamSettings,
     /// Largest request message accepted (RESOURCE_EXHAUSTED above): GraphQL's body limit.
     pub max_message_bytes: usize,
+    /// Live `WatchOrder` streams per connection: a WebSocket's subscription limit.
+    pub max_watches_per_connection: usize,
+    /// Longest a call may take to answer (DEADLINE_EXCEEDED after): HTTP's request timeout.
+    pub request_timeout: std::time::Duration,
     pub shutdown: CancellationToken,
 }
 
@@ -69,8 +74,18 @@ impl GrpcServer {
 
     /// Serves until shutdown; streams end then (their `take_until`).
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let GrpcParts { schema, auth, limiter, readiness, events, event_streams, max_message_bytes, shutdown } =
-            self.parts;
+        let GrpcParts {
+            schema,
+            auth,
+            limiter,
+            readiness,
+            events,
+            event_streams,
+            max_message_bytes,
+            max_watches_per_connection,
+            request_timeout,
+            shutdown,
+        } = self.parts;
         let edge = edge::Edge { schema, auth, limiter };
         let (reporter, health_service) = tonic_health::server::health_reporter();
         tokio::spawn(health::follow_readiness(reporter, readiness, shutdown.clone()));
@@ -86,13 +101,20 @@ impl GrpcServer {
         let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
             .build_v1alpha()
             .map_err(std::io::Error::other)?;
-        let orders = proto::orders_server::OrdersServer::new(orders::OrdersApi::new(edge.clone(), shutdown.clone()))
-            .max_decoding_message_size(max_message_bytes);
+        let orders = proto::orders_server::OrdersServer::new(orders::OrdersApi::new(
+            edge.clone(),
+            watches::Watches::new(max_watches_per_connection),
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(max_message_bytes);
         let event_store = events::EventStoreApi::new(edge, events, event_streams, shutdown.clone());
         let event_store =
             proto::event_store_server::EventStoreServer::new(event_store).max_decoding_message_size(max_message_bytes);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.listener);
         tonic::transport::Server::builder()
+            // As `--request-timeout` bounds an HTTP request (a stream's
+            // answer starts within it; its messages are not bounded).
+            .timeout(request_timeout)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

@@ -129,6 +129,8 @@ impl Gateway {
                         events,
                         event_streams: settings.event_streams,
                         max_message_bytes: settings.max_body_bytes,
+                        max_watches_per_connection: settings.websocket.max_subscriptions,
+                        request_timeout: settings.request_timeout,
                         shutdown: shutdown.clone(),
                     },
                 )

@@ -26,6 +26,7 @@ crate::on_both_backends!(
     watch_order_sends_the_current_view_then_each_change,
     health_follows_readiness_and_reflection_lists_the_services,
     a_grpc_caller_past_its_rate_is_told_when_to_retry,
+    a_connection_runs_as_many_watches_as_a_websocket_runs_subscriptions,
 );
 
 pub(crate) const SECRET: &str = "a-test-secret-of-32-bytes-length";
@@ -380,4 +381,44 @@ async fn a_grpc_caller_past_its_rate_is_told_when_to_retry(backend: Backend) {
     assert_eq!((limited.code(), conveyor_code(&limited).as_str()), (Code::ResourceExhausted, "RATE_LIMITED"));
     let retry = limited.get_error_details().retry_info().and_then(|retry| retry.retry_delay);
     assert!(retry.is_some_and(|delay| delay >= Duration::from_secs(1)), "{limited:?}");
+}
+
+async fn a_connection_runs_as_many_watches_as_a_websocket_runs_subscriptions(backend: Backend) {
+    let app = TestApp::spawn_configured(Isolation::new(backend).await, |common| {
+        common.edge.ws_max_subscriptions = 2;
+    })
+    .await;
+    let customer = app.shop().await;
+    let mut orders = OrdersClient::new(channel(&app).await);
+    let placed = orders.place_order(place(&customer, "")).await.expect("placed").into_inner();
+    let watch = || GetOrderRequest { order_id: placed.order_id.clone() };
+    let mut first = orders.watch_order(watch()).await.expect("a first watch").into_inner();
+    let mut second = orders.watch_order(watch()).await.expect("a second watch").into_inner();
+    next(&mut first).await;
+    next(&mut second).await;
+    let refused = orders.watch_order(watch()).await.expect_err("a third on the same connection");
+    assert_eq!(
+        (refused.code(), conveyor_code(&refused).as_str()),
+        (Code::ResourceExhausted, "TOO_MANY_SUBSCRIPTIONS"),
+        "{refused:?}"
+    );
+    // Another connection has places of its own.
+    let mut other = OrdersClient::new(channel(&app).await);
+    let mut elsewhere = other.watch_order(watch()).await.expect("another connection's watch").into_inner();
+    next(&mut elsewhere).await;
+    // A watch ended gives its place back (once the server sees the stream reset).
+    drop(first);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut again = loop {
+        match orders.watch_order(watch()).await {
+            Ok(stream) => break stream.into_inner(),
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert!(tokio::time::Instant::now() < deadline, "the ended watch's place never came back");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    next(&mut again).await;
+    drop(second);
 }

@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::edge::Edge;
 use super::proto::{self, orders_server::Orders};
 use super::status;
+use super::watches::Watches;
 
 /// The fields of an order every method reads.
 const ORDER_FIELDS: &str = "id customerId status items { sku quantity unitPriceCents } totalCents version \
@@ -22,12 +23,13 @@ const RESULT_FIELDS: &str = "commandId status error { code message } orderId";
 
 pub struct OrdersApi {
     edge: Edge,
+    watches: Watches,
     shutdown: CancellationToken,
 }
 
 impl OrdersApi {
-    pub fn new(edge: Edge, shutdown: CancellationToken) -> Self {
-        Self { edge, shutdown }
+    pub fn new(edge: Edge, watches: Watches, shutdown: CancellationToken) -> Self {
+        Self { edge, watches, shutdown }
     }
 
     /// Runs one of the order mutations and answers its payload.
@@ -155,12 +157,20 @@ impl Orders for OrdersApi {
         request: Request<proto::GetOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
         let caller = self.edge.caller(&request)?;
+        let watch = self.watches.open(request.remote_addr()).map_err(|most| {
+            let message = format!("this connection runs {most} subscriptions, as many as it may");
+            status::coded(codes::TOO_MANY_SUBSCRIPTIONS, message, None)
+        })?;
         let id = request.get_ref().order_id.clone();
         let document = format!("subscription($id: ID!) {{ answer: orderUpdated(id: $id) {{ {ORDER_FIELDS} }} }}");
         let updates = self
             .edge
             .subscribe::<Answer<GqlOrder>>(caller, &document, json!({ "id": id }))
-            .map(|update| update.map(|data| data.answer.into_proto()))
+            .map(move |update| {
+                // Held while the stream lives.
+                let _watch = &watch;
+                update.map(|data| data.answer.into_proto())
+            })
             .take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(updates.boxed()))
     }
