@@ -86,11 +86,13 @@ const HOPS: &[&str] = &[
 /// Waits until the order's trace (the one its `send` span is in) has every
 /// hop, then checks that it is one tree under the GraphQL mutation; returns
 /// its trace id in hex.
-async fn assert_one_connected_trace(received: &Received, messaging_system: &str) -> String {
+async fn assert_one_connected_trace(received: &Received, messaging_system: &str, command_id: &str) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
     let trace = loop {
         let spans = received.spans();
-        let sent = spans.iter().find(|span| span.name == "send cmd.order.PlaceOrder");
+        let sent = spans.iter().find(|span| {
+            span.name == "send cmd.order.PlaceOrder" && attribute(span, "messaging.message.id") == Some(command_id)
+        });
         let trace: Vec<Span> = match sent {
             Some(sent) => spans.iter().filter(|span| span.trace_id == sent.trace_id).cloned().collect(),
             None => Vec::new(),
@@ -139,23 +141,35 @@ async fn assert_one_connected_trace(received: &Received, messaging_system: &str)
     root.trace_id.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-/// Places an order whose payment takes a while (so the subscription is open
-/// before it is confirmed) and follows it to CONFIRMED.
-async fn confirmed_order_followed(gateway: SocketAddr) {
+/// Places an order whose payment takes a while and follows it from PENDING
+/// to CONFIRMED, so that its confirmation reaches the subscriber as a pushed
+/// change (an order already confirmed when the subscription starts would
+/// arrive as the first read: on a crowded machine, another order is
+/// placed). Returns the placing command's id.
+async fn confirmed_order_followed(gateway: SocketAddr) -> String {
     let http = reqwest::Client::new();
     let customer = seed_shop(&http, gateway).await;
-    let place = "mutation Place($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
-    let placed =
-        graphql_at(&http, gateway, place, json!({ "input": { "customerId": customer, "items": items() } })).await;
-    assert_eq!(placed["data"]["placeOrder"]["status"], "ACCEPTED", "{placed}");
-    let order_id = placed["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string();
-    let mut subscription = Subscription::start(
-        gateway,
-        "subscription($id: ID!) { orderUpdated(id: $id) { status } }",
-        json!({ "id": order_id }),
-    )
-    .await;
-    subscription.next_data_until("CONFIRMED", |data| data["orderUpdated"]["status"] == "CONFIRMED").await;
+    let place = "mutation Place($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId commandId } }";
+    for _ in 0..5 {
+        let placed =
+            graphql_at(&http, gateway, place, json!({ "input": { "customerId": customer, "items": items() } })).await;
+        assert_eq!(placed["data"]["placeOrder"]["status"], "ACCEPTED", "{placed}");
+        let order_id = placed["data"]["placeOrder"]["orderId"].as_str().expect("order id").to_string();
+        let command_id = placed["data"]["placeOrder"]["commandId"].as_str().expect("command id").to_string();
+        let mut subscription = Subscription::start(
+            gateway,
+            "subscription($id: ID!) { orderUpdated(id: $id) { status } }",
+            json!({ "id": order_id }),
+        )
+        .await;
+        let first = subscription.next_data().await;
+        if first["orderUpdated"]["status"] == "CONFIRMED" {
+            continue;
+        }
+        subscription.next_data_until("CONFIRMED", |data| data["orderUpdated"]["status"] == "CONFIRMED").await;
+        return command_id;
+    }
+    panic!("five orders were confirmed before their subscriptions started");
 }
 
 fn tracing_env(receiver: SocketAddr) -> Vec<(&'static str, String)> {
@@ -163,7 +177,7 @@ fn tracing_env(receiver: SocketAddr) -> Vec<(&'static str, String)> {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{receiver}")),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
         // The order is confirmed after its subscriber has subscribed.
-        ("CONVEYOR_PAYMENT_LATENCY", "700ms".into()),
+        ("CONVEYOR_PAYMENT_LATENCY", "1s".into()),
     ]
 }
 
@@ -179,8 +193,8 @@ async fn one_embedded_order_is_one_connected_trace_from_the_mutation_to_the_push
     let embedded = Conveyor::start(&args, &env);
     let gateway = embedded.graphql_address();
     wait_until_ready(gateway).await;
-    confirmed_order_followed(gateway).await;
-    let trace_id = assert_one_connected_trace(&received, "conveyor").await;
+    let command_id = confirmed_order_followed(gateway).await;
+    let trace_id = assert_one_connected_trace(&received, "conveyor", &command_id).await;
     let marker = format!("\"trace_id\":\"{trace_id}\"");
     let logs = embedded.log_text();
     assert!(logs.lines().any(|line| line.contains(&marker)), "no JSON log line names the order's trace {trace_id}");
@@ -195,6 +209,6 @@ async fn one_server_order_is_one_connected_trace_across_nats() {
     let all = Conveyor::start(&["all"], &env);
     let gateway = all.graphql_address();
     wait_until_ready(gateway).await;
-    confirmed_order_followed(gateway).await;
-    let _ = assert_one_connected_trace(&received, "nats").await;
+    let command_id = confirmed_order_followed(gateway).await;
+    let _ = assert_one_connected_trace(&received, "nats", &command_id).await;
 }
