@@ -11,6 +11,7 @@ pub mod orders;
 pub mod products;
 pub mod projection;
 pub mod projector;
+pub mod rebuild;
 pub mod views;
 
 use std::sync::Arc;

@@ -21,7 +21,7 @@ mod counts;
 mod verify;
 mod workers;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use schema::EventEnvelope;
 use schema::envelope::stream_id;
 use schema::ports::{EventLog, Notifier, StreamHead, ViewChange};
 use schema::sql;
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 use tracing::{debug, info, instrument, warn};
 
 pub use counts::ProjectorCounts;
@@ -189,11 +189,34 @@ impl Projector {
     /// One attempt: read the batch's checkpoints, apply, write them back, commit.
     async fn transaction(&self, events: &[&EventEnvelope]) -> Result<Vec<Applied>, ProjectionError> {
         Counters::add(&self.counters.attempts, 1);
-        let name = self.projection.name();
         let mut tx = self.begin().await?;
+        let (results, count) = self.apply_in(&mut tx, events).await?;
+        tx.commit().await?;
+        Counters::add(&self.counters.commits, 1);
+        Counters::add(&self.counters.events, count);
+        if count > 0 {
+            // How far behind the view is: the age of the oldest event this
+            // transaction brought in.
+            let oldest = events.iter().map(|event| event.timestamp).min().unwrap_or_else(chrono::Utc::now);
+            let age = (chrono::Utc::now() - oldest).to_std().unwrap_or_default();
+            schema::metrics::metrics().projected(self.projection.name(), count, age);
+        }
+        Ok(results)
+    }
+
+    /// The body of a batch's transaction, on a transaction the caller owns
+    /// (and commits): reads the batch's checkpoints, applies what is next
+    /// of each stream, writes the advanced checkpoints. Returns each event's
+    /// result and how many were applied.
+    async fn apply_in(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&EventEnvelope],
+    ) -> Result<(Vec<Applied>, u64), ProjectionError> {
+        let name = self.projection.name();
         let streams: Vec<String> =
             events.iter().map(|event| event.stream_id()).collect::<BTreeSet<_>>().into_iter().collect();
-        let mut applied = checkpoints::read(&mut tx, name, &streams).await?;
+        let mut applied = checkpoints::read(conn, name, &streams).await?;
         Counters::add(&self.counters.checkpoint_statements, 1);
         let mut advanced = BTreeMap::new();
         let mut results = Vec::with_capacity(events.len());
@@ -209,7 +232,7 @@ impl Projector {
             if event.stream_version != done + 1 {
                 return Err(ProjectionError::Behind { applied: done });
             }
-            let mut view = ViewTx::new(&mut tx, &self.counters.view_statements, &mut later);
+            let mut view = ViewTx::new(conn, &self.counters.view_statements, &mut later);
             results.push(match self.projection.apply(&mut view, event).await {
                 Ok(Some(change)) => Applied::Changed(change),
                 Ok(None) => Applied::Nothing,
@@ -222,23 +245,13 @@ impl Projector {
             advanced.insert(stream, event.stream_version);
             count += 1;
         }
-        let gathered = later.write(&mut tx).await?;
+        let gathered = later.write(conn).await?;
         Counters::add(&self.counters.view_statements, gathered);
         if !advanced.is_empty() {
-            checkpoints::write(&mut tx, name, &advanced).await?;
+            checkpoints::write(conn, name, &advanced).await?;
             Counters::add(&self.counters.checkpoint_statements, 1);
         }
-        tx.commit().await?;
-        Counters::add(&self.counters.commits, 1);
-        Counters::add(&self.counters.events, count);
-        if count > 0 {
-            // How far behind the view is: the age of the oldest event this
-            // transaction brought in.
-            let oldest = events.iter().map(|event| event.timestamp).min().unwrap_or_else(chrono::Utc::now);
-            let age = (chrono::Utc::now() - oldest).to_std().unwrap_or_default();
-            schema::metrics::metrics().projected(name, count, age);
-        }
-        Ok(results)
+        Ok((results, count))
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
@@ -252,21 +265,11 @@ impl Projector {
     /// restart with the views current reads no events at all; what is read
     /// is applied in batches.
     pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
-        let applied = checkpoints::all(&self.pool, self.projection.name()).await?;
-        let types = self.projection.aggregate_types();
-        // The projection's first type first: the rows the others refer to
-        // (an order's, before its stock and payment steps) exist by then.
-        let rank = |head: &StreamHead| types.iter().position(|kind| *kind == head.aggregate_type);
-        let mut heads: Vec<(usize, StreamHead)> =
-            self.log.stream_heads().await?.into_iter().filter_map(|head| Some((rank(&head)?, head))).collect();
-        heads.sort_by(|(a, left), (b, right)| (a, &left.aggregate_id).cmp(&(b, &right.aggregate_id)));
+        let applied = checkpoints::all(&mut *self.pool.acquire().await?, self.projection.name()).await?;
         let mut count = 0;
         let mut ready = Vec::new();
-        for (_, head) in heads {
+        for head in self.behind(&applied).await? {
             let done = applied.get(&stream_id(&head.aggregate_type, &head.aggregate_id)).copied().unwrap_or(0);
-            if head.version <= done {
-                continue;
-            }
             ready.extend(self.log.read_stream(&head.aggregate_type, &head.aggregate_id, done + 1, head.version).await?);
             // Whole batches now; the rest waits for the next streams' events.
             let whole = ready.len() - ready.len() % self.batch;
@@ -277,6 +280,51 @@ impl Projector {
         count += self.apply_read(ready).await?;
         checkpoints::mark_built(&self.pool, self.projection.name()).await?;
         Ok(count)
+    }
+
+    /// [`Self::catch_up`] inside a transaction the caller owns, on its
+    /// connection (a rebuild's switch). Nothing is announced, and any
+    /// failure (a gap, a row not there yet) is returned, for the caller to
+    /// roll back and try again.
+    pub async fn catch_up_in(&self, conn: &mut AnyConnection) -> Result<u64, ProjectionError> {
+        let applied = checkpoints::all(conn, self.projection.name()).await?;
+        let mut events = Vec::new();
+        for head in self.behind(&applied).await? {
+            let done = applied.get(&stream_id(&head.aggregate_type, &head.aggregate_id)).copied().unwrap_or(0);
+            events
+                .extend(self.log.read_stream(&head.aggregate_type, &head.aggregate_id, done + 1, head.version).await?);
+        }
+        let mut count = 0;
+        for chunk in events.chunks(self.batch) {
+            let batch: Vec<&EventEnvelope> = chunk.iter().collect();
+            for (event, applied) in chunk.iter().zip(self.apply_in(conn, &batch).await?.0) {
+                if let Applied::Skipped(reason) = applied {
+                    warn!(%reason, event = %event.id, projection = self.projection.name(), "skipped an unreadable event");
+                }
+            }
+            count += chunk.len() as u64;
+        }
+        Ok(count)
+    }
+
+    /// The heads of the projection's streams that are past `applied`, the
+    /// projection's first type first: the rows the others refer to (an
+    /// order's, before its stock and payment steps) exist by then.
+    async fn behind(&self, applied: &HashMap<String, u64>) -> Result<Vec<StreamHead>, ProjectionError> {
+        let types = self.projection.aggregate_types();
+        let rank = |head: &StreamHead| types.iter().position(|kind| *kind == head.aggregate_type);
+        let mut heads: Vec<(usize, StreamHead)> = self
+            .log
+            .stream_heads()
+            .await?
+            .into_iter()
+            .filter(|head| {
+                head.version > applied.get(&stream_id(&head.aggregate_type, &head.aggregate_id)).copied().unwrap_or(0)
+            })
+            .filter_map(|head| Some((rank(&head)?, head)))
+            .collect();
+        heads.sort_by(|(a, left), (b, right)| (a, &left.aggregate_id).cmp(&(b, &right.aggregate_id)));
+        Ok(heads.into_iter().map(|(_, head)| head).collect())
     }
 
     /// Whether this projection's view was ever caught up with the whole
