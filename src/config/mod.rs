@@ -61,7 +61,7 @@ pub enum ProjectionCommand {
     Status(StatusArgs),
     /// Rebuilds one view from the event store beside the live one and
     /// switches it in, while the system runs (docs/operations.md).
-    Rebuild(RebuildArgs),
+    Rebuild(Box<RebuildArgs>),
 }
 
 #[derive(Debug, Args, Clone)]
