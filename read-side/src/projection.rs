@@ -123,7 +123,7 @@ impl<'t> ViewTx<'t> {
     /// read or change.
     pub fn insert_later(&mut self, insert: &'static Insert, values: Vec<Value>) {
         debug_assert_eq!(values.len(), insert.columns.len(), "one value per column of {}", insert.table);
-        self.later.rows.push((insert, values));
+        self.later.push(insert, values);
     }
 }
 
@@ -159,6 +159,11 @@ pub(crate) struct Inserts {
 }
 
 impl Inserts {
+    /// Queues a row for `insert`.
+    pub(crate) fn push(&mut self, insert: &'static Insert, values: Vec<Value>) {
+        self.rows.push((insert, values));
+    }
+
     /// Writes the queued rows: one statement per insert kind and size
     /// chunk ([`sql::chunks_by_size`]); returns the statements run.
     pub(crate) async fn write(self, conn: &mut AnyConnection) -> Result<u64, sqlx::Error> {

@@ -20,9 +20,11 @@
 //!    the other's result (the switch after a further catch-up).
 //! 3. **Afterwards** the rows the switch changed or removed are announced
 //!    as view changes (when a notifier is given): gateways drop what they
-//!    cached of them, and subscriptions re-read them. The new copy is
-//!    dropped.
+//!    cached of them, and subscriptions re-read them. Embedded, the switch
+//!    leaves them in the live file for the running process to announce
+//!    ([`announcements`]). The new copy is dropped.
 
+pub mod announcements;
 mod switch;
 
 use std::path::{Path, PathBuf};

@@ -112,6 +112,10 @@ async fn switch_in(
     .bind(name)
     .execute(&mut *conn)
     .await?;
+    if shadow.attach().is_some() {
+        // Embedded: the running process announces them (its notifier is in-process).
+        super::announcements::write(conn, &switched.changes).await?;
+    }
     Ok(switched)
 }
 
