@@ -78,7 +78,9 @@ async fn rebuild_view(args: &RebuildArgs, common: &Common) -> anyhow::Result<rea
             (read_side::rebuild::Target::Embedded { views }, format!("sqlite://{}?mode=ro", events.display()))
         }
     };
-    let store = schema::sql::connect(&store_url, 2)
+    // Single-statement reads of an append-only table: no predicate locks
+    // that could make the write side's appends fail while the store is read.
+    let store = schema::sql::connect_reader(&store_url, 2)
         .await
         .with_context(|| format!("cannot reach the event store at {}", redact(&store_url)))?;
     let log: std::sync::Arc<dyn schema::ports::EventLog> =

@@ -74,7 +74,10 @@ impl RebuildError {
                 sql::RetryableError::is_retryable(error)
                     || matches!(
                         error,
-                        ProjectionError::Behind { .. } | ProjectionError::NotYet { .. } | ProjectionError::Gap { .. }
+                        ProjectionError::Behind { .. }
+                            | ProjectionError::NotYet { .. }
+                            | ProjectionError::Gap { .. }
+                            | ProjectionError::Log(_)
                     )
             }
             Self::LiveAhead(_) => true,

@@ -69,14 +69,43 @@ async fn switch_in(
     projection: &dyn Projection,
 ) -> Result<Switched, RebuildError> {
     let (live, copy, name) = (&shadow.live, &shadow.copy, projection.name());
-    // The live checkpoints first: the transaction's snapshot is taken now,
-    // so every event they count was in the store before the catch-up below
-    // reads it.
-    sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM {live}projection_checkpoints WHERE projection = $1")))
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
+    if shadow.attach().is_none() {
+        // PostgreSQL: each statement sees what is committed when it starts,
+        // and a row a live projector holds is waited for, then written
+        // over. At SERIALIZABLE, this transaction, which reads whole
+        // tables, would be the one aborted by every projector commit that
+        // overlaps it, and under load it would never get through. What
+        // READ COMMITTED lets through is caught by the check at the end.
+        // CockroachDB runs it SERIALIZABLE where READ COMMITTED is not
+        // enabled (then a collision is retried).
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut *conn).await?;
+    }
     let replayed = projector.catch_up_in(conn).await?;
+    let mut switched = Switched { replayed, changed: 0, removed: 0, changes: Vec::new() };
+    for table in projection.tables() {
+        let columns = columns(conn, shadow, table.name).await?;
+        copy_table(conn, shadow, name, table, &columns, &mut switched).await?;
+    }
+    // The new copy's checkpoints become the live ones; one the live copy
+    // has advanced further meanwhile is kept (and caught below).
+    let checkpoint = "projection, stream_id, version";
+    sqlx::query(AssertSqlSafe(format!(
+        "INSERT INTO {live}projection_checkpoints ({checkpoint}) SELECT {checkpoint} FROM \
+         (SELECT {checkpoint} FROM {copy}projection_checkpoints WHERE projection = $1 \
+          EXCEPT SELECT {checkpoint} FROM {live}projection_checkpoints WHERE projection = $1) AS changed \
+         WHERE true ON CONFLICT (projection, stream_id) DO UPDATE SET version = excluded.version \
+         WHERE projection_checkpoints.version < excluded.version"
+    )))
+    .bind(name)
+    .execute(&mut *conn)
+    .await?;
+    // Last, the check that makes the switch safe: the live copy has
+    // applied nothing the new one has not. A live projector that committed
+    // an event the new copy lacks (rows this transaction then wrote over
+    // with older ones, or a row it deleted) shows here, and the switch is
+    // rolled back and tried again. One that commits after this waits for
+    // the rows and checkpoints written here and then runs again on them,
+    // or touches none of them and stays as it is.
     let ahead: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
         "SELECT COUNT(*) FROM {live}projection_checkpoints l WHERE l.projection = $1 AND NOT EXISTS \
          (SELECT 1 FROM {copy}projection_checkpoints c WHERE c.projection = l.projection \
@@ -88,30 +117,6 @@ async fn switch_in(
     if ahead > 0 {
         return Err(RebuildError::LiveAhead(ahead));
     }
-    let mut switched = Switched { replayed, changed: 0, removed: 0, changes: Vec::new() };
-    for table in projection.tables() {
-        let columns = columns(conn, shadow, table.name).await?;
-        copy_table(conn, shadow, name, table, &columns, &mut switched).await?;
-    }
-    // The new copy's checkpoints become the live ones.
-    let match_key = "c.projection = l.projection AND c.stream_id = l.stream_id";
-    sqlx::query(AssertSqlSafe(format!(
-        "DELETE FROM {live}projection_checkpoints AS l WHERE l.projection = $1 AND NOT EXISTS \
-         (SELECT 1 FROM {copy}projection_checkpoints c WHERE {match_key})"
-    )))
-    .bind(name)
-    .execute(&mut *conn)
-    .await?;
-    let checkpoint = "projection, stream_id, version";
-    sqlx::query(AssertSqlSafe(format!(
-        "INSERT INTO {live}projection_checkpoints ({checkpoint}) SELECT {checkpoint} FROM \
-         (SELECT {checkpoint} FROM {copy}projection_checkpoints WHERE projection = $1 \
-          EXCEPT SELECT {checkpoint} FROM {live}projection_checkpoints WHERE projection = $1) AS changed \
-         WHERE true ON CONFLICT (projection, stream_id) DO UPDATE SET version = excluded.version"
-    )))
-    .bind(name)
-    .execute(&mut *conn)
-    .await?;
     if shadow.attach().is_some() {
         // Embedded: the running process announces them (its notifier is in-process).
         super::announcements::write(conn, &switched.changes).await?;
