@@ -8,16 +8,19 @@
 //!    replays the event store into it, as often as it takes to come close
 //!    to the store's head.
 //! 2. **The switch** is one transaction: it applies what the store gained
-//!    since, checks that the new copy has applied at least every event the
-//!    live one has (so no row steps back), then writes into the live tables
-//!    only the rows that differ, deletes the rows the new copy does not
-//!    have, and takes over the new copy's checkpoints. No DDL touches the
-//!    live tables: readers keep reading (PostgreSQL's MVCC shows them the
-//!    old rows until the commit, then the new ones; SQLite's WAL likewise),
-//!    and the transaction is an ordinary one that CockroachDB makes atomic
-//!    too. A live projector that commits meanwhile conflicts with it on a
-//!    row or a checkpoint at SERIALIZABLE; whichever loses runs again on
-//!    the other's result (the switch after a further catch-up).
+//!    since, writes into the live tables only the rows that differ (and
+//!    deletes the rows the new copy lacks), takes over the new copy's
+//!    checkpoints, and checks last that the live copy has applied nothing
+//!    the new one has not (so no row steps back); if it has, the switch is
+//!    rolled back and tried again after a further catch-up. No DDL touches
+//!    the live tables: readers keep reading (PostgreSQL's MVCC shows them
+//!    the old rows until the commit, then the new ones; SQLite's WAL
+//!    likewise), and it is an ordinary transaction, which CockroachDB makes
+//!    atomic too. On PostgreSQL it runs READ COMMITTED (see
+//!    [`switch`]): it waits for a row a live projector holds instead of
+//!    being aborted by every projector commit it overlaps; the projector,
+//!    SERIALIZABLE, finds the switch's rows and checkpoints changed under
+//!    it and runs again on them. Embedded, it holds SQLite's write lock.
 //! 3. **Afterwards** the rows the switch changed or removed are announced
 //!    as view changes (when a notifier is given): gateways drop what they
 //!    cached of them, and subscriptions re-read them. Embedded, the switch

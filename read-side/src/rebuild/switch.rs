@@ -77,7 +77,7 @@ async fn switch_in(
         // overlaps it, and under load it would never get through. What
         // READ COMMITTED lets through is caught by the check at the end.
         // CockroachDB runs it SERIALIZABLE where READ COMMITTED is not
-        // enabled (then a collision is retried).
+        // enabled (before 24.1, by default); then a collision is retried.
         sqlx::query("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").execute(&mut *conn).await?;
     }
     let replayed = projector.catch_up_in(conn).await?;
