@@ -22,6 +22,8 @@ use crate::helpers::{
 crate::on_both_backends!(every_view_rebuilt_under_load_switches_in_with_no_error_and_no_step_back);
 
 const PLACE: &str = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { status orderId } }";
+/// Clients placing and shipping orders at once, each as fast as it is answered.
+const PLACERS: usize = 3;
 const SHIP: &str = "mutation($id: ID!) { shipOrder(input: { orderId: $id }) { status } }";
 
 /// Runs `conveyor projection rebuild NAME` on the isolation's store (and
@@ -186,7 +188,9 @@ async fn every_view_rebuilt_under_load_switches_in_with_no_error_and_no_step_bac
     let stop = Arc::new(AtomicBool::new(false));
     let (placed, rounds) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let following = Subscription::start(app.address, "subscription { ordersUpdated { id version } }", json!({})).await;
-    let load = tokio::spawn(place_and_ship(app.address, customer.clone(), stop.clone(), placed.clone()));
+    let load: Vec<_> = (0..PLACERS)
+        .map(|_| tokio::spawn(place_and_ship(app.address, customer.clone(), stop.clone(), placed.clone())))
+        .collect();
     let reader = tokio::spawn(read(app.address, stop.clone(), rounds.clone()));
     let follower = tokio::spawn(follow(following, stop.clone()));
     until("orders placed before the rebuilds", &placed, 5).await;
@@ -202,7 +206,10 @@ async fn every_view_rebuilt_under_load_switches_in_with_no_error_and_no_step_bac
     let reads = rounds.load(Ordering::SeqCst);
     until("reads after the rebuilds", &rounds, reads + 3).await;
     stop.store(true, Ordering::SeqCst);
-    let ids = load.await.expect("the load ran without a failure");
+    let mut ids = Vec::new();
+    for placer in load {
+        ids.extend(placer.await.expect("the load ran without a failure"));
+    }
     reader.await.expect("every read answered, no version stepped back");
     let received = follower.await.expect("the subscription answered throughout, no version stepped back");
     assert!(received > 0, "the subscription pushed changes");
