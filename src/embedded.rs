@@ -90,6 +90,13 @@ impl Embedded {
             projectors += 1;
         }
         hub.wait_for_subscribers(projectors, std::time::Duration::from_secs(10)).await?;
+        // Rows a `conveyor projection rebuild` changed, announced here.
+        let announcements =
+            read_side::rebuild::announcements::relay(views_pool.clone(), notifier.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            announcements.await;
+            Ok(())
+        });
 
         // Events a crash left in the outbox go out (and are projected)
         // before anything new: the first query sees every accepted order.

@@ -5,7 +5,7 @@
 //! * [`embedded`]: one process, SQLite, in-process bus and feed (the default).
 //! * [`metrics`]: `/metrics` on `--metrics-listen`, and what is read at scrape time.
 //! * [`migrate`]: `conveyor migrate`, the schema on its own.
-//! * [`projection`]: `conveyor projection status`.
+//! * [`projection`]: `conveyor projection status` and `rebuild`.
 //! * [`server`]: NATS JetStream + PostgreSQL/CockroachDB, one or all sides per process.
 
 pub mod bench;

@@ -37,7 +37,7 @@ async fn main() {
         }
         Command::Token(args) => token(common, &args),
         Command::Migrate(args) => migrate::run(&args).await,
-        Command::Projection(args) => projection::run(&args, &common.data_dir).await,
+        Command::Projection(args) => projection::run(&args, common).await,
         Command::Dlq(args) => conveyor::dlq::run(common, &args).await,
     };
     if let Err(error) = result {

@@ -3,6 +3,9 @@
 //! not yet applied, age of the oldest). Read-only; safe against a live
 //! system. Server mode reads one database (events and views live together);
 //! embedded mode reads the data directory's two SQLite files.
+//!
+//! `conveyor projection rebuild NAME`: [`read_side::rebuild`] on the same
+//! database or data directory, with the event store read from there too.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,7 +13,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use sqlx::AnyPool;
 
-use crate::config::{ProjectionArgs, ProjectionCommand, StatusArgs};
+use crate::config::{Common, ProjectionArgs, ProjectionCommand, RebuildArgs, StatusArgs};
 use crate::server::redact;
 
 /// One projection's position and lag.
@@ -29,16 +32,81 @@ pub struct ProjectionStatus {
     pub lag_seconds: f64,
 }
 
-pub async fn run(args: &ProjectionArgs, data_dir: &Path) -> anyhow::Result<()> {
+pub async fn run(args: &ProjectionArgs, common: &Common) -> anyhow::Result<()> {
     match &args.command {
         ProjectionCommand::Status(status) => {
-            let pool = open(status, data_dir).await?;
+            let pool = open(status, &common.data_dir).await?;
             let statuses = status_of(&pool).await.context("cannot read the projections' positions")?;
             pool.close().await;
             print!("{}", table(&statuses));
             Ok(())
         }
+        ProjectionCommand::Rebuild(rebuild) => {
+            let report = rebuild_view(rebuild, common).await?;
+            println!(
+                "rebuilt {}: {} events replayed; the switch wrote {} rows and removed {} ({} attempt{}); \
+                 {} changes announced",
+                rebuild.name,
+                report.replayed,
+                report.changed,
+                report.removed,
+                report.attempts,
+                if report.attempts == 1 { "" } else { "s" },
+                report.announced
+            );
+            Ok(())
+        }
     }
+}
+
+/// Rebuilds `args.name`'s view, reading the event store beside it.
+async fn rebuild_view(args: &RebuildArgs, common: &Common) -> anyhow::Result<read_side::rebuild::Report> {
+    let Some(projection) = read_side::projections().into_iter().find(|projection| projection.name() == args.name)
+    else {
+        let names: Vec<&str> = read_side::projections().iter().map(|projection| projection.name()).collect();
+        anyhow::bail!("no projection named `{}` (there are {})", args.name, names.join(", "));
+    };
+    let (target, store_url) = match &args.database {
+        Some(url) => (read_side::rebuild::Target::Server { database: url.clone() }, url.clone()),
+        None => {
+            let (views, events) = (common.data_dir.join("views.sqlite"), common.data_dir.join("events.sqlite"));
+            anyhow::ensure!(
+                views.exists() && events.exists(),
+                "no --database given and no embedded data in {} (--data-dir)",
+                common.data_dir.display()
+            );
+            (read_side::rebuild::Target::Embedded { views }, format!("sqlite://{}?mode=ro", events.display()))
+        }
+    };
+    // Single-statement reads of an append-only table: no predicate locks
+    // that could make the write side's appends fail while the store is read.
+    let store = schema::sql::connect_reader(&store_url, 2)
+        .await
+        .with_context(|| format!("cannot reach the event store at {}", redact(&store_url)))?;
+    let log: std::sync::Arc<dyn schema::ports::EventLog> =
+        std::sync::Arc::new(write_side::SqlEventStore::new(store.clone()));
+    let client = match &args.nats {
+        Some(url) => Some(
+            schema::nats::connect(url, "conveyor-rebuild", &args.nats_auth.auth()?)
+                .await
+                .with_context(|| format!("cannot reach NATS at {}", redact(url)))?,
+        ),
+        None => None,
+    };
+    let ns = schema::Namespace::new(&common.namespace)?;
+    let notifier = client.clone().map(|client| {
+        std::sync::Arc::new(read_side::nats::NatsNotifier::new(client, ns))
+            as std::sync::Arc<dyn schema::ports::Notifier>
+    });
+    let report = read_side::rebuild::rebuild(&target, projection, log, notifier)
+        .await
+        .with_context(|| format!("cannot rebuild {}", args.name))?;
+    store.close().await;
+    if let Some(client) = client {
+        // Published is not yet sent: the announcements leave before the process does.
+        client.flush().await.context("cannot send the change announcements")?;
+    }
+    Ok(report)
 }
 
 /// The server's database, or the embedded data directory's views with its

@@ -14,7 +14,7 @@ use schema::sql::{from_micros, to_micros};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use crate::projection::{Projection, ProjectionError, ViewTx};
+use crate::projection::{Announce, Projection, ProjectionError, ViewTable, ViewTx};
 use crate::views::{Bind, ViewStore};
 
 pub const VIEW: &str = "customers";
@@ -42,6 +42,17 @@ impl Projection for CustomersProjection {
 
     fn aggregate_types(&self) -> &'static [&'static str] {
         &[customer::AGGREGATE, order::AGGREGATE]
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        &[
+            ViewTable {
+                name: "customers",
+                key: &["customer_id"],
+                announce: Some(Announce { id: "customer_id", version: "updated_at", scope: None }),
+            },
+            ViewTable { name: "customer_orders", key: &["order_id"], announce: None },
+        ]
     }
 
     async fn apply(&self, tx: &mut ViewTx<'_>, event: &EventEnvelope) -> Result<Option<ViewChange>, ProjectionError> {

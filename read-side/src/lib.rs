@@ -2,7 +2,8 @@
 //! once and in stream order; repositories answer the gateway's queries.
 //!
 //! Projections ([`orders`], [`customers`], [`products`]) and the [`projector`] are shared by both run
-//! modes; [`nats`] and [`embedded`] are the transport adapters.
+//! modes; [`nats`] and [`embedded`] are the transport adapters; [`rebuild`]
+//! rebuilds one view beside the live one and switches it in.
 
 pub mod customers;
 pub mod embedded;
@@ -11,6 +12,7 @@ pub mod orders;
 pub mod products;
 pub mod projection;
 pub mod projector;
+pub mod rebuild;
 pub mod views;
 
 use std::sync::Arc;

@@ -12,7 +12,7 @@ use schema::sql::{from_micros, to_micros};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::projection::{Projection, ProjectionError, ViewTx};
+use crate::projection::{Announce, Projection, ProjectionError, ViewTable, ViewTx};
 use crate::views::{Bind, ViewStore};
 
 pub const VIEW: &str = "products";
@@ -45,6 +45,14 @@ impl Projection for ProductsProjection {
 
     fn aggregate_types(&self) -> &'static [&'static str] {
         &[product::AGGREGATE]
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        &[ViewTable {
+            name: "products",
+            key: &["sku"],
+            announce: Some(Announce { id: "sku", version: "version", scope: None }),
+        }]
     }
 
     async fn apply(&self, tx: &mut ViewTx<'_>, event: &EventEnvelope) -> Result<Option<ViewChange>, ProjectionError> {

@@ -34,10 +34,42 @@ pub enum ProjectionError {
 impl RetryableError for ProjectionError {
     fn is_retryable(&self) -> bool {
         match self {
-            Self::Database(error) => sql::is_retryable(error),
+            // A unique violation too: at SERIALIZABLE, PostgreSQL reports
+            // an insert that meets a row a concurrent transaction inserted
+            // (another projector process given the same event, a rebuild's
+            // switch) as 23505 rather than 40001 when the loser never read
+            // the key. Run again, the transaction reads the checkpoint the
+            // winner advanced and skips the event.
+            Self::Database(error) => sql::is_retryable(error) || is_unique_violation(error),
             _ => false,
         }
     }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    // PostgreSQL and CockroachDB: 23505; SQLite: SQLITE_CONSTRAINT_PRIMARYKEY
+    // and _UNIQUE (one writer at a time: never a race there, so not retried).
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// A table a projection writes, as a rebuild copies it (`read_side::rebuild`).
+#[derive(Debug)]
+pub struct ViewTable {
+    pub name: &'static str,
+    /// The primary key's columns.
+    pub key: &'static [&'static str],
+    /// How a row that a rebuild changed is announced; none: it is not (its
+    /// owner row's announcement covers it, or nobody watches it).
+    pub announce: Option<Announce>,
+}
+
+/// The columns of a changed row that make its [`ViewChange`].
+#[derive(Debug)]
+pub struct Announce {
+    pub id: &'static str,
+    /// A BIGINT column, the version the projector announces for the row.
+    pub version: &'static str,
+    pub scope: Option<&'static str>,
 }
 
 #[async_trait]
@@ -50,6 +82,10 @@ pub trait Projection: Send + Sync + 'static {
     /// stock and payment steps taken for them): a catch-up applies its
     /// streams first.
     fn aggregate_types(&self) -> &'static [&'static str];
+
+    /// Every table the projection writes (and only it): what a rebuild
+    /// builds beside the live ones and switches in.
+    fn tables(&self) -> &'static [ViewTable];
 
     /// Applies one event inside the projector's transaction. Returns the
     /// view row that changed, to announce after commit. The projector has
@@ -87,7 +123,7 @@ impl<'t> ViewTx<'t> {
     /// read or change.
     pub fn insert_later(&mut self, insert: &'static Insert, values: Vec<Value>) {
         debug_assert_eq!(values.len(), insert.columns.len(), "one value per column of {}", insert.table);
-        self.later.rows.push((insert, values));
+        self.later.push(insert, values);
     }
 }
 
@@ -123,6 +159,11 @@ pub(crate) struct Inserts {
 }
 
 impl Inserts {
+    /// Queues a row for `insert`.
+    pub(crate) fn push(&mut self, insert: &'static Insert, values: Vec<Value>) {
+        self.rows.push((insert, values));
+    }
+
     /// Writes the queued rows: one statement per insert kind and size
     /// chunk ([`sql::chunks_by_size`]); returns the statements run.
     pub(crate) async fn write(self, conn: &mut AnyConnection) -> Result<u64, sqlx::Error> {

@@ -46,7 +46,7 @@ pub enum Command {
     Token(TokenArgs),
     /// Applies the write side's and the read side's migrations, then exits.
     Migrate(MigrateArgs),
-    /// Projection operations: `status` (positions and lag).
+    /// Projection operations: `status` (positions and lag), `rebuild` (blue-green).
     Projection(ProjectionArgs),
     /// The dead-letter stream: list, show, redrive or purge what it keeps.
     Dlq(DlqArgs),
@@ -62,6 +62,26 @@ pub struct ProjectionArgs {
 pub enum ProjectionCommand {
     /// Prints each projection's position and lag behind the event store.
     Status(StatusArgs),
+    /// Rebuilds one view from the event store beside the live one and
+    /// switches it in, while the system runs (docs/operations.md).
+    Rebuild(Box<RebuildArgs>),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RebuildArgs {
+    /// The projection: orders, customers or products.
+    pub name: String,
+    /// PostgreSQL or CockroachDB URL; without it, the embedded --data-dir.
+    #[arg(long = "database", env = "DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// NATS URL (server mode): the rows the switch changed are announced
+    /// there, so gateways drop what they cached of them and subscriptions
+    /// re-read them. Connect as a user that may publish `<ns>.changed.>`
+    /// (the read side's).
+    #[arg(long = "nats", env = "NATS_URL")]
+    pub nats: Option<String>,
+    #[command(flatten)]
+    pub nats_auth: NatsAuthArgs,
 }
 
 #[derive(Debug, Args, Clone)]

@@ -24,6 +24,7 @@ mod orders;
 mod overload;
 mod processes;
 mod projection;
+mod projection_rebuild;
 mod projection_status;
 mod rate_limits;
 mod read_cache;

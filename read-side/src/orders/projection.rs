@@ -25,7 +25,7 @@ use schema::product::{self, ProductEvent};
 use schema::sql::to_micros;
 
 use super::{OrderStatus, VIEW, ViewLine};
-use crate::projection::{Insert, Projection, ProjectionError, Value, ViewTx};
+use crate::projection::{Announce, Insert, Projection, ProjectionError, Value, ViewTable, ViewTx};
 
 pub struct OrdersProjection;
 
@@ -41,6 +41,17 @@ impl Projection for OrdersProjection {
 
     fn aggregate_types(&self) -> &'static [&'static str] {
         &[order::AGGREGATE, product::AGGREGATE, payment::AGGREGATE]
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        &[
+            ViewTable {
+                name: "orders",
+                key: &["order_id"],
+                announce: Some(Announce { id: "order_id", version: "updated_at", scope: Some("customer_id") }),
+            },
+            ViewTable { name: "order_timeline", key: &["order_id", "event_id"], announce: None },
+        ]
     }
 
     async fn apply(&self, tx: &mut ViewTx<'_>, event: &EventEnvelope) -> Result<Option<ViewChange>, ProjectionError> {

@@ -56,11 +56,11 @@ pub(super) async fn write(
 }
 
 /// Every checkpoint of `projection`: what a catch-up compares the event store with.
-pub(super) async fn all(pool: &AnyPool, projection: &str) -> Result<HashMap<String, u64>, sqlx::Error> {
+pub(super) async fn all(conn: &mut AnyConnection, projection: &str) -> Result<HashMap<String, u64>, sqlx::Error> {
     let rows: Vec<(String, i64)> =
         sqlx::query_as("SELECT stream_id, version FROM projection_checkpoints WHERE projection = $1")
             .bind(projection)
-            .fetch_all(pool)
+            .fetch_all(conn)
             .await?;
     Ok(rows.into_iter().map(|(stream, version)| (stream, version as u64)).collect())
 }

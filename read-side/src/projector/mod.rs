@@ -16,6 +16,7 @@
 //! repair. [`workers`] feeds the batches: one worker per partition of the
 //! streams, so per-stream order holds while streams proceed in parallel.
 
+mod catch_up;
 mod checkpoints;
 mod counts;
 mod verify;
@@ -26,10 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schema::EventEnvelope;
-use schema::envelope::stream_id;
-use schema::ports::{EventLog, Notifier, StreamHead, ViewChange};
+use schema::ports::{EventLog, Notifier, ViewChange};
 use schema::sql;
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Transaction};
 use tracing::{debug, info, instrument, warn};
 
 pub use counts::ProjectorCounts;
@@ -198,11 +198,34 @@ impl Projector {
     /// One attempt: read the batch's checkpoints, apply, write them back, commit.
     async fn transaction(&self, events: &[&EventEnvelope]) -> Result<Vec<Applied>, ProjectionError> {
         Counters::add(&self.counters.attempts, 1);
-        let name = self.projection.name();
         let mut tx = self.begin().await?;
+        let (results, count) = self.apply_in(&mut tx, events).await?;
+        tx.commit().await?;
+        Counters::add(&self.counters.commits, 1);
+        Counters::add(&self.counters.events, count);
+        if count > 0 {
+            // How far behind the view is: the age of the oldest event this
+            // transaction brought in.
+            let oldest = events.iter().map(|event| event.timestamp).min().unwrap_or_else(chrono::Utc::now);
+            let age = (chrono::Utc::now() - oldest).to_std().unwrap_or_default();
+            schema::metrics::metrics().projected(self.projection.name(), count, age);
+        }
+        Ok(results)
+    }
+
+    /// The body of a batch's transaction, on a transaction the caller owns
+    /// (and commits): reads the batch's checkpoints, applies what is next
+    /// of each stream, writes the advanced checkpoints. Returns each event's
+    /// result and how many were applied.
+    async fn apply_in(
+        &self,
+        conn: &mut AnyConnection,
+        events: &[&EventEnvelope],
+    ) -> Result<(Vec<Applied>, u64), ProjectionError> {
+        let name = self.projection.name();
         let streams: Vec<String> =
             events.iter().map(|event| event.stream_id()).collect::<BTreeSet<_>>().into_iter().collect();
-        let mut applied = checkpoints::read(&mut tx, name, &streams).await?;
+        let mut applied = checkpoints::read(conn, name, &streams).await?;
         Counters::add(&self.counters.checkpoint_statements, 1);
         let mut advanced = BTreeMap::new();
         let mut results = Vec::with_capacity(events.len());
@@ -218,7 +241,7 @@ impl Projector {
             if event.stream_version != done + 1 {
                 return Err(ProjectionError::Behind { applied: done });
             }
-            let mut view = ViewTx::new(&mut tx, &self.counters.view_statements, &mut later);
+            let mut view = ViewTx::new(conn, &self.counters.view_statements, &mut later);
             results.push(match self.projection.apply(&mut view, event).await {
                 Ok(Some(change)) => Applied::Changed(change),
                 Ok(None) => Applied::Nothing,
@@ -231,97 +254,17 @@ impl Projector {
             advanced.insert(stream, event.stream_version);
             count += 1;
         }
-        let gathered = later.write(&mut tx).await?;
+        let gathered = later.write(conn).await?;
         Counters::add(&self.counters.view_statements, gathered);
         if !advanced.is_empty() {
-            checkpoints::write(&mut tx, name, &advanced).await?;
+            checkpoints::write(conn, name, &advanced).await?;
             Counters::add(&self.counters.checkpoint_statements, 1);
         }
-        tx.commit().await?;
-        Counters::add(&self.counters.commits, 1);
-        Counters::add(&self.counters.events, count);
-        if count > 0 {
-            // How far behind the view is: the age of the oldest event this
-            // transaction brought in.
-            let oldest = events.iter().map(|event| event.timestamp).min().unwrap_or_else(chrono::Utc::now);
-            let age = (chrono::Utc::now() - oldest).to_std().unwrap_or_default();
-            schema::metrics::metrics().projected(name, count, age);
-        }
-        Ok(results)
+        Ok((results, count))
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Any>, sqlx::Error> {
         if self.immediate { self.pool.begin_with("BEGIN IMMEDIATE").await } else { self.pool.begin().await }
-    }
-
-    /// Applies everything in the event store past this projection's
-    /// checkpoints: the start of embedded mode, and repairs after the feed
-    /// lost messages. From empty checkpoints, it rebuilds the view.
-    /// Only the streams whose head is past their checkpoint are read, so a
-    /// restart with the views current reads no events at all; what is read
-    /// is applied in batches.
-    pub async fn catch_up(&self) -> Result<u64, ProjectionError> {
-        let applied = checkpoints::all(&self.pool, self.projection.name()).await?;
-        let types = self.projection.aggregate_types();
-        // The projection's first type first: the rows the others refer to
-        // (an order's, before its stock and payment steps) exist by then.
-        let rank = |head: &StreamHead| types.iter().position(|kind| *kind == head.aggregate_type);
-        let mut heads: Vec<(usize, StreamHead)> =
-            self.log.stream_heads().await?.into_iter().filter_map(|head| Some((rank(&head)?, head))).collect();
-        heads.sort_by(|(a, left), (b, right)| (a, &left.aggregate_id).cmp(&(b, &right.aggregate_id)));
-        let mut count = 0;
-        let mut ready = Vec::new();
-        for (_, head) in heads {
-            let done = applied.get(&stream_id(&head.aggregate_type, &head.aggregate_id)).copied().unwrap_or(0);
-            if head.version <= done {
-                continue;
-            }
-            ready.extend(self.log.read_stream(&head.aggregate_type, &head.aggregate_id, done + 1, head.version).await?);
-            // Whole batches now; the rest waits for the next streams' events.
-            let whole = ready.len() - ready.len() % self.batch;
-            if whole > 0 {
-                count += self.apply_read(ready.drain(..whole).collect()).await?;
-            }
-        }
-        count += self.apply_read(ready).await?;
-        checkpoints::mark_built(&self.pool, self.projection.name()).await?;
-        Ok(count)
-    }
-
-    /// Whether this projection's view was ever caught up with the whole
-    /// event store. Embedded mode rebuilds a view that was not (a new data
-    /// directory's, a new view's, one from before this mark existed) and
-    /// otherwise reads no events at start: its hub keeps an event in the
-    /// outbox until every view has it.
-    pub async fn is_built(&self) -> Result<bool, ProjectionError> {
-        Ok(checkpoints::is_built(&self.pool, self.projection.name()).await?)
-    }
-
-    /// Applies events read from the store, a batch at a time; a batch that
-    /// fails goes one by one, so one bad event does not hold up the rest.
-    async fn apply_read(&self, events: Vec<EventEnvelope>) -> Result<u64, ProjectionError> {
-        let mut skipped = Vec::new();
-        for chunk in events.chunks(self.batch) {
-            let batch: Vec<&EventEnvelope> = chunk.iter().collect();
-            match self.apply_batch(&batch).await {
-                Ok(results) => {
-                    for (event, applied) in chunk.iter().zip(results) {
-                        self.record(event, applied, &mut skipped).await;
-                    }
-                }
-                Err(error) => {
-                    debug!(%error, "a catch-up batch failed; applying its events one by one");
-                    for event in chunk {
-                        skipped.extend(self.handle(event).await?);
-                    }
-                }
-            }
-        }
-        for reason in skipped {
-            // Read from the store, not the feed: there is no message to dead-letter.
-            warn!(%reason, projection = self.projection.name(), "skipped an unreadable event");
-        }
-        Ok(events.len() as u64)
     }
 }
 
