@@ -84,6 +84,7 @@ async fn take(views: &AnyPool) -> Result<Vec<ViewChange>, sqlx::Error> {
             id,
             version: version.max(0) as u64,
             scope: (!scope.is_empty()).then_some(scope),
+            traceparent: None,
         })
         .collect())
 }

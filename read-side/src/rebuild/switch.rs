@@ -156,7 +156,7 @@ async fn copy_table(
         )))
         .fetch_all(&mut *conn)
         .await?;
-        let change = |id, version, scope| ViewChange { view: view.to_string(), id, version, scope };
+        let change = |id, version, scope| ViewChange { view: view.to_string(), id, version, scope, traceparent: None };
         switched.changes.extend(removed.into_iter().map(|(id, scope)| change(id, 0, scope)));
         switched
             .changes
