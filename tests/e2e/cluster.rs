@@ -171,7 +171,13 @@ async fn place_until_decided(
     let input = json!({ "input": { "customerId": customer, "items": items(), "idempotencyKey": key } });
     let deadline = tokio::time::Instant::now() + ORDER_WAIT;
     loop {
-        let answer = graphql_at(http, gateway, place, input.clone()).await;
+        // A connection lost mid-request (the machine is crowded while a
+        // node fails over) is retried with the same key, as a client would.
+        let sent = http.post(format!("http://{gateway}/graphql")).json(&json!({ "query": place, "variables": input }));
+        let answer: Value = match sent.send().await {
+            Ok(response) => response.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
         let placed = &answer["data"]["placeOrder"];
         match placed["status"].as_str() {
             Some("ACCEPTED") => return placed["orderId"].as_str().expect("an order id").to_owned(),
