@@ -3,7 +3,7 @@
 // are measured against (issue 15). Production settings: no watch mode, no
 // GraphiQL, no query plans in answers.
 //
-//   DATABASE_URL=postgres://… LISTEN=127.0.0.1:5678 node server.mjs
+//   DATABASE_URL=postgres://… LISTEN=127.0.0.1:5678 node postgraphile.mjs
 import { createServer } from "node:http";
 import { postgraphile } from "postgraphile";
 import { makePgService } from "postgraphile/adaptors/pg";
