@@ -16,7 +16,7 @@
 //! generation, so they are dropped at the very moment its rows are: never
 //! older than a change notification already delivered.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo};
@@ -148,8 +148,10 @@ pub(super) struct Answers {
     paged: HashMap<Arc<AnswerKey>, Bytes>,
     /// Answers that read rows only.
     rowed: HashMap<Arc<AnswerKey>, Bytes>,
-    /// The answers in `rowed` that read each order (some may be gone).
-    by_row: HashMap<String, Vec<Arc<AnswerKey>>>,
+    /// The answers in `rowed` that read each order (some may be gone: an
+    /// answer that read two orders is dropped with the first's change).
+    by_row: HashMap<String, HashSet<Arc<AnswerKey>>>,
+    /// Bytes of the requests and answers kept, as counted against [`MAX_BYTES`].
     bytes: usize,
 }
 
@@ -163,18 +165,17 @@ impl Answers {
         if self.paged.len() + self.rowed.len() >= MAX_ANSWERS || self.bytes + size > MAX_BYTES {
             self.clear();
         }
+        // One entry per key, whichever map it was in.
+        self.forget(&key);
         self.bytes += size;
         let key = Arc::new(key);
-        let replaced = if reads.pages {
-            self.paged.insert(key, answer)
+        if reads.pages {
+            self.paged.insert(key, answer);
         } else {
             for row in reads.rows {
-                self.by_row.entry(row).or_default().push(key.clone());
+                self.by_row.entry(row).or_default().insert(key.clone());
             }
-            self.rowed.insert(key, answer)
-        };
-        if let Some(replaced) = replaced {
-            self.bytes = self.bytes.saturating_sub(replaced.len());
+            self.rowed.insert(key, answer);
         }
     }
 
@@ -192,6 +193,13 @@ impl Answers {
 
     pub(super) fn clear(&mut self) {
         *self = Self::default();
+    }
+
+    fn forget(&mut self, key: &AnswerKey) {
+        let answer = self.paged.remove(key).or_else(|| self.rowed.remove(key));
+        if let Some(answer) = answer {
+            self.bytes = self.bytes.saturating_sub(key.request.len() + answer.len());
+        }
     }
 }
 
@@ -217,6 +225,19 @@ mod tests {
         assert_eq!(answers.get(&key("a")), None);
         assert_eq!(answers.get(&key("page")), None);
         assert_eq!(answers.get(&key("b")), Some(Bytes::from_static(b"B")), "another order's answer stays");
+    }
+
+    #[test]
+    fn an_answer_kept_again_is_one_entry() {
+        let mut answers = Answers::default();
+        for _ in 0..3 {
+            answers.keep(key("ab"), reads(&["1", "2"], false), Bytes::from_static(b"AB"));
+        }
+        answers.keep(key("ab"), reads(&[], true), Bytes::from_static(b"P"));
+        assert_eq!(answers.get(&key("ab")), Some(Bytes::from_static(b"P")));
+        assert_eq!((answers.rowed.len(), answers.paged.len()), (0, 1));
+        assert_eq!(answers.by_row["1"].len(), 1, "the row's dependents are a set");
+        assert_eq!(answers.bytes, 3, "counted once");
     }
 
     #[test]
