@@ -41,7 +41,7 @@ pub enum KeyError {
     Key(#[from] jsonwebtoken::errors::Error),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Customer,
@@ -73,7 +73,7 @@ pub struct TokenClaims {
 }
 
 /// Who is calling, for one request or one WebSocket connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Caller {
     /// No key is configured: everything is allowed.
     Open,

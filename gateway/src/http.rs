@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_graphql_axum::GraphQLRequest;
 use axum::Json;
 use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -20,8 +21,8 @@ use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::Authenticator;
-use crate::graphql::ConveyorSchema;
 use crate::graphql::errors::{add_missing_codes, rate_limited};
+use crate::graphql::{AnswerKey, ConveyorSchema, OrderCache, ReadLog};
 use crate::limits::{SafeMethod, refusal};
 use crate::rate_limit::{RateLimiter, caller_key};
 use crate::{over_http, ws};
@@ -52,6 +53,8 @@ pub fn cors(origins: &[String]) -> Result<CorsLayer, String> {
 #[derive(Clone)]
 pub struct AppState {
     pub schema: ConveyorSchema,
+    /// Keeps whole answers to queries over the orders view until they change.
+    pub answers: OrderCache,
     /// Named dependencies `/readyz` checks.
     pub readiness: Arc<Vec<(&'static str, Arc<dyn Readiness>)>>,
     /// Closes WebSocket connections on shutdown, so draining ends.
@@ -110,8 +113,18 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
     if !json {
         return (StatusCode::UNSUPPORTED_MEDIA_TYPE, "POST needs Content-Type: application/json").into_response();
     }
+    // The body's bytes are the request's identity for the answer cache.
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(error) => {
+            let error = async_graphql::ParseRequestError::Io(std::io::Error::other(error.to_string()));
+            return not_a_graphql_request(&headers, async_graphql_axum::rejection::GraphQLRejection(error));
+        }
+    };
+    let request = Request::from_parts(parts, Body::from(body.clone()));
     match <GraphQLRequest as FromRequest<AppState>>::from_request(request, &state).await {
-        Ok(graphql) => execute(&state, &headers, ip, graphql.into_inner()).await,
+        Ok(graphql) => execute(&state, &headers, ip, (false, body), graphql.into_inner()).await,
         Err(rejection) => not_a_graphql_request(&headers, rejection),
     }
 }
@@ -120,6 +133,7 @@ async fn graphql_post(State(state): State<AppState>, request: Request) -> Respon
 async fn graphql_get(State(state): State<AppState>, request: Request) -> Response {
     let ip = client_ip(&state, &request);
     let headers = request.headers().clone();
+    let query = Bytes::copy_from_slice(request.uri().query().unwrap_or_default().as_bytes());
     let upgrade = request
         .headers()
         .get(header::UPGRADE)
@@ -138,7 +152,7 @@ async fn graphql_get(State(state): State<AppState>, request: Request) -> Respons
         Ok(graphql) => {
             let request = graphql.into_inner();
             let safe = SafeMethod { operation_name: request.operation_name.clone() };
-            execute(&state, &headers, ip, request.data(safe)).await
+            execute(&state, &headers, ip, (true, query), request.data(safe)).await
         }
         Err(rejection) => not_a_graphql_request(&headers, rejection),
     }
@@ -174,8 +188,18 @@ fn websocket(state: AppState, upgrade: WebSocketUpgrade, ip: IpAddr) -> Response
 
 /// Runs a request as the caller its `Authorization` header names (an
 /// invalid token is a 401 before anything runs), within the caller's rate
-/// (429 past it), and answers in the media type the client accepts.
-async fn execute(state: &AppState, headers: &HeaderMap, ip: IpAddr, request: async_graphql::Request) -> Response {
+/// (429 past it), and answers in the media type the client accepts: the
+/// answer kept for the same request bytes (`raw`: GET or not, and the
+/// query string or body) from the same caller when there is one, else
+/// executed, and kept when it may be (see `graphql/orders/answers.rs`).
+async fn execute(
+    state: &AppState,
+    headers: &HeaderMap,
+    ip: IpAddr,
+    (get, raw): (bool, Bytes),
+    request: async_graphql::Request,
+) -> Response {
+    let started = std::time::Instant::now();
     let Some(media) = over_http::negotiate(headers) else {
         return (StatusCode::NOT_ACCEPTABLE, "accept application/graphql-response+json or application/json")
             .into_response();
@@ -194,7 +218,22 @@ async fn execute(state: &AppState, headers: &HeaderMap, ip: IpAddr, request: asy
     if let Err(wait) = state.limiter.check(&caller_key(&caller, ip)) {
         return over_http::respond(media, &async_graphql::Response::from_errors(vec![rate_limited(wait)]));
     }
-    let response = state.schema.execute(request.data(caller)).await;
+    let key = AnswerKey { get, request: raw, caller: caller.clone() };
+    if let Some(answer) = state.answers.answer(&key) {
+        schema::metrics::metrics().graphql_request("query", "ok", started.elapsed());
+        return over_http::respond_answer(media, answer);
+    }
+    let generation = state.answers.generation();
+    let log = ReadLog::default();
+    let response = state.schema.execute(request.data(caller).data(log.clone())).await;
+    if response.errors.is_empty()
+        && let Some(reads) = log.finish()
+        && let Ok(answer) = serde_json::to_vec(&response)
+    {
+        let answer = Bytes::from(answer);
+        state.answers.keep_answer(key, generation, reads, answer.clone());
+        return over_http::respond_answer(media, answer);
+    }
     over_http::respond(media, &response)
 }
 

@@ -113,6 +113,7 @@ impl Gateway {
         let listener = TcpListener::bind(settings.listen).await?;
         let shutdown = services.shutdown.clone();
         let events = services.events.clone();
+        let answers = services.order_cache.clone();
         let schema = graphql::build(services, settings.introspection, settings.limits);
         let readiness = Arc::new(readiness);
         // One budget per caller, whichever API it calls.
@@ -140,6 +141,7 @@ impl Gateway {
         };
         let state = http::AppState {
             schema,
+            answers,
             readiness,
             shutdown: shutdown.clone(),
             auth: settings.auth.clone(),

@@ -59,15 +59,22 @@ pub fn negotiate(headers: &HeaderMap) -> Option<MediaType> {
 pub fn respond(media: MediaType, response: &async_graphql::Response) -> Response {
     // Errors with nothing executed have no `data`: a request error.
     let request_error = !response.errors.is_empty() && response.data == async_graphql::Value::Null;
-    let mut json = match serde_json::to_value(response) {
-        Ok(json) => json,
-        Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    let body = if request_error {
+        let mut json = match serde_json::to_value(response) {
+            Ok(json) => json,
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        };
+        if let Some(body) = json.as_object_mut() {
+            // Nothing was executed, so there is no `data` entry at all.
+            body.remove("data");
+        }
+        json.to_string()
+    } else {
+        match serde_json::to_string(response) {
+            Ok(body) => body,
+            Err(_) => return StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        }
     };
-    if request_error && let Some(body) = json.as_object_mut() {
-        // Nothing was executed, so there is no `data` entry at all.
-        body.remove("data");
-    }
-    let body = json.to_string();
     let (status, content_type) = match media {
         MediaType::GraphQLResponseJson if request_error => (StatusCode::BAD_REQUEST, GRAPHQL_RESPONSE_JSON),
         MediaType::GraphQLResponseJson => (StatusCode::OK, GRAPHQL_RESPONSE_JSON),
@@ -86,6 +93,18 @@ pub fn respond(media: MediaType, response: &async_graphql::Response) -> Response
         }
         None => {}
     }
+    http
+}
+
+/// The HTTP response for an answer already serialized: one executed without
+/// errors (so `200` in either media type), as kept by the answer cache.
+pub fn respond_answer(media: MediaType, answer: axum::body::Bytes) -> Response {
+    let content_type = match media {
+        MediaType::GraphQLResponseJson => GRAPHQL_RESPONSE_JSON,
+        MediaType::Json => JSON,
+    };
+    let mut http = (StatusCode::OK, answer).into_response();
+    http.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     http
 }
 

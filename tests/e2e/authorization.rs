@@ -19,6 +19,7 @@ crate::on_both_backends!(
     a_customer_cannot_tell_another_customers_order_from_a_missing_one,
     service_works_on_orders_but_reads_no_personal_data_and_customers_see_no_staff_ids,
     a_customers_order_feed_reads_nothing_of_other_customers_orders,
+    an_answer_kept_for_one_caller_is_never_given_to_another,
 );
 
 const SECRET: &str = "a-test-secret-of-32-bytes-length";
@@ -235,4 +236,33 @@ async fn a_customers_order_feed_reads_nothing_of_other_customers_orders(backend:
     // Placing goes through no view read; each of Alice's changes costs one.
     // Bob's ten orders (four changes each at least) would cost forty.
     assert!(reads < 10, "Alice's feed read {reads} rows while Bob's orders changed");
+}
+
+/// The gateway keeps whole answers per request and caller
+/// (gateway/src/graphql/orders/answers.rs): the very same request bytes
+/// from another caller are answered for that caller.
+async fn an_answer_kept_for_one_caller_is_never_given_to_another(backend: Backend) {
+    let shop = Shop::open(backend).await;
+    let (_, alices) = shop.place(&shop.alice).await;
+    shop.confirmed(&alices).await;
+    let (alice, bob) = (Some(shop.alice.0.as_str()), Some(shop.bob.0.as_str()));
+    let read = "query($id: ID!) { order(id: $id) { id status } }";
+    let list = "{ orders(first: 20) { totalCount edges { node { id customerId } } } }";
+    for _ in 0..3 {
+        let (_, own) = shop.app.graphql_as(alice, read, json!({ "id": alices })).await;
+        assert_eq!(own["data"]["order"]["id"], alices.as_str(), "{own}");
+        let (_, others) = shop.app.graphql_as(bob, read, json!({ "id": alices })).await;
+        assert_eq!(others, json!({ "data": { "order": null } }), "Bob never gets Alice's kept answer");
+
+        let (_, owns) = shop.app.graphql_as(alice, list, json!({})).await;
+        assert_eq!(owns["data"]["orders"]["totalCount"], 1, "{owns}");
+        let (_, bobs) = shop.app.graphql_as(bob, list, json!({})).await;
+        assert_eq!(bobs["data"]["orders"]["totalCount"], 0, "{bobs}");
+        assert_eq!(bobs["data"]["orders"]["edges"], json!([]), "{bobs}");
+        let (_, all) = shop.app.graphql_as(Some(&shop.admin), list, json!({})).await;
+        assert_eq!(all["data"]["orders"]["totalCount"], 1, "{all}");
+        // No token: refused, however often Alice's answer was kept.
+        let (status, anonymous) = shop.app.graphql_as(None, read, json!({ "id": alices })).await;
+        assert!(anonymous["data"]["order"].is_null(), "{status} {anonymous}");
+    }
 }

@@ -26,7 +26,8 @@ use crate::limits::{EdgeLimits, QueryLimits};
 
 use customers::{CustomerMutation, CustomerQuery};
 use loaders::{CustomerLoader, ProductLoader, TimelineLoader};
-use orders::{LiveOrders, OrderCache, OrderMutation, OrderQuery, OrderSubscription};
+pub use orders::{AnswerKey, OrderCache, ReadLog};
+use orders::{LiveOrders, OrderMutation, OrderQuery, OrderSubscription};
 use products::{ProductMutation, ProductQuery};
 
 #[derive(MergedObject, Default)]
@@ -122,6 +123,7 @@ fn builder(limits: QueryLimits) -> SchemaBuilder<Query, Mutation, Subscription> 
         .extension(crate::metrics::GraphqlMetrics)
         .extension(ApolloPersistedQueries::new(LruCacheStorage::new(PERSISTED_QUERIES)))
         .extension(EdgeLimits(limits))
+        .extension(orders::KeptFields)
 }
 
 pub fn build(services: Services, introspection: bool, limits: QueryLimits) -> ConveyorSchema {

@@ -10,16 +10,22 @@
 //! order reads the change. A read that began before a change never fills
 //! the cache (a generation counter), and while the watch is down (before it
 //! is up, after the connection dropped) nothing is cached at all.
+//!
+//! Whole serialized answers ([`super::answers`]) are kept here too, under
+//! the same lock and generation, so a change drops them with the rows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use axum::body::Bytes;
 use futures::StreamExt;
 use read_side::ReadError;
 use read_side::orders::{self as view, OrderCursor, OrderFilter, OrderRepository, OrderView};
 use schema::ports::Notifier;
 use tokio_util::sync::CancellationToken;
+
+use super::answers::{AnswerKey, Answers, Reads};
 
 /// Rows kept at most; when full, the cache starts over (a miss costs one read).
 const MAX_ROWS: usize = 50_000;
@@ -53,6 +59,8 @@ struct State {
     pages: HashMap<PageKey, Arc<Vec<OrderView>>>,
     /// `totalCount`s, per filter; dropped with the pages.
     counts: HashMap<OrderFilter, i64>,
+    /// Whole answers, with what they read.
+    answers: Answers,
 }
 
 impl OrderCache {
@@ -158,13 +166,35 @@ impl OrderCache {
         Ok(count)
     }
 
-    /// Forgets order `id` and every page (any change may move a page).
+    /// The answer kept for `key`, if no change has dropped it.
+    pub fn answer(&self, key: &AnswerKey) -> Option<Bytes> {
+        self.lock().answers.get(key)
+    }
+
+    /// The generation to give [`OrderCache::keep_answer`]: taken before
+    /// the execution that makes the answer.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Keeps an answer made from `reads`, unless a change came since
+    /// `generation` was taken (or the view's changes are not heard).
+    pub fn keep_answer(&self, key: AnswerKey, generation: u64, reads: Reads, answer: Bytes) {
+        let mut state = self.lock();
+        if state.listening && state.generation == generation {
+            state.answers.keep(key, reads, answer);
+        }
+    }
+
+    /// Forgets order `id`, every page (any change may move a page), and the
+    /// answers that read either.
     pub fn invalidate(&self, id: &str) {
         let mut state = self.lock();
         state.generation += 1;
         state.rows.remove(id);
         state.pages.clear();
         state.counts.clear();
+        state.answers.invalidate(id);
     }
 
     /// Reads order `id` afresh after a change, keeping the row read.
@@ -179,6 +209,7 @@ impl OrderCache {
         state.rows.clear();
         state.pages.clear();
         state.counts.clear();
+        state.answers.clear();
     }
 
     fn set_listening(&self, listening: bool) {

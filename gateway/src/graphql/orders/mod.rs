@@ -2,6 +2,7 @@
 //! `cancelOrder`/`shipOrder` mutations, the `orderUpdated` subscription,
 //! and the types they share.
 
+mod answers;
 mod cache;
 mod live;
 mod mutations;
@@ -21,6 +22,7 @@ use crate::graphql::errors::{coded, internal, parse_id, unavailable};
 use crate::graphql::loaders::Prefetched;
 use crate::graphql::pagination::{connection_complexity, decode_time_cursor, encode_time_cursor, page_size};
 
+pub use answers::{AnswerKey, KeptFields, ReadLog};
 pub use cache::OrderCache;
 pub use live::LiveOrders;
 pub use mutations::OrderMutation;
@@ -41,6 +43,9 @@ impl OrderListFields {
     /// like the pages until an order changes).
     async fn total_count(&self, ctx: &Context<'_>) -> Result<i64, Error> {
         let services = ctx.data::<Services>()?;
+        if let Some(log) = ctx.data_opt::<ReadLog>() {
+            log.pages();
+        }
         services.order_cache.count(&self.filter).await.map_err(internal)
     }
 }
@@ -55,6 +60,9 @@ pub async fn order_connection(
     let services = ctx.data::<Services>()?;
     let first = page_size(first)?;
     let after = after.as_deref().map(decode_order_cursor).transpose()?;
+    if let Some(log) = ctx.data_opt::<ReadLog>() {
+        log.pages();
+    }
     let page = services.order_cache.list(&filter, after.as_ref(), first + 1).await.map_err(internal)?;
     let has_next = page.len() > first as usize;
     let rows: Vec<_> = page.iter().take(first as usize).cloned().collect();
@@ -94,7 +102,11 @@ impl OrderQuery {
         let caller = caller(ctx)?;
         caller.require_known("read orders")?;
         let services = ctx.data::<Services>()?;
-        let order = services.order_cache.get(&id.to_string()).await.map_err(internal)?;
+        let id = id.to_string();
+        if let Some(log) = ctx.data_opt::<ReadLog>() {
+            log.row(&id);
+        }
+        let order = services.order_cache.get(&id).await.map_err(internal)?;
         Ok(order
             .filter(|order| caller.may_see_orders_of(&order.customer_id))
             .map(|order| Order::single(OrderView::clone(&order))))
