@@ -16,7 +16,7 @@ pub struct StreamEventsArgs {
     /// no append still in flight can be stamped before it. Must exceed
     /// --append-deadline plus the longest COMMIT plus the clock skew
     /// between writers and gateways.
-    #[arg(long = "stream-events-settle", env = "CONVEYOR_STREAM_EVENTS_SETTLE", default_value = "3s",
+    #[arg(long = "stream-events-settle", env = "CONVEYOR_STREAM_EVENTS_SETTLE", default_value = "10s",
           value_parser = parse_duration, global = true)]
     pub settle: Duration,
     /// Gateway: how often a stream that has sent everything settled looks again.
@@ -40,7 +40,7 @@ pub struct StreamEventsArgs {
     /// Write side: longest an append may take from stamping its events to
     /// sending COMMIT; past it, it is rolled back and written again with
     /// new stamps.
-    #[arg(long = "append-deadline", env = "CONVEYOR_APPEND_DEADLINE", default_value = "1s",
+    #[arg(long = "append-deadline", env = "CONVEYOR_APPEND_DEADLINE", default_value = "5s",
           value_parser = parse_duration, global = true)]
     pub append_deadline: Duration,
 }

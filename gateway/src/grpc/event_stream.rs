@@ -67,7 +67,7 @@ pub struct EventStreamSettings {
 
 impl EventStreamSettings {
     pub const DEFAULT: Self = Self {
-        settle: Duration::from_secs(3),
+        settle: Duration::from_secs(10),
         poll: Duration::from_millis(500),
         buffer: 256,
         send_timeout: Duration::from_secs(5),

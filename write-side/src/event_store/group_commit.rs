@@ -119,7 +119,7 @@ pub struct LaneSettings {
 }
 
 /// [`LaneSettings::append_deadline`] unless configured.
-pub const APPEND_DEADLINE: Duration = Duration::from_secs(1);
+pub const APPEND_DEADLINE: Duration = Duration::from_secs(5);
 
 impl Default for LaneSettings {
     fn default() -> Self {
