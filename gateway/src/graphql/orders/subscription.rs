@@ -48,6 +48,9 @@ impl OrderSubscription {
                             && last.as_deref() != Some(&*order)
                             && is_newer(last.as_deref(), &order) =>
                     {
+                        if last.is_some() {
+                            schema::metrics::metrics().change_age("sent", super::live::change_age(&order));
+                        }
                         let item = Order::single(OrderView::clone(&order));
                         *last = Some(order);
                         Some(Ok(item))
