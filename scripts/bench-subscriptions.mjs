@@ -139,6 +139,8 @@ console.log(
     `rss_before_mib=${before.toFixed(0)} rss_after_mib=${after.toFixed(0)} kib_per_subscription=${(((after - before) * 1024) / total).toFixed(1)} errors=${errors.length}`,
 );
 if (errors.length) console.log(`first error: ${errors[0]}`);
+// HOLD_MS: keep every subscription open (and idle) this long, for a heap profiler to look.
+if (process.env.HOLD_MS) await new Promise((resolve) => setTimeout(resolve, Number(process.env.HOLD_MS)));
 
 // Ships, open loop: SHIPS per second, each order once.
 const ship = 'mutation($id: ID!) { shipOrder(input: { orderId: $id }) { status } }';

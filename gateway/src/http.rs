@@ -151,7 +151,8 @@ fn websocket(state: AppState, upgrade: WebSocketUpgrade, ip: IpAddr) -> Response
     let upgrade = upgrade
         .protocols([ws::PROTOCOL])
         .max_message_size(settings.max_message_bytes)
-        .max_frame_size(settings.max_message_bytes);
+        .max_frame_size(settings.max_message_bytes)
+        .read_buffer_size(ws::READ_BUFFER_BYTES);
     if upgrade.selected_protocol().is_none() {
         return (StatusCode::BAD_REQUEST, "WebSocket needs the graphql-transport-ws subprotocol").into_response();
     }
