@@ -64,6 +64,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Open WebSocket connections per IP address and per token subject.
     pub connections: ws::ConnectionCounts,
+    /// Identical state subscriptions, run once for all their subscribers.
+    pub subscriptions: ws::SharedSubscriptions,
     /// The header a trusted proxy puts the client's address in, if any.
     pub client_ip_header: Option<axum::http::HeaderName>,
 }
@@ -169,6 +171,7 @@ fn websocket(state: AppState, upgrade: WebSocketUpgrade, ip: IpAddr) -> Response
         counts: state.connections,
         ip,
         ip_slot,
+        shared: state.subscriptions,
     };
     upgrade.on_upgrade(move |socket| ws::serve(socket, connection)).into_response()
 }
