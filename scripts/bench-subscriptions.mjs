@@ -24,6 +24,11 @@ const WAIT_MS = Number(process.env.WAIT_MS ?? 120_000);
 const METRICS = process.env.METRICS;
 import { readFileSync } from 'node:fs';
 
+// The gateway's CPU time so far (user + system), in seconds: the work it did, whatever else ran.
+const cpu = () => {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+};
 const rss = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
 const total = SOCKETS * PER_SOCKET;
 const needed = Math.ceil(total / PER_ORDER);
@@ -148,6 +153,7 @@ const toShip = orders.slice(0, Math.min(needed, SHIPS * SHIP_SECONDS));
 let failedShips = 0;
 const shipping = [];
 const agesBefore = await changeAges();
+const cpuBefore = cpu();
 // The client's own event loop lag: how late a 10 ms timer fires.
 const lags = [];
 let tick = performance.now();
@@ -189,6 +195,7 @@ console.log(
     `push_max_ms=${Math.max(...latencies).toFixed(0)} rss_end_mib=${rss().toFixed(0)}`,
 );
 clearInterval(lagTimer);
+console.log(`  gateway CPU during the ship phase: ${(cpu() - cpuBefore).toFixed(1)} s`);
 console.log(`  hops (ms): sent→accepted ${stats(acceptedAfter)}; sent→event stamped ${stats([...stampedAfter.values()])}; event→received ${stats(received)}`);
 console.log(`  gateway change age since the event: ${ageQuantiles(agesBefore, await changeAges())}`);
 console.log(`  client event loop lag (ms): ${stats(lags)}`);
