@@ -67,6 +67,8 @@ pub struct AppState {
     pub limiter: RateLimiter,
     /// Open WebSocket connections per IP address and per token subject.
     pub connections: ws::ConnectionCounts,
+    /// Identical state subscriptions, run once for all their subscribers.
+    pub subscriptions: ws::SharedSubscriptions,
     /// The header a trusted proxy puts the client's address in, if any.
     pub client_ip_header: Option<axum::http::HeaderName>,
 }
@@ -165,7 +167,8 @@ fn websocket(state: AppState, upgrade: WebSocketUpgrade, ip: IpAddr) -> Response
     let upgrade = upgrade
         .protocols([ws::PROTOCOL])
         .max_message_size(settings.max_message_bytes)
-        .max_frame_size(settings.max_message_bytes);
+        .max_frame_size(settings.max_message_bytes)
+        .read_buffer_size(ws::READ_BUFFER_BYTES);
     if upgrade.selected_protocol().is_none() {
         return (StatusCode::BAD_REQUEST, "WebSocket needs the graphql-transport-ws subprotocol").into_response();
     }
@@ -182,6 +185,7 @@ fn websocket(state: AppState, upgrade: WebSocketUpgrade, ip: IpAddr) -> Response
         counts: state.connections,
         ip,
         ip_slot,
+        shared: state.subscriptions,
     };
     upgrade.on_upgrade(move |socket| ws::serve(socket, connection)).into_response()
 }

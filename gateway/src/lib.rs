@@ -149,6 +149,7 @@ impl Gateway {
             graphiql: settings.introspection,
             limiter,
             connections: ws::ConnectionCounts::default(),
+            subscriptions: ws::SharedSubscriptions::default(),
             client_ip_header: settings.client_ip_header.clone(),
         };
         if settings.auth.is_open() {

@@ -44,6 +44,12 @@ pub struct Metrics {
     pub projection_lag_events: Family<Labels<1>, Gauge>,
     /// Age of the last event a projection applied, when it applied it.
     pub projection_lag_seconds: Family<Labels<1>, Gauge<f64, AtomicU64>>,
+    /// How old a change is (from its event's timestamp) when it reaches a
+    /// stage on its way to a live subscriber: `notified` (its view row
+    /// committed, the notification about to be published), `read` (the gateway re-read the row after the
+    /// notification), `sent` (one subscriber's message handed to its
+    /// socket). The hops of the push latency, each seen where it happens.
+    pub change_age_seconds: Histograms<1>,
     /// Events a projection applied.
     pub projected_events: Family<Labels<1>, Counter>,
     /// Messages moved to a dead-letter subject, by source.
@@ -88,6 +94,7 @@ impl Metrics {
             sagas_active: Gauge::default(),
             projection_lag_events: Family::default(),
             projection_lag_seconds: Family::default(),
+            change_age_seconds: Family::new_with_constructor(latency_buckets),
             projected_events: Family::default(),
             dead_letters: Family::default(),
             graphql_requests: Family::default(),
@@ -121,6 +128,11 @@ impl Metrics {
             "conveyor_projection_lag_seconds",
             "Age of the last event a projection applied, when it applied it",
             metrics.projection_lag_seconds.clone(),
+        );
+        registry.register(
+            "conveyor_change_age_seconds",
+            "Age of a change (since its event) when it reaches a stage on its way to a live subscriber",
+            metrics.change_age_seconds.clone(),
         );
         registry.register("conveyor_projected_events", "Events a projection applied", metrics.projected_events.clone());
         registry.register(
@@ -207,6 +219,11 @@ impl Metrics {
         let labels = [("projection", projection.to_owned())];
         self.projected_events.get_or_create(&labels).inc_by(events);
         self.projection_lag_seconds.get_or_create(&labels).set(age.as_secs_f64());
+    }
+
+    /// Records how old a change was (`age`) when it reached `stage`.
+    pub fn change_age(&self, stage: &'static str, age: Duration) {
+        self.change_age_seconds.get_or_create(&[("stage", stage.to_owned())]).observe(age.as_secs_f64());
     }
 
     /// Counts a GraphQL request answered.

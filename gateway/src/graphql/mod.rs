@@ -27,7 +27,7 @@ use crate::limits::{EdgeLimits, QueryLimits};
 use customers::{CustomerMutation, CustomerQuery};
 use loaders::{CustomerLoader, ProductLoader, TimelineLoader};
 pub use orders::{AnswerKey, OrderCache, ReadLog};
-use orders::{LiveOrders, OrderMutation, OrderQuery, OrderSubscription};
+use orders::{LiveLists, LiveOrders, OrderMutation, OrderQuery, OrderSubscription};
 use products::{ProductMutation, ProductQuery};
 
 #[derive(MergedObject, Default)]
@@ -54,6 +54,9 @@ pub struct Services {
     /// The orders `orderUpdated` follows, each watched and read once for
     /// all of its subscribers.
     pub live_orders: LiveOrders,
+    /// The live order lists `ordersUpdated` follows, each scope (every
+    /// order, one customer's) watched and read once for all of its subscribers.
+    pub live_lists: LiveLists,
     /// How long a mutation waits for the write side's decision before PENDING.
     pub mutation_wait: Duration,
     /// Ends subscriptions when the server shuts down.
@@ -83,6 +86,7 @@ impl Services {
         Self {
             bus,
             live_orders: LiveOrders::new(notifier.clone(), order_cache.clone()),
+            live_lists: LiveLists::new(notifier.clone(), order_cache.clone()),
             order_cache,
             orders,
             customers: CustomerRepository::new(views.clone()),

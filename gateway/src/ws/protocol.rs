@@ -88,6 +88,11 @@ pub(super) fn admit(
 
 /// Follows what the server says: the acknowledgement, and ids that end.
 pub(super) fn observe(state: &mut State, text: &str) {
+    // Nearly every message is a subscription's next value (async-graphql
+    // writes the tag first): it changes nothing here, and is not parsed.
+    if text.starts_with(r#"{"type":"next","#) {
+        return;
+    }
     let Ok(message) = serde_json::from_str::<Value>(text) else { return };
     match message["type"].as_str() {
         Some("connection_ack") => state.acknowledged = true,
@@ -134,6 +139,12 @@ mod tests {
         observe(&mut state, r#"{"type":"connection_ack"}"#);
         assert_eq!(admit(&mut state, r#"{"type":"subscribe","id":"1","payload":{}}"#), Verdict::Forward);
         assert_eq!(code(admit(&mut state, r#"{"type":"subscribe","id":"1","payload":{}}"#)), Some(4409));
+        observe(&mut state, r#"{"type":"next","id":"1","payload":{"data":{}}}"#);
+        assert_eq!(
+            code(admit(&mut state, r#"{"type":"subscribe","id":"1","payload":{}}"#)),
+            Some(4409),
+            "still running"
+        );
         observe(&mut state, r#"{"type":"complete","id":"1"}"#);
         assert_eq!(admit(&mut state, r#"{"type":"subscribe","id":"1","payload":{}}"#), Verdict::Forward);
         assert_eq!(code(admit(&mut state, r#"{"type":"unknown"}"#)), Some(4400));

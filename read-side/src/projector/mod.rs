@@ -156,7 +156,11 @@ impl Projector {
 
     async fn record(&self, event: &EventEnvelope, applied: Applied, skipped: &mut Vec<String>) {
         match applied {
-            Applied::Changed(change) => self.announce(&change).await,
+            Applied::Changed(change) => {
+                let age = (chrono::Utc::now() - event.timestamp).to_std().unwrap_or_default();
+                schema::metrics::metrics().change_age("notified", age);
+                self.announce(&change).await
+            }
             Applied::Nothing => {}
             Applied::Skipped(reason) => skipped.push(format!("event {}: {reason}", event.id)),
         }

@@ -122,7 +122,12 @@ impl LiveOrders {
                         self.inner.orders.get(&follower.0).await
                     };
                     let reading = match row {
-                        Ok(row) => Reading::Row(row),
+                        Ok(row) => {
+                            if changed && let Some(order) = &row {
+                                schema::metrics::metrics().change_age("read", change_age(order));
+                            }
+                            Reading::Row(row)
+                        }
                         Err(error) => {
                             tracing::warn!(order = %follower.0, error = %error, "reading a followed order failed");
                             Reading::Failed(error.to_string().into())
@@ -171,6 +176,11 @@ impl LiveOrders {
         }
         true
     }
+}
+
+/// How long ago the change a row shows happened (its event's time).
+pub(super) fn change_age(order: &OrderView) -> std::time::Duration {
+    (chrono::Utc::now() - order.updated_at).to_std().unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! Orders: the `order`/`orders` queries (here), the `placeOrder`/
-//! `cancelOrder`/`shipOrder` mutations, the `orderUpdated` subscription,
+//! `cancelOrder`/`shipOrder` mutations, the `orderUpdated` and
+//! `ordersUpdated` subscriptions (shared per order and per list scope),
 //! and the types they share.
 
 mod answers;
 mod cache;
 mod live;
+mod live_list;
 mod mutations;
 mod subscription;
 mod types;
@@ -25,6 +27,7 @@ use crate::graphql::pagination::{connection_complexity, decode_time_cursor, enco
 pub use answers::{AnswerKey, KeptFields, ReadLog};
 pub use cache::OrderCache;
 pub use live::LiveOrders;
+pub use live_list::LiveLists;
 pub use mutations::OrderMutation;
 pub use subscription::OrderSubscription;
 pub use types::{Order, OrderStatus};
