@@ -14,7 +14,6 @@ mod events;
 mod health;
 mod orders;
 mod status;
-mod watches;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,7 +102,7 @@ impl GrpcServer {
             .map_err(std::io::Error::other)?;
         let orders = proto::orders_server::OrdersServer::new(orders::OrdersApi::new(
             edge.clone(),
-            watches::Watches::new(max_watches_per_connection),
+            max_watches_per_connection,
             shutdown.clone(),
         ))
         .max_decoding_message_size(max_message_bytes);

@@ -27,7 +27,7 @@
 //!   (`TOO_MANY_SUBSCRIPTIONS`, `RATE_LIMITED` with `retryAfterSeconds`);
 //!   the connection stays open.
 
-mod connections;
+pub(crate) mod connections;
 mod outgoing;
 mod protocol;
 mod shared;

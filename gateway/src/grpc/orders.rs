@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use super::edge::Edge;
 use super::proto::{self, orders_server::Orders};
 use super::status;
-use super::watches::Watches;
+use crate::ws::connections::ConnectionCounts;
 
 /// The fields of an order every method reads.
 const ORDER_FIELDS: &str = "id customerId status items { sku quantity unitPriceCents } totalCents version \
@@ -23,13 +23,16 @@ const RESULT_FIELDS: &str = "commandId status error { code message } orderId";
 
 pub struct OrdersApi {
     edge: Edge,
-    watches: Watches,
+    /// Live `WatchOrder` streams per connection (its peer's address), held
+    /// to a WebSocket's subscription limit.
+    watches: ConnectionCounts,
+    max_watches: usize,
     shutdown: CancellationToken,
 }
 
 impl OrdersApi {
-    pub fn new(edge: Edge, watches: Watches, shutdown: CancellationToken) -> Self {
-        Self { edge, watches, shutdown }
+    pub fn new(edge: Edge, max_watches: usize, shutdown: CancellationToken) -> Self {
+        Self { edge, watches: ConnectionCounts::default(), max_watches: max_watches.max(1), shutdown }
     }
 
     /// Runs one of the order mutations and answers its payload.
@@ -157,8 +160,9 @@ impl Orders for OrdersApi {
         request: Request<proto::GetOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
         let caller = self.edge.caller(&request)?;
-        let watch = self.watches.open(request.remote_addr()).map_err(|most| {
-            let message = format!("this connection runs {most} subscriptions, as many as it may");
+        let connection = request.remote_addr().map_or_else(|| "unknown".to_owned(), |peer| peer.to_string());
+        let watch = self.watches.try_acquire(connection, self.max_watches).ok_or_else(|| {
+            let message = format!("this connection runs {} subscriptions, as many as it may", self.max_watches);
             status::coded(codes::TOO_MANY_SUBSCRIPTIONS, message, None)
         })?;
         let id = request.get_ref().order_id.clone();

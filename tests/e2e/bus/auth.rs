@@ -7,7 +7,7 @@ use schema::nats::NatsAuth;
 
 use super::OwnServer;
 
-async fn connects(url: &str, auth: &NatsAuth) -> bool {
+pub(super) async fn connects(url: &str, auth: &NatsAuth) -> bool {
     match schema::nats::connect(url, "test-auth", auth).await {
         Ok(client) => client.flush().await.is_ok(),
         Err(_) => false,

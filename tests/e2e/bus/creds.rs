@@ -15,6 +15,7 @@ use schema::nats::NatsAuth;
 use serde_json::{Value, json};
 
 use super::OwnServer;
+use super::auth::connects;
 use crate::helpers::{Backend, Isolation};
 use crate::processes::{Conveyor, seed_shop, server_env, wait_final, wait_until_ready};
 
@@ -53,13 +54,6 @@ fn write_creds(path: &Path, jwt: &str, user: &KeyPair) {
          *************************************************************\n"
     );
     std::fs::write(path, text).expect("write the creds file");
-}
-
-async fn connects(url: &str, auth: &NatsAuth) -> bool {
-    match schema::nats::connect(url, "test-creds", auth).await {
-        Ok(client) => client.flush().await.is_ok(),
-        Err(_) => false,
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
