@@ -32,8 +32,8 @@ pub struct Metadata {
     /// Who asked: a user id, `anonymous`, or a service name.
     pub actor: String,
     /// The W3C trace context of the span that sent this message (see
-    /// [`crate::trace`]); tracing data only, never part of a decision, and
-    /// not kept by the event store.
+    /// [`crate::trace`]); tracing data only, never part of a decision (the
+    /// event store keeps it with each event).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
 }

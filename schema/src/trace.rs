@@ -1,7 +1,8 @@
 //! One order, one trace: the W3C trace context (`traceparent`) travels with
-//! every command and event — in its envelope's metadata (kept in memory and
-//! on the bus; the event store does not store it) and, on NATS, in the
-//! message's `traceparent` header too, for tools that read headers only.
+//! every command and event — in its envelope's metadata (in memory, on the
+//! bus, and in the event store's `traceparent` column, so work that starts
+//! from the store stays in the trace) and, on NATS, in the message's
+//! `traceparent` header too, for tools that read headers only.
 //!
 //! Each hop opens its span as the child of the context it received
 //! ([`follow`]) and then passes on its *own* context ([`current`]), so the

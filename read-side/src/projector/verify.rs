@@ -48,8 +48,11 @@ impl Projector {
                         && copy.type_name == claimed.type_name =>
                 {
                     let mut copy = copy.clone();
-                    // Tracing data only (the store keeps none): the delivery's.
-                    copy.metadata.traceparent = claimed.metadata.traceparent;
+                    // Tracing data only: the store's, else the delivery's
+                    // (events appended before the store kept it).
+                    if copy.metadata.traceparent.is_none() {
+                        copy.metadata.traceparent = claimed.metadata.traceparent;
+                    }
                     verified.push(Ready { event: copy, ack });
                 }
                 Some(copy) => {

@@ -40,7 +40,9 @@ macro_rules! event_columns {
             $p,
             "actor, ",
             $p,
-            "occurred_at"
+            "occurred_at, ",
+            $p,
+            "traceparent"
         )
     };
 }
@@ -51,7 +53,7 @@ const ROWS_PER_STATEMENT: usize = 256;
 
 /// About what one event row sends: its serialized payload, ids, names and numbers.
 fn event_bytes((event, payload): &(&EventEnvelope, String)) -> usize {
-    payload.len() + event.aggregate_id.len() * 2 + event.type_name.len() + event.metadata.actor.len() + 5 * 40
+    payload.len() + event.aggregate_id.len() * 2 + event.type_name.len() + event.metadata.actor.len() + 6 * 40
 }
 
 /// `($1, $2, …), ($n+1, …)`: placeholders for `rows` rows of `columns` values.
@@ -203,7 +205,7 @@ pub(super) async fn insert_events(conn: &mut AnyConnection, events: &[EventEnvel
     for chunk in sql::chunks_by_size(&rows, event_bytes) {
         let sql = format!(
             concat!("INSERT INTO events (stream_id, ", event_columns!(""), ") VALUES {}"),
-            placeholders(chunk.len(), 12)
+            placeholders(chunk.len(), 13)
         );
         let mut query = sqlx::query(AssertSqlSafe(sql));
         for (event, payload) in chunk {
@@ -219,7 +221,8 @@ pub(super) async fn insert_events(conn: &mut AnyConnection, events: &[EventEnvel
                 .bind(event.metadata.correlation_id.to_string())
                 .bind(event.metadata.causation_id.to_string())
                 .bind(event.metadata.actor.clone())
-                .bind(to_micros(event.timestamp));
+                .bind(to_micros(event.timestamp))
+                .bind(event.metadata.traceparent.clone());
         }
         query.execute(&mut *conn).await?;
         let sql = format!(
@@ -293,7 +296,7 @@ pub(super) fn event_from_row(row: &AnyRow) -> Result<EventEnvelope, StoreError> 
             correlation_id: uuid("correlation_id")?,
             causation_id: uuid("causation_id")?,
             actor: row.try_get("actor")?,
-            traceparent: None,
+            traceparent: row.try_get("traceparent")?,
         },
         timestamp: from_micros(row.try_get("occurred_at")?),
         payload: serde_json::from_str(&payload).map_err(|error| StoreError::Contract(error.to_string()))?,
