@@ -7,7 +7,7 @@ use schema::EventEnvelope;
 use schema::envelope::stream_id;
 use schema::ports::StreamHead;
 use sqlx::AnyConnection;
-use tracing::{debug, warn};
+use tracing::{Instrument as _, debug, warn};
 
 use super::{Applied, Projector, checkpoints};
 use crate::projection::ProjectionError;
@@ -97,16 +97,18 @@ impl Projector {
         let mut skipped = Vec::new();
         for chunk in events.chunks(self.batch) {
             let batch: Vec<&EventEnvelope> = chunk.iter().collect();
+            // Traced, each event stays in its trace (the store keeps its context).
+            let spans: Vec<tracing::Span> = chunk.iter().map(super::span).collect();
             match self.apply_batch(&batch).await {
                 Ok(results) => {
-                    for (event, applied) in chunk.iter().zip(results) {
-                        self.record(event, applied, &mut skipped).await;
+                    for ((event, applied), span) in chunk.iter().zip(results).zip(spans) {
+                        self.record(event, applied, &mut skipped).instrument(span).await;
                     }
                 }
                 Err(error) => {
                     debug!(%error, "a catch-up batch failed; applying its events one by one");
-                    for event in chunk {
-                        skipped.extend(self.handle(event).await?);
+                    for (event, span) in chunk.iter().zip(spans) {
+                        skipped.extend(self.handle(event).instrument(span).await?);
                     }
                 }
             }

@@ -277,3 +277,13 @@ enum Applied {
     Nothing,
     Skipped(String),
 }
+
+/// The projector's span for one event, delivered or read from the store
+/// (none unless traced): the child of the context the event carries.
+fn span(event: &EventEnvelope) -> tracing::Span {
+    if !schema::trace::enabled() {
+        return tracing::Span::none();
+    }
+    let destination = format!("evt.{}", event.aggregate_type);
+    schema::trace::process(&destination, &event.id.to_string(), event.metadata.traceparent.as_deref())
+}

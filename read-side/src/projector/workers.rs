@@ -210,7 +210,7 @@ impl Projector {
         let events: Vec<&EventEnvelope> = batch.iter().map(|ready| &ready.event).collect();
         // Traced, each event's span covers the batch's transaction and its
         // change notification.
-        let spans: Vec<tracing::Span> = events.iter().map(|event| span(event)).collect();
+        let spans: Vec<tracing::Span> = events.iter().map(|event| super::span(event)).collect();
         match self.apply_batch(&events).await {
             Ok(results) => {
                 for ((ready, applied), span) in batch.into_iter().zip(results).zip(spans) {
@@ -236,7 +236,7 @@ impl Projector {
     /// be applied now; in its last delivery it is then dead-lettered (the
     /// catch-up the caller asks for applies the store's event).
     async fn process(&self, ready: Ready) -> bool {
-        match self.handle(&ready.event).instrument(span(&ready.event)).await {
+        match self.handle(&ready.event).instrument(super::span(&ready.event)).await {
             Ok(skipped) => {
                 self.settle(ready.ack, skipped).await;
                 true
@@ -281,15 +281,6 @@ impl Projector {
             Err(error) => warn!(%error, "dead-letter failed; the delivery comes back"),
         }
     }
-}
-
-/// The projector's span for one delivered event (none unless traced).
-fn span(event: &EventEnvelope) -> tracing::Span {
-    if !schema::trace::enabled() {
-        return tracing::Span::none();
-    }
-    let destination = format!("evt.{}", event.aggregate_type);
-    schema::trace::process(&destination, &event.id.to_string(), event.metadata.traceparent.as_deref())
 }
 
 #[cfg(test)]
