@@ -194,7 +194,7 @@ fn tracing_env(receiver: SocketAddr) -> Vec<(&'static str, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_embedded_order_is_one_connected_trace_from_the_mutation_to_the_push() {
+async fn one_embedded_order_is_one_connected_trace_from_the_mutation_to_the_view() {
     let (address, received) = receiver().await;
     let isolation = Isolation::new(Backend::Embedded).await;
     let data_dir = isolation.data_dir.clone().expect("a data directory").display().to_string();
