@@ -112,21 +112,7 @@ mod spans {
     /// A consumer's span for one message: `process <destination>`, the child
     /// of the context the message carried.
     pub fn process(destination: &str, message_id: &str, traceparent: Option<&str>) -> tracing::Span {
-        if !enabled() {
-            return tracing::Span::none();
-        }
-        let span = tracing::info_span!(
-            target: "conveyor::trace",
-            "process",
-            otel.name = format!("process {destination}"),
-            otel.kind = "consumer",
-            messaging.system = system(),
-            messaging.operation.type = "process",
-            messaging.operation.name = "process",
-            messaging.destination.name = destination,
-            messaging.message.id = message_id,
-            trace_id = tracing::field::Empty,
-        );
+        let span = hop("process", "consumer", destination, message_id);
         super::follow(&span, traceparent);
         super::stamp(&span);
         span
@@ -135,23 +121,28 @@ mod spans {
     /// A producer's span for one message: `send <destination>`, a child of
     /// the current span.
     pub fn send(destination: &str, message_id: &str) -> tracing::Span {
+        let span = hop("send", "producer", destination, message_id);
+        super::stamp(&span);
+        span
+    }
+
+    /// `<operation> <destination>` with the messaging attributes; none unless traced.
+    fn hop(operation: &'static str, kind: &'static str, destination: &str, message_id: &str) -> tracing::Span {
         if !enabled() {
             return tracing::Span::none();
         }
-        let span = tracing::info_span!(
+        tracing::info_span!(
             target: "conveyor::trace",
-            "send",
-            otel.name = format!("send {destination}"),
-            otel.kind = "producer",
+            "message",
+            otel.name = format!("{operation} {destination}"),
+            otel.kind = kind,
             messaging.system = system(),
-            messaging.operation.type = "send",
-            messaging.operation.name = "send",
+            messaging.operation.type = operation,
+            messaging.operation.name = operation,
             messaging.destination.name = destination,
             messaging.message.id = message_id,
             trace_id = tracing::field::Empty,
-        );
-        super::stamp(&span);
-        span
+        )
     }
 }
 

@@ -172,15 +172,15 @@ impl SqlEventStore {
         let (reply, answer) = oneshot::channel();
         let stream = stream_id(A::TYPE, &command.aggregate_id);
         let mut command = command.clone();
-        if !schema::trace::enabled() {
-            self.lanes.submit(Box::new(Pending::<A>::new(command, typed, stream, attachment, reply))).await?;
-            return answer.await.map_err(|_| StoreError::Closed)?;
-        }
         // Traced: the events it causes hang under the span deciding it (see
         // schema::trace), and the wait for the lane's group commit is the
         // store's span (OpenTelemetry's database conventions).
-        command.metadata.traceparent = schema::trace::current();
-        let span = self.append_span();
+        let span = if schema::trace::enabled() {
+            command.metadata.traceparent = schema::trace::current();
+            self.append_span()
+        } else {
+            tracing::Span::none()
+        };
         async move {
             self.lanes.submit(Box::new(Pending::<A>::new(command, typed, stream, attachment, reply))).await?;
             answer.await.map_err(|_| StoreError::Closed)?
@@ -191,11 +191,7 @@ impl SqlEventStore {
 
     /// `append events`: a client span on the store's database.
     fn append_span(&self) -> tracing::Span {
-        let system = if self.pool.connect_options().database_url.scheme().starts_with("sqlite") {
-            "sqlite"
-        } else {
-            "postgresql"
-        };
+        let system = if is_sqlite(&self.pool) { "sqlite" } else { "postgresql" };
         tracing::info_span!(
             target: "conveyor::trace",
             "append",
@@ -256,8 +252,11 @@ impl SqlEventStore {
 /// cache sizes: one on SQLite (one writer), the default on a server
 /// database, which commits several transactions at once and groups their fsyncs.
 pub fn lane_settings_for(pool: &AnyPool) -> LaneSettings {
-    let sqlite = pool.connect_options().database_url.scheme().starts_with("sqlite");
-    LaneSettings { lanes: if sqlite { 1 } else { LaneSettings::default().lanes }, ..LaneSettings::default() }
+    LaneSettings { lanes: if is_sqlite(pool) { 1 } else { LaneSettings::default().lanes }, ..LaneSettings::default() }
+}
+
+fn is_sqlite(pool: &AnyPool) -> bool {
+    pool.connect_options().database_url.scheme().starts_with("sqlite")
 }
 
 #[async_trait]
